@@ -1,0 +1,64 @@
+"""Atomic file writes: temp file in the same folder, fsync, rename, fsync the folder.
+
+A crash at any instant leaves either the old or the new file, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import faults
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so a rename inside it is durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Atomically replace `path` with `data`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.csfs-tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    faults.point("atomic-before-rename")
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def dumps_json(obj: Any) -> bytes:
+    """The JSON form csfs writes: indented, keys in insertion order, newline at the end."""
+    return (json.dumps(obj, indent=4, default=str) + "\n").encode()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_bytes(path, dumps_json(obj))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; a missing or malformed file raises FormatError naming it."""
+    from .errors import FormatError, NotFoundError
+
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None

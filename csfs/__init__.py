@@ -1,0 +1,1 @@
+"""csfs command line: argument parsing, output formatting, configuration. No domain logic."""

@@ -1,0 +1,5 @@
+import sys
+
+from csfs.main import main
+
+sys.exit(main())

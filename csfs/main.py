@@ -1,0 +1,60 @@
+"""`csfs` entry point: builds the parser from the command modules and maps errors to exit codes."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from core.errors import CsfsError
+
+# Each module defines register(subparsers, common) adding its subcommands; each
+# subcommand sets func=callable(args) -> int | None.
+COMMAND_MODULES = [
+    "csfs.cmd_formats",
+    "csfs.cmd_instance",
+    "csfs.cmd_data",
+    "csfs.cmd_mount",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
+                        help="instance directory (default: $CSFS_HOME, else ~/.local/share/csfs)")
+    parser = argparse.ArgumentParser(
+        prog="csfs",
+        description="Keep CryoSPARC project directories safe, movable and shareable: "
+                    "lifecycle with enforced cs.lock, exports, sizes, cleanup, and a FUSE mount.",
+        parents=[common],
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "home"):
+        args.home = None
+    try:
+        return int(args.func(args) or 0)
+    except CsfsError as e:
+        if args.debug:
+            raise
+        print(f"csfs: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("csfs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
