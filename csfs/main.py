@@ -12,13 +12,26 @@ from core.errors import CsfsError
 # subcommand sets func=callable(args) -> int | None.
 COMMAND_MODULES = [
     "csfs.cmd_formats",
+    "csfs.cmd_demo",
     "csfs.cmd_instance",
     "csfs.cmd_data",
     "csfs.cmd_mount",
 ]
 
 
+_groups: dict[str, argparse._SubParsersAction] = {}
+
+
+def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """The sub-subparsers of a command group (`project`, `job`, `group`, ...), shared by modules."""
+    if name not in _groups:
+        p = sub.add_parser(name, help=help, description=help)
+        _groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+    return _groups[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _groups.clear()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                         help="instance directory (default: $CSFS_HOME, else ~/.local/share/csfs)")

@@ -1,0 +1,6 @@
+"""(commands added by their owners)"""
+from __future__ import annotations
+
+
+def register(sub, common) -> None:
+    pass

@@ -1,0 +1,68 @@
+"""Shared fixtures: temporary instances, the tiny demo project, and a CLI runner."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip("../shared/realdata is not beside the checkout")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def _demo_master(tmp_path_factory) -> Path:
+    """One tiny demo (project + raw data) per session; tests copy it."""
+    from core.demo import make_demo
+
+    root = tmp_path_factory.mktemp("demo-master")
+    make_demo(root, scale="tiny", seed=1)
+    return root
+
+
+@pytest.fixture
+def demo(_demo_master, tmp_path) -> Path:
+    """A fresh copy of the tiny demo folder (symlinks kept); returns the project directory."""
+    dst = tmp_path / "demo"
+    shutil.copytree(_demo_master, dst, symlinks=True)
+    # import symlinks point into the master's raw/ folder: repoint them at this copy's
+    for link in dst.rglob("*"):
+        if link.is_symlink():
+            target = os.readlink(link)
+            if target.startswith(str(_demo_master)):
+                link.unlink()
+                link.symlink_to(str(dst) + target[len(str(_demo_master)):])
+    (project,) = [p for p in dst.iterdir() if p.name.startswith("CS-")]
+    return project
+
+
+def run_csfs(*args: str, home: Path | None = None, input: str | None = None,
+             env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real `csfs` command line in a subprocess."""
+    e = dict(os.environ)
+    if home is not None:
+        e["CSFS_HOME"] = str(home)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "csfs", *map(str, args)], capture_output=True,
+                          text=True, input=input, env=e, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """An empty instance home (CSFS_HOME) for one test."""
+    return tmp_path / "home-A"
+
+
+@pytest.fixture
+def csfs():
+    return run_csfs
