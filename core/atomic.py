@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from . import faults
 
@@ -21,21 +21,29 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """Atomically replace `path` with `data`."""
+def write_file(path: str | os.PathLike, fill: Callable[[BinaryIO], Any], mode: int = 0o644) -> None:
+    """Atomically replace `path` with what `fill(f)` writes to the open temp file `f`
+    (for contents too large to build in memory first)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.csfs-tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            fill(f)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     faults.point("atomic-before-rename")
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Atomically replace `path` with `data`."""
+    write_file(path, lambda f: f.write(data), mode)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
