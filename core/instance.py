@@ -1,0 +1,291 @@
+"""The instance: an id (UUID) and a SQLite registry of attached projects, in CSFS_HOME.
+
+The registry only says which directories this instance knows, under which numeric
+UIDs (P1, P2, ...; never reused, even after `forget`) and in which state. The
+project directory stays the source of truth for everything else.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from . import faults
+from .errors import FormatError, NotFoundError, UsageError
+
+STATES = ("attached", "archived", "detached")
+_UID_RE = re.compile(r"^[Pp](\d+)$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS projects (
+    num INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('attached', 'archived', 'detached')),
+    title TEXT NOT NULL DEFAULT '',
+    lock_id TEXT,
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS workspaces (
+    num INTEGER NOT NULL, uid TEXT NOT NULL, title TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (num, uid)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    num INTEGER NOT NULL, uid TEXT NOT NULL, type TEXT NOT NULL DEFAULT '',
+    title TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (num, uid)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """One registry row: a project this instance knows."""
+
+    uid: str
+    path: Path
+    state: str
+    title: str
+    lock_id: str | None = None
+
+    @property
+    def num(self) -> int:
+        return int(self.uid[1:])
+
+    def as_dict(self) -> dict:
+        return {"uid": self.uid, "path": str(self.path), "state": self.state, "title": self.title}
+
+
+def parse_uid(ref: str) -> int | None:
+    """'P3' or 'p3' -> 3; anything else -> None."""
+    m = _UID_RE.match(ref.strip())
+    return int(m.group(1)) if m else None
+
+
+def norm_path(path: str | os.PathLike) -> Path:
+    """The form paths are stored and compared in: absolute, symlinks resolved."""
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+class Instance:
+    """A csfs instance living in `home` (created with its id and registry on first use)."""
+
+    ID_FILE = "instance_id"
+    DB_FILE = "registry.sqlite3"
+
+    def __init__(self, home: str | os.PathLike) -> None:
+        self.home = Path(home).expanduser().absolute()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"{self.home}: instance home is not a directory") from None
+        self.id = self._load_or_create_id()
+        self.registry_path = self.home / self.DB_FILE
+        with self._db() as con:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    con.execute(stmt)
+
+    # -- identity -------------------------------------------------------------
+    def _load_or_create_id(self) -> str:
+        path = self.home / self.ID_FILE
+        if not path.exists():
+            tmp = self.home / f".{self.ID_FILE}.{os.getpid()}.{uuid.uuid4().hex}"
+            tmp.write_text(str(uuid.uuid4()) + "\n")
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # exclusive: a concurrent first use keeps one id
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        text = path.read_text().strip()
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            raise FormatError(f"{path}: not an instance id (a UUID); this home is damaged") from None
+
+    @property
+    def cache_dir(self) -> Path:
+        """A folder other modules may use for caches (created on demand)."""
+        d = self.home / "cache"
+        d.mkdir(exist_ok=True)
+        return d
+
+    # -- database -------------------------------------------------------------
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction: committed on success, rolled back on error."""
+        con = sqlite3.connect(self.home / self.DB_FILE, timeout=60, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise FormatError(f"{self.home / self.DB_FILE}: registry unusable ({e})") from None
+        finally:
+            con.close()
+
+    @staticmethod
+    def _record(row: Sequence) -> ProjectRecord:
+        return ProjectRecord(f"P{row[0]}", Path(row[1]), row[2], row[3], row[4])
+
+    _COLS = "num, path, state, title, lock_id"
+
+    # -- queries --------------------------------------------------------------
+    def projects(self) -> list[ProjectRecord]:
+        with self._db() as con:
+            rows = con.execute(f"SELECT {self._COLS} FROM projects ORDER BY num").fetchall()
+        return [self._record(r) for r in rows]
+
+    def get(self, uid: str) -> ProjectRecord:
+        num = parse_uid(uid)
+        with self._db() as con:
+            row = None if num is None else con.execute(
+                f"SELECT {self._COLS} FROM projects WHERE num = ?", (num,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no project {uid} in this instance ({self.home}); see `csfs project list`")
+        return self._record(row)
+
+    def find_path(self, path: str | os.PathLike) -> ProjectRecord | None:
+        """The record for a directory: attached/archived first, else the newest detached one."""
+        p = str(norm_path(path))
+        with self._db() as con:
+            rows = con.execute(
+                f"SELECT {self._COLS} FROM projects WHERE path = ? "
+                "ORDER BY state = 'detached', num DESC", (p,)).fetchall()
+        return self._record(rows[0]) if rows else None
+
+    def resolve(self, ref: str | os.PathLike) -> ProjectRecord:
+        """A project named as 'P3' or by its directory path; NotFoundError otherwise."""
+        ref_s = os.fspath(ref)
+        if parse_uid(ref_s) is not None:
+            try:
+                return self.get(ref_s)
+            except NotFoundError:
+                if not os.path.isdir(ref_s):  # a legacy directory may be named like a UID
+                    raise
+        if not ref_s.strip():
+            raise UsageError("empty project reference; give P<n> or a project directory")
+        rec = self.find_path(ref_s)
+        if rec is None:
+            what = "directory" if os.path.isdir(ref_s) else "no such project UID or directory"
+            raise NotFoundError(f"{ref_s}: {what} not known to this instance; "
+                                "see `csfs project list` (or attach it)")
+        return rec
+
+    def jobs(self, uid: str) -> list[tuple[str, str, str, str]]:
+        """Registered (uid, type, title, status) rows of a project, in job order."""
+        num = self.get(uid).num
+        with self._db() as con:
+            rows = con.execute("SELECT uid, type, title, status FROM jobs WHERE num = ?", (num,)).fetchall()
+        return sorted(rows, key=lambda r: _uid_sort_key(r[0]))
+
+    def workspaces(self, uid: str) -> list[tuple[str, str]]:
+        num = self.get(uid).num
+        with self._db() as con:
+            rows = con.execute("SELECT uid, title FROM workspaces WHERE num = ?", (num,)).fetchall()
+        return sorted(rows, key=lambda r: _uid_sort_key(r[0]))
+
+    def next_uid(self) -> str:
+        """The UID the next allocation will return (informational)."""
+        with self._db() as con:
+            return f"P{self._next_num(con)}"
+
+    # -- changes --------------------------------------------------------------
+    @staticmethod
+    def _next_num(con: sqlite3.Connection) -> int:
+        row = con.execute("SELECT value FROM meta WHERE key = 'next_num'").fetchone()
+        top = con.execute("SELECT COALESCE(MAX(num), 0) FROM projects").fetchone()[0]
+        return max(int(row[0]) if row else 1, top + 1)
+
+    def allocate_uid(self) -> str:
+        """Reserve a new project UID; never handed out again, even if unused."""
+        with self._db() as con:
+            num = self._next_num(con)
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_num', ?)", (str(num + 1),))
+        return f"P{num}"
+
+    def register(self, uid: str, path: str | os.PathLike, state: str, title: str, lock_id: str | None,
+                 workspaces: Sequence[tuple[str, str]] = (),
+                 jobs: Sequence[tuple[str, str, str, str]] = ()) -> ProjectRecord:
+        """Insert or replace a project's row with its workspaces and jobs, in one transaction."""
+        num = parse_uid(uid)
+        assert num is not None and state in STATES
+        with self._db() as con:
+            con.execute("INSERT OR REPLACE INTO projects (num, path, state, title, lock_id) "
+                        "VALUES (?, ?, ?, ?, ?)", (num, str(norm_path(path)), state, title, lock_id))
+            faults.point("registry-mid-register")
+            self._set_children(con, num, workspaces, jobs)
+            nxt = self._next_num(con)
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_num', ?)", (str(nxt),))
+        return self.get(uid)
+
+    @staticmethod
+    def _set_children(con: sqlite3.Connection, num: int, workspaces: Sequence[tuple[str, str]],
+                      jobs: Sequence[tuple[str, str, str, str]]) -> None:
+        con.execute("DELETE FROM workspaces WHERE num = ?", (num,))
+        con.execute("DELETE FROM jobs WHERE num = ?", (num,))
+        con.executemany("INSERT OR REPLACE INTO workspaces (num, uid, title) VALUES (?, ?, ?)",
+                        [(num, w, t) for w, t in workspaces])
+        con.executemany("INSERT OR REPLACE INTO jobs (num, uid, type, title, status) VALUES (?, ?, ?, ?, ?)",
+                        [(num, *j) for j in jobs])
+
+    def update(self, uid: str, *, state: str | None = None, path: str | os.PathLike | None = None,
+               title: str | None = None, lock_id: str | None = None,
+               workspaces: Sequence[tuple[str, str]] | None = None,
+               jobs: Sequence[tuple[str, str, str, str]] | None = None) -> ProjectRecord:
+        """Change some fields of a row (and optionally replace its workspaces/jobs)."""
+        rec = self.get(uid)
+        assert state is None or state in STATES
+        with self._db() as con:
+            con.execute(
+                "UPDATE projects SET state = ?, path = ?, title = ?, lock_id = ?, "
+                "updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE num = ?",
+                (state or rec.state, str(norm_path(path)) if path is not None else str(rec.path),
+                 rec.title if title is None else title, rec.lock_id if lock_id is None else lock_id, rec.num))
+            if workspaces is not None or jobs is not None:
+                old_ws = con.execute("SELECT uid, title FROM workspaces WHERE num = ?", (rec.num,)).fetchall()
+                old_jobs = con.execute("SELECT uid, type, title, status FROM jobs WHERE num = ?",
+                                       (rec.num,)).fetchall()
+                self._set_children(con, rec.num, old_ws if workspaces is None else workspaces,
+                                   old_jobs if jobs is None else jobs)
+        return self.get(uid)
+
+    def upsert_jobs(self, uid: str, jobs: Sequence[tuple[str, str, str, str]]) -> None:
+        """Add or refresh some job rows of a project, keeping the others."""
+        num = self.get(uid).num
+        with self._db() as con:
+            con.executemany("INSERT OR REPLACE INTO jobs (num, uid, type, title, status) VALUES (?, ?, ?, ?, ?)",
+                            [(num, *j) for j in jobs])
+
+    def remove(self, uid: str) -> None:
+        """Delete a project's rows (its UID stays used)."""
+        num = self.get(uid).num
+        with self._db() as con:
+            nxt = self._next_num(con)
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_num', ?)", (str(nxt),))
+            for table in ("jobs", "workspaces", "projects"):
+                con.execute(f"DELETE FROM {table} WHERE num = ?", (num,))
+
+    def info(self) -> dict:
+        """Facts for `csfs instance info`."""
+        recs = self.projects()
+        counts = {s: sum(r.state == s for r in recs) for s in STATES}
+        return {"id": self.id, "home": str(self.home), "registry": str(self.registry_path),
+                "projects": len(recs), **counts, "next_uid": self.next_uid()}
+
+
+def _uid_sort_key(uid: str) -> tuple[str, int]:
+    m = re.match(r"^([A-Za-z]+)(\d+)$", uid)
+    return (m.group(1), int(m.group(2))) if m else (uid, 0)

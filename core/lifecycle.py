@@ -1,0 +1,341 @@
+"""Project lifecycle: create, attach, detach, archive, unarchive, forget, rescue, mark completed.
+
+Each action checks all its preconditions before changing anything, then changes the
+project directory (through core.store's atomic exports) and the registry in an order
+chosen so that a crash at any point leaves a state that re-running the same action
+completes:
+
+- attach/create: lock first, then project.json, then the registry row. Our lock with
+  no registry row is an interrupted attach, and attach finishes it.
+- detach: project.json (detached: true), then the lock is removed, then the registry.
+  A registered project without a lock is an interrupted detach, and detach finishes it.
+- archive: project.json (archived: true), then the registry.
+- unarchive: project.json (archived: false) at the new path, then the registry.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from . import faults, lock
+from .atomic import write_json
+from .errors import ActiveJobError, ArchivedError, FormatError, ForeignLockError, NotFoundError, RefusedError, UsageError
+from .instance import Instance, ProjectRecord, norm_path
+from .lock import now_iso
+from .project import FINAL_STATUSES, Project
+from .store import (check_writable, commit, export, job_row, owned_lock, read_doc, refuse_foreign,
+                    workspace_rows)
+
+
+def slug(title: str) -> str:
+    """'My Project #2' -> 'my-project-2' (lower case, non-alphanumerics collapsed to '-')."""
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _project_doc(path: Path) -> dict:
+    """project.json as a dict ({} when absent, as in the legacy layout); FormatError if corrupt."""
+    doc = read_doc(path / "project.json", default={})
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path / 'project.json'}: not a JSON object; fix or restore it first")
+    return doc
+
+
+def _workspaces_doc(path: Path) -> list | dict:
+    doc = read_doc(path / "workspaces.json", default=[])
+    if not isinstance(doc, (list, dict)):
+        raise FormatError(f"{path / 'workspaces.json'}: not a list of workspaces; fix or restore it first")
+    return doc
+
+
+def _open(path: Path) -> tuple[Project, dict, list | dict]:
+    """Open and validate a project directory: model, project.json, workspaces.json."""
+    proj = Project.open(path)
+    return proj, _project_doc(path), _workspaces_doc(path)
+
+
+def _rows(proj: Project, ws: list | dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str, str]]]:
+    return workspace_rows(ws), [job_row(j.uid, j.doc) for j in proj.jobs.values()]
+
+
+def _refuse_active(rec_uid: str, proj: Project, action: str) -> None:
+    active = [j for j in proj.jobs.values() if j.is_active]
+    if active:
+        names = ", ".join(f"{j.uid} ({j.status})" for j in active)
+        raise ActiveJobError(f"{rec_uid}: cannot {action} while a job is active: {names}; "
+                             "wait for it to finish or kill it in CryoSPARC")
+
+
+# -- create / attach -----------------------------------------------------------------------
+
+def create(instance: Instance, title: str, container: str | os.PathLike) -> ProjectRecord:
+    """A new `CS-<slug>` directory in `container` with project.json, workspaces.json, our lock."""
+    title = title.strip()
+    if not title or not slug(title):
+        raise UsageError(f"{title!r}: a project title needs at least one letter or digit")
+    container = norm_path(container)
+    if not container.is_dir():
+        raise NotFoundError(f"{container}: no such directory to create the project in")
+    path = container / f"CS-{slug(title)}"
+    if path.exists():
+        info = lock.read(path)
+        if info is not None and info.is_ours(instance.id) and _unregistered(instance, info):
+            return attach(instance, path)  # an interrupted create: finish it
+        raise RefusedError(f"{path} already exists; choose another title or attach it")
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise RefusedError(f"{path} already exists; choose another title or attach it") from None
+    uid = instance.allocate_uid()
+    info = lock.create(path, lock.new_doc(instance.id, uid, instance.home))
+    doc = {"uid": uid, "title": title, "description": "", "created_at": now_iso(),
+           "archived": False, "detached": False}
+    workspaces = [{"uid": "W1", "project_uid": uid, "title": "Workspace 1", "created_at": doc["created_at"]}]
+    export(path, doc, workspaces)
+    return instance.register(uid, path, "attached", title, info.lock_id, workspace_rows(workspaces), [])
+
+
+def _unregistered(instance: Instance, info: lock.LockInfo) -> bool:
+    """True if our lock `info` names no live registry row (an interrupted attach/create/rescue)."""
+    if not info.project_uid:
+        return True
+    try:
+        rec = instance.get(info.project_uid)
+    except NotFoundError:
+        return True
+    return rec.lock_id != info.lock_id or rec.state == "detached"
+
+
+def attach(instance: Instance, path: str | os.PathLike) -> ProjectRecord:
+    """Lock a project directory for this instance and register it (and its jobs) under a new UID.
+
+    Refused while any cs.lock is present (naming its owner), except our own lock left
+    by an interrupted attach, which is then completed. Legacy directories get a
+    project.json.
+    """
+    path = norm_path(path)
+    _open(path)  # validate before touching anything
+    info = lock.read(path)
+    refuse_foreign(path, info, instance)
+    if info is not None:
+        return _adopt_own_lock(instance, path, info)
+    rec = instance.find_path(path)
+    if rec is not None and rec.state != "detached":
+        uid = rec.uid  # registered but the lock is gone (interrupted detach, or removed by hand): relock
+    else:
+        uid = instance.allocate_uid()
+    info = lock.create(path, lock.new_doc(instance.id, uid, instance.home))
+    return _finish_attach(instance, path, uid, info)
+
+
+def _adopt_own_lock(instance: Instance, path: Path, info: lock.LockInfo) -> ProjectRecord:
+    """Attach when our own lock is already there: finish an interrupted action or say why not."""
+    uid = info.project_uid
+    try:
+        rec = instance.get(uid) if uid else None
+    except NotFoundError:
+        rec = None
+    if rec is not None and rec.lock_id == info.lock_id and rec.state != "detached":
+        if rec.path != path:
+            raise RefusedError(f"{path} holds the lock of {rec.uid}, which is {rec.state} at {rec.path}: "
+                               "this is a copy or a moved directory (to move a project, archive it, "
+                               f"move it, then `csfs project unarchive {rec.uid} NEWPATH`)")
+        if rec.state == "archived":
+            raise ArchivedError(f"{path} is archived here as {rec.uid}; "
+                                f"use `csfs project unarchive {rec.uid} {path}`")
+        raise UsageError(f"{path} is already attached to this instance as {rec.uid}")
+    if rec is not None and rec.lock_id != info.lock_id and rec.state != "detached":
+        raise ForeignLockError(f"{path}: cs.lock names {uid} of this instance, but {uid} is {rec.state} "
+                               f"at {rec.path} with another lock; this looks like a copy. Remove the "
+                               "copy's cs.lock by hand only if you are sure, then attach it")
+    if uid is None or rec is not None:
+        # not a usable UID (hand-made lock, or a UID now forgotten): give it a fresh one
+        new = lock.new_doc(instance.id, instance.allocate_uid(), instance.home)
+        info = lock.replace(path, info, new)
+        uid = new["project_uid"]
+    return _finish_attach(instance, path, uid, info)
+
+
+def _finish_attach(instance: Instance, path: Path, uid: str, info: lock.LockInfo,
+                   keep_archived: bool = False) -> ProjectRecord:
+    """With our lock in place: give project.json our UID, export, register everything."""
+    faults.point("attach-locked")
+    try:
+        proj, doc, ws = _open(path)
+    except (FormatError, NotFoundError):
+        lock.remove(path, info)  # changed behind our back; leave it as we found it
+        raise
+    archived = keep_archived and doc.get("archived") is True
+    new_doc = {"uid": uid, "title": proj.title, "description": "", "created_at": now_iso(), **doc}
+    new_doc.update(uid=uid, detached=False, archived=archived)
+    job_docs = {j.uid: {**j.doc, "project_uid": uid} for j in proj.jobs.values()
+                if not j.error and j.doc.get("project_uid", uid) != uid}
+    export(path, new_doc, ws, job_docs)
+    _remove_stray_tmp(path, instance.id)
+    proj = Project.open(path)
+    return instance.register(uid, path, "archived" if archived else "attached", proj.title,
+                             info.lock_id, *_rows(proj, ws))
+
+
+def _remove_stray_tmp(path: Path, instance_id: str) -> None:
+    """A crash inside lock.create can leave our private temp file behind."""
+    try:
+        (path / f".{lock.LOCK_NAME}.{instance_id}.tmp").unlink()
+    except FileNotFoundError:
+        pass
+
+
+# -- detach / archive / unarchive / forget -------------------------------------------------
+
+def detach(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
+    """Flush metadata, remove our lock, mark the project detached (refused while a job is active)."""
+    rec = instance.resolve(ref)
+    if rec.state == "detached":
+        raise UsageError(f"{rec.uid} is already detached")
+    if rec.state == "archived":
+        raise ArchivedError(f"{rec.uid} is archived; unarchive it first (`csfs project unarchive "
+                            f"{rec.uid} PATH`), then detach")
+    info = lock.read(rec.path)
+    if info is None and rec.path.is_dir():
+        # interrupted detach (lock already removed): finish it
+        return instance.update(rec.uid, state="detached")
+    if not rec.path.is_dir():
+        raise NotFoundError(f"{rec.uid}: directory {rec.path} is gone; if it moved, attach it "
+                            "at its new place (and `forget` this entry once detached)")
+    check_writable(instance, rec.path)
+    proj, doc, ws = _open(rec.path)
+    _refuse_active(rec.uid, proj, "detach")
+    commit(instance, proj, project_doc={**doc, "detached": True}, workspaces=ws)
+    faults.point("detach-flushed")
+    lock.remove(rec.path, info)
+    faults.point("detach-unlocked")
+    wrows, jrows = _rows(proj, ws)
+    return instance.update(rec.uid, state="detached", title=proj.title, workspaces=wrows, jobs=jrows)
+
+
+def archive(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
+    """Make an attached project read-only (project.json archived: true; lock kept).
+
+    The directory may then be moved; `unarchive` makes it writable at its new path.
+    """
+    rec = instance.resolve(ref)
+    if rec.state == "archived":
+        raise UsageError(f"{rec.uid} is already archived")
+    if rec.state == "detached":
+        raise RefusedError(f"{rec.uid} is detached; attach it before archiving")
+    owned_lock(instance, rec)
+    proj, doc, ws = _open(rec.path)
+    if doc.get("archived") is not True:  # else: an interrupted archive, finish it
+        check_writable(instance, rec.path)
+        _refuse_active(rec.uid, proj, "archive")
+        commit(instance, proj, project_doc={**doc, "archived": True}, workspaces=ws)
+        faults.point("archive-flushed")
+    return instance.update(rec.uid, state="archived")
+
+
+def unarchive(instance: Instance, ref: str | os.PathLike, new_path: str | os.PathLike) -> ProjectRecord:
+    """Make an archived project writable again at `new_path` (where it may have moved).
+
+    Accepted only if `new_path` holds our lock for this very project (same lock id and
+    project UID).
+    """
+    rec = instance.resolve(ref)
+    if rec.state != "archived":
+        raise RefusedError(f"{rec.uid} is {rec.state}, not archived; nothing to unarchive")
+    new = norm_path(new_path)
+    proj, doc, ws = _open(new)
+    info = lock.read(new)
+    refuse_foreign(new, info, instance)
+    if info is None:
+        raise RefusedError(f"{new} has no cs.lock, so it is not the archived {rec.uid}; "
+                           "give the directory the archive was moved to")
+    if info.lock_id != rec.lock_id or doc.get("uid") != rec.uid:
+        raise RefusedError(f"{new} holds project {doc.get('uid') or '?'} with another lock, "
+                           f"not the archived {rec.uid}; give the directory it was moved to")
+    other = instance.find_path(new)
+    if other is not None and other.uid != rec.uid and other.state != "detached":
+        raise RefusedError(f"{new} is already registered as {other.uid} ({other.state})")
+    if doc.get("archived") is not False:
+        export(new, {**doc, "archived": False, "last_exported": now_iso()}, ws)
+        faults.point("unarchive-flushed")
+    wrows, jrows = _rows(proj, ws)
+    return instance.update(rec.uid, state="attached", path=new, title=proj.title, workspaces=wrows, jobs=jrows)
+
+
+def forget(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
+    """Drop a detached project's registry rows; nothing on disk is touched."""
+    rec = instance.resolve(ref)
+    if rec.state != "detached":
+        raise RefusedError(f"{rec.uid} is {rec.state}; only detached projects can be forgotten "
+                           f"(run `csfs project detach {rec.uid}` first)")
+    instance.remove(rec.uid)
+    return rec
+
+
+# -- rescue --------------------------------------------------------------------------------
+
+def rescue(instance: Instance, path: str | os.PathLike, other_instance_is_down: bool) -> str:
+    """Take over a project whose lock belongs to a dead instance.
+
+    Without `other_instance_is_down` only explains the steps and changes nothing. With
+    it, the old lock is saved as `cs.lock.rescued-<time>.json` and replaced by ours,
+    and the project is registered here under a new UID. Returns a message for the user.
+    """
+    path = norm_path(path)
+    _open(path)
+    info = lock.read(path)
+    if info is None:
+        raise UsageError(f"{path} has no cs.lock; nothing to rescue. Attach it: csfs project attach {path}")
+    if info.is_ours(instance.id):
+        if _unregistered(instance, info):
+            rec = attach(instance, path)
+            return f"{path} held this instance's own lock from an interrupted action; attached as {rec.uid}"
+        raise UsageError(f"{path} is locked by this instance itself ({info.project_uid}); nothing to rescue")
+    if not other_instance_is_down:
+        return _rescue_steps(path, info)
+    stamp = now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
+    record = path / f"cs.lock.rescued-{stamp}.json"
+    write_json(record, {"rescued_at": now_iso(), "rescued_by_instance": instance.id,
+                        "rescued_by_home": str(instance.home), "old_lock": info.doc,
+                        "old_lock_raw": info.raw.decode("utf-8", "replace")})
+    faults.point("rescue-recorded")
+    uid = instance.allocate_uid()
+    new = lock.replace(path, info, lock.new_doc(instance.id, uid, instance.home))
+    rec = _finish_attach(instance, path, uid, new, keep_archived=True)
+    note = (f"; it is archived: `csfs project unarchive {rec.uid} {path}` makes it writable"
+            if rec.state == "archived" else "")
+    return (f"rescued {path}: now {rec.state} here as {rec.uid}{note}. "
+            f"The old lock ({info.describe()}) is saved in {record.name}")
+
+
+def _rescue_steps(path: Path, info: lock.LockInfo) -> str:
+    return "\n".join([
+        f"{path} is locked by {info.describe()}.",
+        "Rescue takes the project away from that instance. Do it only if that instance is down",
+        "for good (or has lost the project), never while it may still write to the directory:",
+        "  1. Stop the other instance, or make sure it no longer exists.",
+        f"  2. If you wish, work on a copy first: rsync -a {path}/ COPY/ and rescue COPY instead.",
+        f"  3. Run: csfs project rescue {path} --other-instance-is-down",
+        "The old lock is kept as cs.lock.rescued-<time>.json in the project directory.",
+        "Nothing was changed.",
+    ])
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+def mark_completed(instance: Instance, ref: str | os.PathLike, juid: str) -> str:
+    """Mark a killed or failed job completed (CryoSPARC's "mark as completed"). Returns its UID."""
+    rec = instance.resolve(ref)
+    check_writable(instance, rec.path)
+    proj = Project.open(rec.path)
+    job = proj.job(juid)
+    if job.error:
+        raise FormatError(f"{rec.uid}: {job.error}")
+    if job.status == "completed":
+        raise UsageError(f"{rec.uid} {job.uid} is already completed")
+    if job.status not in FINAL_STATUSES:
+        raise RefusedError(f"{rec.uid} {job.uid} is {job.status or 'without status'}; only killed or "
+                           "failed jobs can be marked completed")
+    doc = {**job.doc, "status": "completed", "completed_at": now_iso()}
+    commit(instance, proj, job_docs={job.uid: doc})
+    return job.uid

@@ -1,0 +1,199 @@
+"""The one write path for project metadata (continuous export).
+
+Every change to a project goes through `commit`: it first checks that the project's
+cs.lock is ours and the project is not archived, then rewrites the affected job.json
+files, workspaces.json and project.json, each atomically (temp file, fsync, rename,
+fsync dir). project.json is written last, so it marks a finished commit.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from . import faults, lock
+from .lock import now_iso
+from .atomic import read_json, write_json
+from .errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
+from .instance import Instance, ProjectRecord, norm_path
+
+_JOB_RE = re.compile(r"^J(\d+)$")
+
+
+class ProjectLike(Protocol):
+    """What commit needs of a project: its directory and its project.json document."""
+
+    path: Path
+    doc: dict
+
+
+def check_writable(instance: Instance, project_path: str | os.PathLike) -> ProjectRecord:
+    """The record of a project we may write to; refuses (naming the owner) otherwise.
+
+    Writable means: cs.lock is ours and matches our registry row, and the project is
+    attached here, not archived (neither in the registry nor in project.json).
+    """
+    path = norm_path(project_path)
+    info = lock.read(path)
+    refuse_foreign(path, info, instance)
+    rec = instance.find_path(path)
+    if rec is None or rec.state == "detached":
+        raise RefusedError(f"{path}: not attached to this instance; run `csfs project attach {path}` first")
+    if rec.state == "archived":
+        raise ArchivedError(f"{rec.uid} is archived (read-only); run `csfs project unarchive {rec.uid} PATH` first")
+    owned_lock(instance, rec, path)
+    doc = read_doc(path / "project.json", default={})
+    if isinstance(doc, dict) and doc.get("archived") is True:
+        raise ArchivedError(f"{rec.uid}: project.json says archived (read-only); "
+                            f"run `csfs project unarchive {rec.uid} {path}`")
+    return rec
+
+
+def refuse_foreign(path: Path, info: lock.LockInfo | None, instance: Instance) -> None:
+    """ForeignLockError naming the owner if `info` is a lock that is not ours."""
+    if info is not None and not info.is_ours(instance.id):
+        raise ForeignLockError(
+            f"{path}: locked by {info.describe()}; this instance may not write to it "
+            "(if that instance is gone for good, see `csfs project rescue --help`)")
+
+
+def owned_lock(instance: Instance, rec: ProjectRecord, path: Path | None = None) -> lock.LockInfo:
+    """The lock at `path` (default: the record's), which must be the one we wrote for `rec`."""
+    path = rec.path if path is None else path
+    info = lock.read(path)
+    refuse_foreign(path, info, instance)
+    if info is None:
+        raise RefusedError(f"{rec.uid}: cs.lock is missing from {path}; "
+                           f"run `csfs project attach {path}` to lock it again")
+    if rec.lock_id and info.lock_id != rec.lock_id:
+        raise ForeignLockError(f"{path}: cs.lock ({info.describe()}) is not the lock this instance "
+                               f"wrote for {rec.uid}; is this a copy? attach the copy instead")
+    return info
+
+
+def read_doc(path: Path, default: Any) -> Any:
+    """A JSON file's document, `default` if the file is missing; FormatError if malformed."""
+    try:
+        return read_json(path)
+    except NotFoundError:
+        return default
+
+
+def workspace_rows(workspaces: Any) -> list[tuple[str, str]]:
+    """(uid, title) of each workspace in a workspaces.json document (list or dict form)."""
+    items = workspaces.values() if isinstance(workspaces, dict) else workspaces or []
+    return [(str(w.get("uid")), str(w.get("title") or "")) for w in items
+            if isinstance(w, dict) and w.get("uid")]
+
+
+def job_row(uid: str, doc: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """The registry row of a job document."""
+    def s(k: str) -> str:
+        v = doc.get(k)
+        return "" if v is None else str(v)
+    return (uid, s("type") or str((doc.get("spec") or {}).get("type", "")), s("title"), s("status"))
+
+
+def export(project_dir: Path, project_doc: dict | None, workspaces: Any = None,
+           job_docs: Mapping[str, dict] | None = None) -> None:
+    """Write the given documents atomically (job.json files, workspaces.json, project.json last).
+
+    No checks: callers are `commit` and lifecycle actions that have done theirs.
+    """
+    for juid, doc in (job_docs or {}).items():
+        write_json(project_dir / juid / "job.json", doc)
+        faults.point("commit-job")
+    if workspaces is not None:
+        write_json(project_dir / "workspaces.json", workspaces)
+        faults.point("commit-workspaces")
+    if project_doc is not None:
+        write_json(project_dir / "project.json", project_doc)
+        faults.point("commit-project")
+
+
+def commit(instance: Instance, project: ProjectLike | str | os.PathLike,
+           job_docs: Mapping[str, dict] | None = None, project_doc: dict | None = None,
+           workspaces: Any = None) -> None:
+    """Check we may write, then export project.json, workspaces.json and the given job.json files.
+
+    `project` is a core.project.Project (or its directory). `project_doc` defaults to
+    the project's current project.json, `workspaces` to the current workspaces.json;
+    both are rewritten on every commit. `job_docs` maps job UID -> full job document.
+    """
+    path = norm_path(getattr(project, "path", project))
+    rec = check_writable(instance, path)
+    job_docs = dict(job_docs or {})
+    for juid, doc in job_docs.items():
+        if not _JOB_RE.match(juid):
+            raise UsageError(f"{juid!r}: not a job UID (J<n>)")
+        if not (path / juid).is_dir():
+            raise NotFoundError(f"{rec.uid}: no job directory {juid} in {path}")
+        if not isinstance(doc, dict):
+            raise UsageError(f"{juid}: job document must be a JSON object")
+    if project_doc is None:
+        project_doc = read_doc(path / "project.json", default={})
+        if not isinstance(project_doc, dict):
+            raise FormatError(f"{path / 'project.json'}: not a JSON object; fix or restore it first")
+    if workspaces is None:
+        workspaces = read_doc(path / "workspaces.json", default=[])
+    project_doc = {**project_doc, "last_exported": now_iso()}
+    export(path, project_doc, workspaces, job_docs)
+    if job_docs:
+        instance.upsert_jobs(rec.uid, [job_row(j, d) for j, d in job_docs.items()])
+
+
+def job_numbers(project_dir: Path) -> list[int]:
+    """Numbers of the J<n> directories present in a project."""
+    out = []
+    with os.scandir(project_dir) as it:
+        for e in it:
+            m = _JOB_RE.match(e.name)
+            if m and e.is_dir():
+                out.append(int(m.group(1)))
+    return out
+
+
+def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: str, title: str,
+            doc_extra: Mapping[str, Any] | None = None) -> tuple[str, Path]:
+    """Create the next job (J<max+1>/ with gridfs_data/ and job.json) and commit it.
+
+    The job starts in status `building` unless `doc_extra` says otherwise; `doc_extra`
+    keys override the defaults. Returns (job uid, job directory).
+    """
+    path = norm_path(getattr(project, "path", project))
+    rec = check_writable(instance, path)
+    known = [int(j[0][1:]) for j in instance.jobs(rec.uid) if _JOB_RE.match(j[0])]
+    num = max(job_numbers(path) + known + [0]) + 1
+    while True:
+        try:
+            (path / f"J{num}").mkdir()
+            break
+        except FileExistsError:
+            num += 1
+    uid = f"J{num}"
+    jdir = path / uid
+    (jdir / "gridfs_data").mkdir()
+    faults.point("new-job-dir")
+    pdoc = read_doc(path / "project.json", default={})
+    ws = workspace_rows(read_doc(path / "workspaces.json", default=[]))
+    doc: dict[str, Any] = {
+        "uid": uid,
+        "project_uid": pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid,
+        "type": type,
+        "title": title,
+        "status": "building",
+        "created_at": now_iso(),
+        "completed_at": None,
+        "parents": [],
+        "children": [],
+        "input_slot_groups": [],
+        "output_result_groups": [],
+        "output_results": [],
+        "params_spec": {},
+        "workspace_uids": [ws[0][0]] if ws else [],
+    }
+    doc.update(doc_extra or {})
+    doc["uid"] = uid
+    commit(instance, path, job_docs={uid: doc})
+    return uid, jdir
