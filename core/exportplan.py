@@ -1,0 +1,440 @@
+"""Export plans: a job or output-group export described once, as relative path -> entry.
+
+A plan is pure description. `core.consolidate` writes it for real (files and
+symlinks under `exports/`) and the FUSE mount serves it virtually; both render the
+same entries, so a physical export read with links followed equals the virtual one.
+
+Entry kinds:
+- "dir": a directory;
+- "file": a data file served from `source` (the real file, symlinks resolved);
+- "generated": bytes made by `generate()`, whose length `size` is known in advance.
+
+Generated contents are deterministic: timestamps come from the job, never from now.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import os
+import posixpath
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import csfile, csg
+from .atomic import dumps_json
+from .errors import ActiveJobError, NotFoundError, RefusedError
+
+# keys removed from job.json in a job export (DESIGN.md §4)
+STRIPPED_JOB_KEYS = ("queued_to_lane", "resources_allocated", "interactive_hostname", "ui_layouts",
+                     "parents", "children", "output_result_groups", "output_results")
+DIR_MODE = 0o755
+GENERATED_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of an export. `path` is relative to the export root ("" is the root)."""
+
+    path: str
+    kind: str  # "dir" | "file" | "generated"
+    size: int
+    mtime: float
+    source: Path | None = None
+    generate: Callable[[], bytes] | None = None
+    mode: int = GENERATED_MODE  # permission bits (dirs 0o755, data files those of the source)
+
+
+class Plan:
+    """An export: its folder name and its entries, in tar order (parents first, names sorted)."""
+
+    def __init__(self, name: str, entries: Iterable[Entry], missing: Sequence[str] = ()) -> None:
+        self.name = name
+        self.entries: list[Entry] = sorted(entries, key=lambda e: _sort_key(e.path))
+        self.missing = list(missing)  # project-relative data files named by outputs but absent
+        self._by_path = {e.path: e for e in self.entries}
+        self._children: dict[str, list[str]] = {}
+        for e in self.entries:
+            if e.path:
+                parent, _, base = e.path.rpartition("/")
+                self._children.setdefault(parent, []).append(base)
+
+    def lookup(self, rel: str) -> Entry | None:
+        """The entry at `rel` (relative path, "" or "." for the root), or None."""
+        return self._by_path.get(_norm(rel))
+
+    def children(self, rel: str) -> list[str]:
+        """Names inside the directory `rel`, sorted ([] for files and unknown paths)."""
+        return list(self._children.get(_norm(rel), []))
+
+    @property
+    def total_size(self) -> int:
+        return sum(e.size for e in self.entries if e.kind != "dir")
+
+    def __repr__(self) -> str:
+        return f"Plan({self.name!r}, {len(self.entries)} entries)"
+
+
+def _norm(rel: str) -> str:
+    rel = rel.strip("/")
+    return "" if rel in ("", ".") else posixpath.normpath(rel)
+
+
+def _sort_key(path: str) -> tuple:
+    return tuple(path.split("/")) if path else ()
+
+
+# ---------------------------------------------------------------------------- names
+
+def job_export_name(job: Any) -> str:
+    """`J87_homo_refine`: the job uid and its type."""
+    return f"{job.uid}_{job.type}"
+
+
+def group_export_name(job: Any, group: Any) -> str:
+    """`J87_particles`: the job uid and the output group name (`group` may be a name)."""
+    return f"{job.uid}_{getattr(group, 'name', group)}"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def job_time(job: Any) -> float:
+    """The job's own timestamp for generated content: completed_at, else created_at, else job.json mtime."""
+    for value in (getattr(job, "completed_at", None), getattr(job, "created_at", None)):
+        ts = _parse_time(value)
+        if ts is not None:
+            return ts
+    try:
+        return (Path(job.dir) / "job.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _parse_time(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, _dt.datetime):
+        d = value
+    elif isinstance(value, (int, float)):
+        return float(value)
+    elif isinstance(value, dict) and "$date" in value:  # mongo extended JSON
+        return _parse_time(value["$date"])
+    else:
+        try:
+            d = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.timezone.utc)
+    return d.timestamp()
+
+
+def check_exportable(job: Any) -> None:
+    """Refuse jobs that are not completed (the rule CryoSPARC applies), with the reason."""
+    if getattr(job, "error", None):
+        raise RefusedError(f"{job.uid}: cannot export a broken job ({job.error})")
+    if job.status == "completed":
+        return
+    if job.is_active:
+        raise ActiveJobError(f"{job.uid} is {job.status}: wait until it completes, then export it")
+    raise RefusedError(f"{job.uid} is {job.status}, not completed: only completed jobs are exported "
+                       f"(mark it completed first with `csfs job mark-completed`)")
+
+
+def _dir(path: str, mtime: float) -> Entry:
+    return Entry(path, "dir", 0, mtime, None, None, DIR_MODE)
+
+
+def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable[[], bytes] | None = None) -> Entry:
+    if isinstance(data_or_size, bytes):
+        data = data_or_size
+        return Entry(path, "generated", len(data), mtime, None, lambda: data, GENERATED_MODE)
+    return Entry(path, "generated", data_or_size, mtime, None, gen, GENERATED_MODE)
+
+
+def _source_file(path: str, src: Path) -> Entry | None:
+    """A data-file entry for `src` (symlinks followed), or None when it does not resolve."""
+    try:
+        real = Path(os.path.realpath(src))
+        st = real.stat()
+    except OSError:
+        return None
+    if not real.is_file():
+        return None
+    return Entry(path, "file", st.st_size, st.st_mtime, real, None, st.st_mode & 0o777)
+
+
+def _with_parents(entries: list[Entry], mtime: float) -> list[Entry]:
+    """Add the root and the missing parent directories of `entries`, all with the job's mtime."""
+    have = {e.path for e in entries}
+    out = list(entries)
+    if "" not in have:
+        out.append(_dir("", mtime))
+        have.add("")
+    for e in entries:
+        parent = posixpath.dirname(e.path)
+        while parent and parent not in have:
+            out.append(_dir(parent, mtime))
+            have.add(parent)
+            parent = posixpath.dirname(parent)
+    return out
+
+
+def _find_job(project: Any, juid: str) -> Any:
+    return project.job(juid)
+
+
+def _find_group(job: Any, group: Any) -> Any:
+    if not isinstance(group, str):
+        return group
+    for g in job.groups:
+        if g.name == group:
+            return g
+    names = ", ".join(g.name for g in job.groups) or "none"
+    raise NotFoundError(f"{job.uid} has no output group {group!r} (groups: {names})")
+
+
+# ---------------------------------------------------------------------------- group dataset
+
+@dataclass
+class _Part:
+    """One result's contribution to the joined dataset: its fields from its final metafile."""
+
+    result: Any
+    metafile: str  # project-relative
+    fields: list[str] = field(default_factory=list)
+
+
+def _group_parts(project: Any, group: Any) -> list[_Part]:
+    parts: list[_Part] = []
+    seen: set[str] = set()
+    for r in group.results:
+        if r.name in seen or not r.metafiles:
+            continue
+        seen.add(r.name)
+        parts.append(_Part(r, r.final_metafile))
+    return parts
+
+
+def _path_of(project: Any, rel: str) -> Path:
+    return Path(project.path) / rel
+
+
+def _resolve_value(value: bytes, metafile: str) -> str:
+    """A `*/path` value as a project-relative path (">" is relative to the metafile's folder)."""
+    s = value.decode("utf-8", "surrogateescape")
+    if s.startswith(">"):
+        return posixpath.normpath(posixpath.join(posixpath.dirname(metafile), s[1:]))
+    return s
+
+
+@dataclass
+class GroupData:
+    """What the joined dataset of an output group will be, known without building it."""
+
+    parts: list[_Part]
+    dtype: np.dtype
+    rows: int
+    order: list[np.ndarray]  # per part: row indices into its metafile, in output order
+    path_maps: dict[str, tuple[np.ndarray, list[str]]]  # field -> (inverse index, project-relative uniques)
+    data_paths: list[str]  # project-relative data files, first-seen order
+
+
+def group_data(project: Any, group: Any) -> GroupData:
+    """Plan the join of a group's final result versions by uid (no dataset is built)."""
+    parts = _group_parts(project, group)
+    if not parts:
+        raise NotFoundError(f"output group {group.name!r} has no result metafiles to export")
+    arrays: dict[str, np.ndarray] = {}
+    for p in parts:
+        if p.metafile not in arrays:
+            arrays[p.metafile] = _load(project, p.metafile)
+        p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
+    # inner join on uid, in the order of the first part's rows
+    uids_of = {m: np.asarray(a["uid"]) for m, a in arrays.items()}
+    first_uids = uids_of[parts[0].metafile]
+    keep = np.ones(len(first_uids), dtype=bool)
+    for p in parts[1:]:
+        keep &= np.isin(first_uids, uids_of[p.metafile])
+    out_uids = first_uids[keep]
+    order: list[np.ndarray] = []
+    for p in parts:
+        if p.metafile == parts[0].metafile:
+            order.append(np.nonzero(keep)[0])
+        else:
+            uids = uids_of[p.metafile]
+            sorter = np.argsort(uids, kind="stable")
+            order.append(sorter[np.searchsorted(uids, out_uids, sorter=sorter)])
+    descr: list[tuple] = [("uid", "<u8")]
+    path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
+    data_paths: dict[str, None] = {}
+    for p, idx in zip(parts, order):
+        arr = arrays[p.metafile]
+        path_fields = set(csfile.path_fields(arr.dtype))
+        for name in p.fields:
+            sub = arr.dtype.fields[name][0]
+            if name not in path_fields:
+                descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
+                continue
+            uniq, inverse = np.unique(np.asarray(arr[name])[idx], return_inverse=True)
+            rels = [_resolve_value(v, p.metafile) if v else "" for v in uniq]
+            firsts = np.unique(inverse, return_index=True)[1] if len(inverse) else []
+            for i in sorted(range(len(uniq)), key=lambda k: firsts[k]):
+                if rels[i]:
+                    data_paths.setdefault(rels[i], None)
+            path_maps[name] = (inverse.reshape(-1), rels)
+            width = max([len(_export_value(r)) for r in rels] + [0]) + 1
+            descr.append((name, f"|S{width}"))
+    return GroupData(parts, np.dtype(descr), int(len(out_uids)), order, path_maps, list(data_paths))
+
+
+def _load(project: Any, metafile: str) -> np.ndarray:
+    path = _path_of(project, metafile)
+    if not path.exists():
+        raise NotFoundError(f"metafile {metafile} is missing (run `csfs verify`)")
+    return csfile.load(path)
+
+
+def _export_value(rel: str) -> bytes:
+    """A project-relative path as written in an export: '>' + path (absolute paths unchanged)."""
+    if not rel:
+        return b""
+    return (rel if rel.startswith("/") else ">" + rel).encode("utf-8", "surrogateescape")
+
+
+def build_group_dataset(project: Any, data: GroupData) -> np.ndarray:
+    """The joined dataset itself: uid, then each result's fields, paths rewritten with '>'."""
+    out = np.zeros(data.rows, dtype=data.dtype)
+    loaded: dict[str, np.ndarray] = {}
+    for p, idx in zip(data.parts, data.order):
+        if p.metafile not in loaded:
+            loaded[p.metafile] = _load(project, p.metafile)
+        src = loaded[p.metafile]
+        if p is data.parts[0]:
+            out["uid"] = np.asarray(src["uid"])[idx]
+        for name in p.fields:
+            if name in data.path_maps:
+                inverse, rels = data.path_maps[name]
+                table = np.array([_export_value(r) for r in rels], dtype=data.dtype.fields[name][0])
+                out[name] = table[inverse] if len(rels) else b""
+            else:
+                out[name] = np.asarray(src[name])[idx]
+    return out
+
+
+def npy_header(dtype: np.dtype, rows: int) -> bytes:
+    """The .npy header numpy writes for a 1-D C-order array (version 1.0, or 2.0 when too long)."""
+    d = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows,)}
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, d)
+    except ValueError:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, d)
+    return buf.getvalue()
+
+
+def _dataset_bytes(project: Any, data: GroupData, size: int) -> bytes:
+    arr = build_group_dataset(project, data)
+    out = npy_header(data.dtype, data.rows) + arr.tobytes()
+    if len(out) != size:  # pragma: no cover - a bug, never a user error
+        raise AssertionError(f"exported .cs is {len(out)} bytes, planned {size}")
+    return out
+
+
+def _csg_bytes(job: Any, group: Any, cs_name: str, data: GroupData) -> bytes:
+    created = _dt.datetime.fromtimestamp(job_time(job), tz=_dt.timezone.utc)
+    results = {p.result.name: {"metafile": f">{cs_name}", "num_items": data.rows, "type": p.result.type}
+               for p in data.parts}
+    doc = csg.Csg(created=created,
+                  group={"name": group.name, "title": group.title or group.name, "type": group.type,
+                         "description": group.description or ""},
+                  results=results,
+                  version=str((getattr(job, "doc", None) or {}).get("version") or "csfs"))
+    return csg.dumps(doc)
+
+
+# ---------------------------------------------------------------------------- plans
+
+def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[list[Entry], list[str]]:
+    """Entries of a group export below `prefix` ("" or "J87_particles/"), and missing data files."""
+    name = group_export_name(job, group)
+    cs_name = f"{name}_exported.cs"
+    mtime = job_time(job)
+    data = group_data(project, group)
+    size = len(npy_header(data.dtype, data.rows)) + data.rows * data.dtype.itemsize
+    entries = [
+        _generated(prefix + cs_name, size, mtime, partial(_dataset_bytes, project, data, size)),
+        _generated(prefix + f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime),
+    ]
+    missing: list[str] = []
+    for rel in data.data_paths:
+        if rel.startswith("/") or rel.startswith("../") or rel == "..":
+            missing.append(rel)
+            continue
+        e = _source_file(prefix + rel, _path_of(project, rel))
+        if e is None:
+            missing.append(rel)
+        else:
+            entries.append(e)
+    return entries, missing
+
+
+def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
+    """The export of one output group: joined `_exported.cs`, `.csg`, data at project-relative paths."""
+    job = _find_job(project, juid)
+    check_exportable(job)
+    g = _find_group(job, group)
+    entries, missing = _group_entries(project, job, g, "")
+    mtime = job_time(job)
+    return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
+
+
+def stripped_job_doc(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k not in STRIPPED_JOB_KEYS}
+
+
+def job_export_plan(project: Any, juid: str) -> Plan:
+    """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
+    job = _find_job(project, juid)
+    check_exportable(job)
+    mtime = job_time(job)
+    jdir = Path(job.dir)
+    entries: list[Entry] = [_generated("job.json", dumps_json(stripped_job_doc(job.doc)), mtime)]
+    ev = _source_file("events.bson", jdir / "events.bson")
+    if ev is not None:
+        entries.append(ev)
+    entries.append(_dir("gridfs_data", mtime))
+    gdir = jdir / "gridfs_data"
+    if gdir.is_dir():
+        for root, dirs, files in os.walk(gdir, followlinks=True):
+            dirs.sort()
+            rel_root = posixpath.join("gridfs_data", os.path.relpath(root, gdir).replace(os.sep, "/"))
+            rel_root = posixpath.normpath(rel_root)
+            for d in dirs:
+                entries.append(_dir(f"{rel_root}/{d}", mtime))
+            for f in sorted(files):
+                e = _source_file(f"{rel_root}/{f}", Path(root) / f)
+                if e is not None:
+                    entries.append(e)
+    missing: list[str] = []
+    for g in job.groups:
+        if not any(r.metafiles for r in g.results):
+            continue
+        prefix = group_export_name(job, g) + "/"
+        entries.append(_dir(prefix[:-1], mtime))
+        group_entries, group_missing = _group_entries(project, job, g, prefix)
+        entries += group_entries
+        missing += group_missing
+
+    return Plan(job_export_name(job), _with_parents(entries, mtime), missing)
+
+
+def iter_file_sources(plan: Plan) -> Iterable[tuple[Entry, Path]]:
+    """(entry, source) of the plan's data files."""
+    for e in plan.entries:
+        if e.kind == "file" and e.source is not None:
+            yield e, e.source
