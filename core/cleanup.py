@@ -1,0 +1,188 @@
+"""Clear intermediate results: delete the files of result versions nothing needs.
+
+For each output result of a job, the final version and every version that another
+job's input connection names are kept; the metafiles of the other versions, and the
+data files only they reference, are deleted. Only jobs in a final state are touched,
+and only regular files inside the job's own directory are ever deleted.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ActiveJobError, CsfsError, RefusedError
+
+Progress = Callable[[int, "int | None"], None]
+RECORD_KEY = "csfs_intermediate_cleared"
+
+
+@dataclass
+class ClearFile:
+    path: str  # project-relative
+    bytes: int
+
+
+@dataclass
+class JobClear:
+    """What clearing one job removes (or removed)."""
+
+    job: str
+    versions: dict[str, list[int]] = field(default_factory=dict)  # "group.result" -> versions
+    files: list[ClearFile] = field(default_factory=list)
+    skipped: str | None = None  # why the job was not touched
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "bytes": self.bytes}
+
+
+def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
+    """(group, result) -> versions to keep: the final one and those other jobs' inputs name."""
+    keep: dict[tuple[str, str], set[int]] = {}
+    consumers = project.consumers(job.uid)
+    for g in job.groups:
+        for r in g.results:
+            k = keep.setdefault((g.name, r.name), set())
+            if r.final_version is not None:
+                k.add(r.final_version)
+            for _, ref in consumers:
+                if ref.group_name == g.name and ref.result_name == r.name:
+                    if ref.version == "F":
+                        if r.final_version is not None:
+                            k.add(r.final_version)
+                    else:
+                        k.add(int(ref.version))
+    return keep
+
+
+def _referenced(project: Any, metafile: str) -> list[str]:
+    from .project import referenced_files
+    try:
+        return referenced_files(project, metafile)
+    except CsfsError:
+        return []
+
+
+def clear_plan(project: Any, job: Any) -> JobClear:
+    """What clearing `job` would delete (computed only; nothing changes)."""
+    out = JobClear(job.uid)
+    keep = kept_versions(project, job)
+    drop: list[tuple[Any, Any, int, str]] = []
+    kept_files: set[str] = set()
+    for g in job.groups:
+        for r in g.results:
+            for v, mf in zip(r.versions, r.metafiles):
+                if r.passthrough or v in keep[(g.name, r.name)]:
+                    kept_files.add(os.path.normpath(mf))
+                    kept_files.update(_referenced(project, mf))
+                else:
+                    drop.append((g, r, v, mf))
+    root = Path(project.path)
+    jrel = os.path.relpath(job.dir, root)
+    jreal = os.path.realpath(job.dir)
+    seen: set[tuple[int, int]] = set()
+    for g, r, v, mf in drop:
+        out.versions.setdefault(f"{g.name}.{r.name}", []).append(v)
+        for rel in [os.path.normpath(mf)] + _referenced(project, mf):
+            if rel in kept_files or not rel.startswith(jrel + "/"):
+                continue
+            path = root / rel
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not _regular(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                continue
+            if not os.path.realpath(path.parent).startswith(jreal + os.sep) and \
+                    os.path.realpath(path.parent) != jreal:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            out.files.append(ClearFile(rel, st.st_size))
+    return out
+
+
+def _regular(mode: int) -> bool:
+    import stat
+    return stat.S_ISREG(mode)
+
+
+def _check_job(job: Any) -> None:
+    if job.is_active:
+        raise ActiveJobError(f"{job.uid} is {job.status}; clear its intermediate results once it has finished")
+    if not job.is_final:
+        raise RefusedError(f"{job.uid} is {job.status or 'of unknown status'}; only completed, killed "
+                           "or failed jobs are cleared")
+    if job.error:
+        raise RefusedError(f"{job.uid}: {job.error}")
+
+
+def _drop_versions(doc: dict, cleared: dict[str, list[int]]) -> None:
+    """Remove cleared versions from the job document's result lists (v4 and v5 forms)."""
+    def prune(r: dict, versions: list[int]) -> None:
+        keep = [i for i, v in enumerate(r.get("versions") or []) if int(v) not in versions]
+        for key in ("versions", "metafiles", "num_items"):
+            if isinstance(r.get(key), list) and len(r[key]) == len(r.get("versions") or []):
+                r[key] = [r[key][i] for i in keep]
+    results = [(r.get("group_name"), r) for r in doc.get("output_results") or []]
+    spec_outputs = (doc.get("spec") or {}).get("outputs") or {}
+    results += [(gname, r) for gname, o in spec_outputs.items() for r in o.get("results") or []]
+    for gname, r in results:
+        versions = cleared.get(f"{gname}.{r.get('name')}")
+        if versions:
+            prune(r, versions)
+
+
+def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run: bool = False,
+                       progress: Progress | None = None) -> list[JobClear]:
+    """Clear one job (`juid`) or every final-state job of a project; returns what was (or would be) cleared."""
+    from . import sizes, store
+    from .lock import now_iso
+    from .project import Project
+
+    rec = instance.resolve(ref)
+    if not dry_run:
+        store.check_writable(instance, rec.path)
+    project = Project.open(rec.path)
+    if juid is not None:
+        job = project.job(juid)
+        _check_job(job)
+        jobs = [job]
+    else:
+        jobs = list(project.jobs.values())
+    plans: list[JobClear] = []
+    for job in jobs:
+        try:
+            _check_job(job)
+        except RefusedError as e:
+            plans.append(JobClear(job.uid, skipped=str(e)))
+            continue
+        plans.append(clear_plan(project, job))
+    if dry_run:
+        return plans
+    total = sum(len(p.files) for p in plans)
+    done = 0
+    for plan in plans:
+        if plan.skipped or not plan.versions:
+            continue
+        job = project.job(plan.job)
+        doc = dict(job.doc)
+        _drop_versions(doc, plan.versions)
+        doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
+            "cleared_at": now_iso(), "versions": plan.versions,
+            "files": [f.path for f in plan.files], "bytes": plan.bytes}]
+        store.commit(instance, project, job_docs={job.uid: doc})
+        for f in plan.files:
+            try:
+                os.unlink(Path(project.path) / f.path)
+            except FileNotFoundError:
+                pass
+            done += 1
+            if progress:
+                progress(done, total)
+        sizes.invalidate(instance.cache_dir, project.path, job.uid)
+    return plans

@@ -1,0 +1,189 @@
+"""Sizes by CryoSPARC's accounting, cached in the instance.
+
+A job's size: walk its directory following symlinks, count each (device, inode) once
+and sum `st_size` (directories included, as `du -sL --apparent-size -b` counts them).
+A project's size is the sum over its jobs plus the files outside job directories
+(there symlinks are not followed: `exports/` holds links to job data already counted).
+
+Per-job results are cached in the instance's cache dir, keyed by the job directory and
+checked against the mtimes of job.json and the job directory; active jobs are always
+rescanned, and csfs invalidates a job explicitly after it changes its files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import atomic
+
+Progress = Callable[[int, "int | None"], None]
+CACHE_VERSION = 1
+
+
+@dataclass
+class JobSize:
+    bytes: int
+    clearable: int
+    files: int = 0
+
+
+@dataclass
+class SizeReport:
+    jobs: dict[str, JobSize] = field(default_factory=dict)
+    other: int = 0
+    total: int = 0
+    scanned: list[str] = field(default_factory=list)  # jobs walked now (the rest came from the cache)
+
+    def as_dict(self) -> dict:
+        return {"jobs": {k: asdict(v) for k, v in self.jobs.items()}, "other": self.other,
+                "total": self.total, "clearable": sum(j.clearable for j in self.jobs.values())}
+
+
+def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:
+    """(bytes, files) under `top` (itself included): st_size summed once per (dev, inode)."""
+    seen: set[tuple[int, int]] = set()
+    try:
+        st = os.stat(top) if follow else os.lstat(top)
+    except OSError:
+        return 0, 0
+    seen.add((st.st_dev, st.st_ino))
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size, 1
+    total, files = st.st_size, 0
+    stack = [os.fspath(top)]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=follow)
+                except OSError:
+                    continue  # dangling link or vanished file: nothing to count
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+                total += st.st_size
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(e.path)
+                else:
+                    files += 1
+    return total, files
+
+
+def _signature(job_dir: Path) -> list[int] | None:
+    try:
+        a = os.stat(job_dir)
+        b = os.stat(job_dir / "job.json")
+    except OSError:
+        return None
+    return [a.st_mtime_ns, b.st_mtime_ns, b.st_size, b.st_ino]
+
+
+def _cache_file(cache_dir: Path, project_path: Path) -> Path:
+    key = hashlib.sha1(str(Path(project_path).absolute()).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "sizes" / f"{key}.json"
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION:
+        return {}
+    return doc.get("jobs") or {}
+
+
+def _write_cache(path: Path, jobs: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(path, {"version": CACHE_VERSION, "jobs": jobs})
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+def invalidate(cache_dir: str | os.PathLike, project_path: str | os.PathLike, juid: str | None = None) -> None:
+    """Forget cached sizes of one job (or of the whole project when juid is None)."""
+    path = _cache_file(Path(cache_dir), Path(project_path))
+    if juid is None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        return
+    jobs = _read_cache(path)
+    key = str(Path(project_path).absolute() / juid)
+    if jobs.pop(key, None) is not None:
+        _write_cache(path, jobs)
+
+
+def job_size(project: Any, job: Any) -> JobSize:
+    """Walk one job now: its size and its clearable intermediate bytes."""
+    from .cleanup import clear_plan
+
+    total, files = tree_size(job.dir)
+    clearable = 0
+    if job.is_final and not job.error:
+        clearable = clear_plan(project, job).bytes
+    return JobSize(total, clearable, files)
+
+
+def other_size(project: Any) -> int:
+    """Bytes outside the job directories (symlinks not followed), each inode once."""
+    job_dirs = {Path(j.dir).name for j in project.jobs.values()}
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    with os.scandir(project.path) as it:
+        for e in it:
+            if e.name in job_dirs:
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                total += tree_size(e.path, follow=False)[0]
+            elif (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
+                  progress: Progress | None = None) -> SizeReport:
+    """Sizes of every job and of the project; unchanged jobs come from the cache in `cache_dir`."""
+    cache_path = _cache_file(Path(cache_dir), Path(project.path)) if cache_dir else None
+    cached = _read_cache(cache_path) if cache_path else {}
+    report = SizeReport()
+    jobs = list(project.jobs.values())
+    fresh: dict[str, dict] = {}
+    for i, job in enumerate(jobs):
+        key = str(Path(job.dir).absolute())
+        sig = _signature(Path(job.dir))
+        hit = cached.get(key)
+        if hit and sig is not None and hit.get("sig") == sig and not job.is_active:
+            size = JobSize(hit["bytes"], hit["clearable"], hit.get("files", 0))
+        else:
+            size = job_size(project, job)
+            report.scanned.append(job.uid)
+        if sig is not None and not job.is_active:
+            fresh[key] = {"sig": sig, **asdict(size)}
+        report.jobs[job.uid] = size
+        if progress:
+            progress(i + 1, len(jobs))
+    report.other = other_size(project)
+    report.total = sum(j.bytes for j in report.jobs.values()) + report.other
+    if cache_path and (report.scanned or set(fresh) != set(cached)):
+        _write_cache(cache_path, fresh)
+    return report
+
