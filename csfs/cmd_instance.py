@@ -1,6 +1,241 @@
-"""(commands added by their owners)"""
+"""`csfs instance …`, `csfs project …` lifecycle commands, `csfs job list|mark-completed`."""
 from __future__ import annotations
 
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
 
-def register(sub, common) -> None:
-    pass
+from core import lifecycle, lock
+from core.errors import NotFoundError
+from core.instance import Instance, ProjectRecord, norm_path
+from core.project import Project
+
+from .config import resolve_home
+from .main import group
+from .output import print_json, print_table
+
+PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
+
+
+def _instance(args: argparse.Namespace) -> Instance:
+    return Instance(resolve_home(args.home))
+
+
+def _locate(inst: Instance, ref: str) -> tuple[ProjectRecord | None, Path]:
+    """A registered project by UID or path, or else any project directory (read-only use)."""
+    try:
+        rec = inst.resolve(ref)
+        return rec, rec.path
+    except NotFoundError:
+        if os.path.isdir(ref):
+            return None, norm_path(ref)
+        raise
+
+
+def _done(args: argparse.Namespace, rec: ProjectRecord, verb: str) -> int:
+    if getattr(args, "json", False):
+        print_json(rec.as_dict())
+    else:
+        print(f"{verb} {rec.uid} ({rec.state}): {rec.path}")
+    return 0
+
+
+# -- instance ------------------------------------------------------------------------------
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    info = _instance(args).info()
+    if args.json:
+        print_json(info)
+    else:
+        for k, v in info.items():
+            print(f"{k + ':':<10} {v}")
+    return 0
+
+
+# -- project -------------------------------------------------------------------------------
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    return _done(args, lifecycle.create(_instance(args), args.title, args.dir), "created")
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    return _done(args, lifecycle.attach(_instance(args), args.path), "attached")
+
+
+def _cmd_detach(args: argparse.Namespace) -> int:
+    return _done(args, lifecycle.detach(_instance(args), args.project), "detached")
+
+
+def _cmd_archive(args: argparse.Namespace) -> int:
+    return _done(args, lifecycle.archive(_instance(args), args.project), "archived")
+
+
+def _cmd_unarchive(args: argparse.Namespace) -> int:
+    return _done(args, lifecycle.unarchive(_instance(args), args.project, args.path), "unarchived")
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    rec = lifecycle.forget(_instance(args), args.project)
+    print(f"forgot {rec.uid} ({rec.path}); nothing on disk was touched")
+    return 0
+
+
+def _cmd_rescue(args: argparse.Namespace) -> int:
+    print(lifecycle.rescue(_instance(args), args.path, args.other_instance_is_down))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    recs = _instance(args).projects()
+    if args.state:
+        recs = [r for r in recs if r.state == args.state]
+    if args.json:
+        print_json([r.as_dict() for r in recs])
+    else:
+        print_table([(r.uid, r.state, r.title, r.path) for r in recs], ["UID", "STATE", "TITLE", "PATH"])
+    return 0
+
+
+def project_facts(inst: Instance, ref: str) -> dict:
+    """What `project show` reports: registry row, lock owner, project.json, job counts, problems."""
+    rec, path = _locate(inst, ref)
+    info = lock.read(path) if path.is_dir() else None
+    if info is None:
+        owner = "none"
+    elif info.is_ours(inst.id):
+        owner = f"this instance ({info.project_uid})"
+    else:
+        owner = info.describe()
+    facts: dict = {"uid": rec.uid if rec else None, "state": rec.state if rec else "not registered",
+                   "path": str(path), "title": rec.title if rec else None, "lock": owner}
+    if not path.is_dir():
+        facts["problems"] = [f"directory {path} is missing (moved? unarchive or attach it at its new path)"]
+        return facts
+    proj = Project.open(path)
+    counts = Counter(j.status or "?" for j in proj.jobs.values())
+    facts.update({
+        "title": proj.title, "layout": proj.layout, "project_json_uid": proj.doc.get("uid"),
+        "archived": proj.doc.get("archived"), "detached": proj.doc.get("detached"),
+        "created_at": proj.doc.get("created_at"), "workspaces": len(proj.workspaces),
+        "jobs": len(proj.jobs), "job_status": dict(sorted(counts.items())),
+        "active_jobs": [j.uid for j in proj.jobs.values() if j.is_active],
+        "problems": proj.problems + [j.error for j in proj.jobs.values() if j.error],
+    })
+    return facts
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    facts = project_facts(_instance(args), args.project)
+    if args.json:
+        print_json(facts)
+        return 0
+    for k, v in facts.items():
+        if k == "problems":
+            continue
+        if isinstance(v, dict):
+            v = ", ".join(f"{s} {n}" for s, n in v.items()) or "-"
+        elif isinstance(v, list):
+            v = ", ".join(v) or "-"
+        print(f"{k + ':':<17} {'-' if v is None else v}")
+    for p in facts.get("problems", []):
+        print(f"problem:          {p}")
+    return 0
+
+
+# -- job -----------------------------------------------------------------------------------
+
+def _cmd_job_list(args: argparse.Namespace) -> int:
+    _, path = _locate(_instance(args), args.project)
+    proj = Project.open(path)
+    jobs = list(proj.jobs.values())
+    if args.json:
+        print_json([{"uid": j.uid, "type": j.type, "status": j.status, "title": j.title,
+                     "created_at": j.created_at, "completed_at": j.completed_at,
+                     "groups": [g.name for g in j.groups], "error": j.error} for j in jobs])
+    else:
+        print_table([(j.uid, j.type, j.status, j.title, j.created_at or "", j.error or "") for j in jobs],
+                    ["UID", "TYPE", "STATUS", "TITLE", "CREATED", "PROBLEM"])
+    return 0
+
+
+def _cmd_mark_completed(args: argparse.Namespace) -> int:
+    inst = _instance(args)
+    juid = lifecycle.mark_completed(inst, args.project, args.job)
+    print(f"{inst.resolve(args.project).uid} {juid} marked completed")
+    return 0
+
+
+# -- registration --------------------------------------------------------------------------
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    def leaf(g: argparse._SubParsersAction, name: str, help: str, func, desc: str | None = None,
+             json: bool = False) -> argparse.ArgumentParser:
+        p = g.add_parser(name, help=help, description=f"{help}.\n\n{desc}" if desc else help, parents=[common],
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        if json:
+            p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        p.set_defaults(func=func)
+        return p
+
+    inst = group(sub, "instance", "this csfs instance (its id and project registry in CSFS_HOME)")
+    leaf(inst, "info", "show the instance id, home, registry and project counts", _cmd_info, json=True)
+
+    prj = group(sub, "project", "project lifecycle: create, attach, detach, archive, unarchive, forget, "
+                                "rescue, list, show")
+    p = leaf(prj, "create", "create a new empty project CS-<slug of TITLE>, locked and attached", _cmd_create,
+             "Create CS-<slug>/ with project.json, workspaces.json and this instance's cs.lock, and\n"
+             "register it under a new UID (printed).", json=True)
+    p.add_argument("title", metavar="TITLE", help="project title (the directory is CS-<slug of it>)")
+    p.add_argument("--dir", metavar="CONTAINER", default=".",
+                   help="existing folder to create the project directory in (default: current folder)")
+
+    p = leaf(prj, "attach", "lock a project directory for this instance and register it", _cmd_attach,
+             "Write this instance's cs.lock into PATH and register the project, its workspaces and\n"
+             "jobs under a new UID. Refused while any cs.lock is present (the message names its\n"
+             "owner). Legacy (<= v3.3, P12/) directories attach too and get a project.json.", json=True)
+    p.add_argument("path", metavar="PATH", help="the project directory")
+
+    p = leaf(prj, "detach", "flush metadata, remove our lock; the directory can then be attached anywhere",
+             _cmd_detach, "Refused while a job is queued/launched/started/running/waiting (named).", json=True)
+    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+
+    p = leaf(prj, "archive", "make an attached project read-only (lock kept); it may then be moved",
+             _cmd_archive, "Refused while a job is active. After moving the directory, run\n"
+                           "`csfs project unarchive PROJECT NEWPATH`.", json=True)
+    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+
+    p = leaf(prj, "unarchive", "make an archived project writable again at PATH (where it may have moved)",
+             _cmd_unarchive, "Accepted only if PATH holds this instance's lock for the same project.", json=True)
+    p.add_argument("project", metavar="PROJECT", help="the archived project's UID (P3) or its old path")
+    p.add_argument("path", metavar="PATH", help="the directory the project is in now")
+
+    p = leaf(prj, "forget", "drop a detached project from the registry (nothing on disk is touched)",
+             _cmd_forget)
+    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+
+    p = leaf(prj, "rescue", "take over a project locked by an instance that is down for good", _cmd_rescue,
+             "Without --other-instance-is-down: explain the steps and change nothing.\n"
+             "With it: save the old lock as cs.lock.rescued-<time>.json, replace it by ours and\n"
+             "register the project here under a new UID.")
+    p.add_argument("path", metavar="PATH", help="the project directory")
+    p.add_argument("--other-instance-is-down", action="store_true",
+                   help="state that the instance owning the lock is stopped and will not write again")
+
+    p = leaf(prj, "list", "list the projects this instance knows", _cmd_list, json=True)
+    p.add_argument("--state", choices=["attached", "archived", "detached"], help="only projects in this state")
+
+    p = leaf(prj, "show", "show a project: state, lock owner, project.json, job counts, problems",
+             _cmd_show, "PROJECT may also be any project directory not registered here.", json=True)
+    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+
+    job = group(sub, "job", "jobs of a project: list, mark-completed, export")
+    p = leaf(job, "list", "list a project's jobs with type, status and title", _cmd_job_list,
+             "PROJECT may also be any project directory not registered here.", json=True)
+    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+
+    p = leaf(job, "mark-completed", "mark a killed or failed job as completed", _cmd_mark_completed,
+             "CryoSPARC's \"mark as completed\": the job's status becomes completed so its\n"
+             "outputs can be used. Only for killed or failed jobs of a project attached here.")
+    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+    p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")
