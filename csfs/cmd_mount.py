@@ -1,6 +1,122 @@
-"""(commands added by their owners)"""
+"""`csfs mount`, `csfs umount`, `csfs mounts`: the FUSE view of an instance or a project."""
 from __future__ import annotations
 
+import argparse
+import os
+import re
+from pathlib import Path
 
-def register(sub, common) -> None:
-    pass
+from core.errors import UsageError
+from csfs.config import resolve_home
+from csfs.output import print_json, print_table
+
+MOUNT_HELP = """Mount an instance (no SOURCE: one folder per registered project, plus control/)
+or one project (SOURCE is a project directory or P<n>) at MOUNTPOINT.
+
+Each project folder shows the real project directory read-only (symlinks stay
+symlinks), plus:
+  exports/jobs/J<n>_<type>/    virtual export of each completed job (tar it directly)
+  exports/groups/J<n>_<group>/ virtual export of each output group
+  sizes/J<n>, sizes/total      byte counts, as `csfs du` counts them
+  control/<action>             write to act, read for the last outcome:
+      echo 1 > control/detach            echo 1 > control/archive
+      echo all > control/clear-intermediate   (or a job uid)
+      echo J12 > control/export-job      echo 'J12 particles' > control/export-group
+The instance root's control/ has attach (write a path) and unarchive (write 'P<n> <path>').
+Returns once the mount is ready; the server keeps running in the background
+(use -f to stay in the foreground). Unmount with `csfs umount MOUNTPOINT`."""
+
+
+def _mount(args: argparse.Namespace) -> int:
+    from mountpoints import mounting
+
+    if args.list:
+        return _list(args)
+    if not args.paths or len(args.paths) > 2:
+        raise UsageError("usage: csfs mount [SOURCE] MOUNTPOINT (see csfs mount --help)")
+    home = resolve_home(args.home)
+    source = args.paths[0] if len(args.paths) == 2 else None
+    mountpoint = os.path.abspath(args.paths[-1])
+    project = _resolve_source(source, home)
+    if project is not None and (Path(mountpoint) == project or project in Path(mountpoint).parents):
+        raise UsageError(f"{mountpoint}: the mountpoint must not be inside the project it shows")
+    mounting.check_fuse()
+    mounting.check_mountpoint(mountpoint)
+    if project is None:
+        from core.instance import Instance
+
+        Instance(home)  # create the instance (id, registry) before serving it
+    if args.foreground:
+        mounting.serve(project, mountpoint, home, mounting.parse_options(args.options), args.allow_other)
+        return 0
+    argv = mounting.main_argv(str(project) if project else None, mountpoint, home, args.options,
+                              args.allow_other)
+    log = home / "logs" / ("mount" + re.sub(r"[^A-Za-z0-9]+", "_", mountpoint) + ".log")
+    pid = mounting.spawn(argv, mountpoint, log)
+    print(f"mounted {project or 'instance ' + str(home)} at {mountpoint} (pid {pid})")
+    return 0
+
+
+def _resolve_source(source: str | None, home: Path) -> Path | None:
+    """None for an instance mount, else the project directory (checked to be a project)."""
+    if source is None:
+        return None
+    from core.project import Project
+
+    if re.fullmatch(r"P\d+", source):
+        from core.instance import Instance
+
+        path = Path(Instance(home).resolve(source).path)
+    else:
+        path = Path(source).expanduser().absolute()
+    Project.open(path)   # NotFoundError / FormatError when it is not a project directory
+    return path.resolve()
+
+
+def _umount(args: argparse.Namespace) -> int:
+    from mountpoints import mounting
+
+    print(f"{mounting.unmount(args.mountpoint)}: {os.path.abspath(args.mountpoint)}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from mountpoints import mounting
+
+    rows = [{"mountpoint": m.mountpoint, "source": m.source.removeprefix("csfs:"),
+             "state": mounting.probe(m.mountpoint)} for m in mounting.mounts()]
+    if getattr(args, "json", False):
+        print_json(rows)
+    else:
+        print_table([(r["mountpoint"], r["source"], r["state"]) for r in rows],
+                    ["MOUNTPOINT", "SOURCE", "STATE"])
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("mount", parents=[common], help="mount an instance or a project (FUSE)",
+                       description=MOUNT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", metavar="[SOURCE] MOUNTPOINT",
+                   help="optional project directory or P<n>, then the (existing, empty) mountpoint")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground (Ctrl-C unmounts)")
+    p.add_argument("-o", dest="options", metavar="OPTS",
+                   help="extra FUSE options, comma separated (e.g. -o debug)")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users read the mount (adds default_permissions; "
+                        "needs user_allow_other in /etc/fuse.conf for non-root)")
+    p.add_argument("--list", action="store_true", help="list active csfs mounts instead (= csfs mounts)")
+    p.add_argument("--json", action="store_true", help="with --list: print JSON")
+    p.set_defaults(func=_mount)
+
+    u = sub.add_parser("umount", parents=[common], help="unmount a csfs mount (also a stale one)",
+                       description="Unmount a csfs mount. Works on a stale mount whose server died "
+                                   "(\"Transport endpoint is not connected\"); refuses when busy.")
+    u.add_argument("mountpoint", help="where the mount is")
+    u.set_defaults(func=_umount)
+
+    m = sub.add_parser("mounts", parents=[common], help="list active csfs mounts",
+                       description="List active csfs mounts: mountpoint, source, state "
+                                   "(ok, stale, unresponsive).")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=_list)

@@ -1,0 +1,106 @@
+"""State shared by every view of one mount: inode numbers, caches, the instance, the owner.
+
+Caches (cachetools) hold resolved nodes and directory listings. Entries under a
+completed job, virtual exports and plans live long (their sources do not change
+behind csfs's back); the rest lives one second. `invalidate()` drops everything and
+is called whenever csfs itself changes something (a control action).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from cachetools import LRUCache, TTLCache
+
+from .nodes import Inodes, ns
+
+LONG_TTL = 60.0
+SHORT_TTL = 1.0
+PROJECT_TTL = 5.0
+
+
+class Context:
+    def __init__(self, home: Path, mountpoint: str) -> None:
+        self.home = home
+        self.mountpoint = os.path.abspath(mountpoint)
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self.started_ns = ns(time.time())
+        self.inodes = Inodes()
+        self._lock = threading.RLock()
+        self._long: TTLCache = TTLCache(maxsize=200_000, ttl=LONG_TTL)
+        self._short: TTLCache = TTLCache(maxsize=50_000, ttl=SHORT_TTL)
+        self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
+        self._plans: TTLCache = TTLCache(maxsize=512, ttl=600)
+        self._bytes: LRUCache = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=len)
+        self._instance: Any = None
+        self.generation = 0
+        self.action_lock = threading.Lock()   # one control action at a time
+
+    # -- caches -------------------------------------------------------------
+    def cached(self, key: Any, compute: Callable[[], Any], long: bool) -> Any:
+        """Value for `key` from the long or short cache, computing it on a miss."""
+        cache = self._long if long else self._short
+        with self._lock:
+            hit = cache.get(key, _MISS)
+        if hit is not _MISS:
+            return hit
+        value = compute()
+        with self._lock:
+            cache[key] = value
+        return value
+
+    def obj(self, key: Any, compute: Callable[[], Any], plans: bool = False) -> Any:
+        """A core object (Project, SizeReport, Plan) cached for a few seconds (plans: minutes)."""
+        cache = self._plans if plans else self._objects
+        with self._lock:
+            hit = cache.get(key, _MISS)
+        if hit is not _MISS:
+            return hit
+        value = compute()
+        with self._lock:
+            cache[key] = value
+        return value
+
+    def generated(self, key: Any, produce: Callable[[], bytes]) -> bytes:
+        """Bytes of a generated export file, kept in a size-bounded LRU."""
+        with self._lock:
+            hit = self._bytes.get(key)
+        if hit is not None:
+            return hit
+        data = produce()
+        with self._lock:
+            if len(data) <= self._bytes.maxsize // 4:
+                self._bytes[key] = data
+        return data
+
+    def invalidate(self) -> None:
+        """Forget every cached node, listing, project, plan and generated file."""
+        with self._lock:
+            for c in (self._long, self._short, self._objects, self._plans, self._bytes):
+                c.clear()
+            self.generation += 1
+
+    # -- the instance -------------------------------------------------------
+    def instance(self) -> Any:
+        """The csfs instance (core.instance.Instance) this mount acts for."""
+        if self._instance is None:
+            from core.instance import Instance
+
+            self._instance = Instance(self.home)
+        return self._instance
+
+    def inside_mount(self, path: str) -> bool:
+        """True when `path` lies under this mount: acting on it would deadlock the FS."""
+        p = os.path.abspath(path)
+        return p == self.mountpoint or p.startswith(self.mountpoint.rstrip("/") + "/")
+
+
+class _Miss:
+    pass
+
+
+_MISS = _Miss()

@@ -1,0 +1,159 @@
+"""Control files: a write runs a core action (the same function as the CLI command);
+a read tells the last outcome in one line.
+
+Project scope: detach, archive, clear-intermediate, export-job, export-group.
+Instance scope (root of an instance mount): attach, unarchive.
+Failures reach the writer as the core error's errno; the outcome says why.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import CsfsError, UsageError
+
+from .context import Context
+from .nodes import ns
+
+log = logging.getLogger("csfs.mount")
+
+PROJECT_ACTIONS = ("detach", "archive", "clear-intermediate", "export-job", "export-group")
+INSTANCE_ACTIONS = ("attach", "unarchive")
+_YES = {"1", "y", "yes", "true", "now"}
+_JOB = re.compile(r"^J\d+$")
+_PROJECT = re.compile(r"^P\d+$")
+
+
+def _words(text: str, action: str, n: int, usage: str) -> list[str]:
+    words = text.split()
+    if len(words) != n:
+        raise UsageError(f"{action}: expected {usage}, got {text.strip()!r}")
+    return words
+
+
+def _job(word: str, action: str) -> str:
+    if not _JOB.match(word):
+        raise UsageError(f"{action}: {word!r} is not a job uid (write e.g. J12)")
+    return word
+
+
+class Controls:
+    """The control files of one mount and their last outcomes."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._outcomes: dict[tuple[str, str], tuple[str, int]] = {}
+        self._lock = threading.Lock()
+
+    # -- outcomes -----------------------------------------------------------
+    def outcome(self, scope: str, action: str) -> tuple[bytes, int]:
+        """(text, mtime_ns) of the last outcome of `action` in `scope`."""
+        with self._lock:
+            text, when = self._outcomes.get((scope, action), (_idle(action), self.ctx.started_ns))
+        return text.encode(), when
+
+    def _record(self, scope: str, action: str, text: str) -> None:
+        with self._lock:
+            self._outcomes[(scope, action)] = (text, ns(time.time()))
+
+    # -- actions --------------------------------------------------------------
+    def run(self, scope: str, action: str, text: str, project: Path | None) -> None:
+        """Run one written command; raise OSError(errno) after recording a failure."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        shown = " ".join(text.split()) or "(empty)"
+        try:
+            with self.ctx.action_lock:
+                try:
+                    result = self._dispatch(action, text, project)
+                finally:
+                    self.ctx.invalidate()
+        except CsfsError as e:
+            msg = str(e).replace("\n", " ")
+            self._record(scope, action, f"{stamp} {action} {shown}: failed "
+                                        f"({errno.errorcode.get(e.errno, e.errno)}): {msg}\n")
+            raise OSError(e.errno, msg) from None
+        except Exception as e:  # a bug in core: keep the mount alive, say what happened
+            log.exception("control %s %r failed", action, text)
+            self._record(scope, action, f"{stamp} {action} {shown}: failed (EIO): {e}\n")
+            raise OSError(errno.EIO, str(e)) from None
+        self._record(scope, action, f"{stamp} {action} {shown}: ok: {result}\n")
+
+    def _dispatch(self, action: str, text: str, project: Path | None) -> str:
+        ctx = self.ctx
+        if action in INSTANCE_ACTIONS:
+            from core import lifecycle
+
+            if action == "attach":
+                (path,) = _words(text, action, 1, "a project directory path")
+                rec = lifecycle.attach(ctx.instance(), self._path(path, action))
+                return f"attached {_describe(rec)}"
+            ref, path = _words(text, action, 2, "'P<n> <new path>'")
+            if not _PROJECT.match(ref):
+                raise UsageError(f"unarchive: {ref!r} is not a project uid (write e.g. 'P3 /new/path')")
+            rec = lifecycle.unarchive(ctx.instance(), ref, self._path(path, action))
+            return f"unarchived {_describe(rec)}"
+
+        assert project is not None
+        ref = str(project)
+        inst = ctx.instance()
+        if action in ("detach", "archive"):
+            word = text.strip().lower()
+            if word not in _YES and word != action:
+                raise UsageError(f"{action}: write 1 (or 'yes') to {action} this project, got {text.strip()!r}")
+            from core import lifecycle
+
+            fn: Callable[..., Any] = lifecycle.detach if action == "detach" else lifecycle.archive
+            return f"{action}ed {_describe(fn(inst, ref))}".replace("archiveed", "archived")
+        if action == "clear-intermediate":
+            from core.cleanup import clear_intermediate
+
+            (word,) = _words(text, action, 1, "'all' or a job uid")
+            juid = None if word.lower() == "all" else _job(word, action)
+            return f"cleared {_describe(clear_intermediate(inst, ref, juid))}"
+        from core import consolidate
+
+        if action == "export-job":
+            (word,) = _words(text, action, 1, "a job uid")
+            return f"exported to {consolidate.export_job(inst, ref, _job(word, action))}"
+        if action == "export-group":
+            juid, group = _words(text, action, 2, "'J<n> <group name>'")
+            return f"exported to {consolidate.export_group(inst, ref, _job(juid, action), group)}"
+        raise UsageError(f"unknown control action {action!r}")
+
+    def _path(self, path: str, action: str) -> Path:
+        if not path.startswith("/"):
+            raise UsageError(f"{action}: give an absolute path, got {path!r}")
+        if self.ctx.inside_mount(path):
+            raise UsageError(f"{action}: {path} is inside this mount; give the real directory")
+        return Path(path)
+
+
+def _idle(action: str) -> str:
+    return f"(no {action} yet; write to this file to act)\n"
+
+
+def _describe(result: Any) -> str:
+    """A short one-line description of what a core action returned."""
+    if result is None:
+        return "done"
+    if isinstance(result, list):   # clear_intermediate: one JobClear per job
+        done = [r for r in result if not getattr(r, "skipped", None)]
+        files = sum(len(getattr(r, "files", [])) for r in done)
+        nbytes = sum(getattr(r, "bytes", 0) for r in done)
+        return f"{files} files, {nbytes} bytes from {len(done)} job(s) ({len(result) - len(done)} skipped)"
+    uid, path = getattr(result, "uid", None), getattr(result, "path", None)
+    if uid is not None and path is not None:
+        return f"{uid} ({path})"
+    for attr in ("summary", "message"):
+        v = getattr(result, attr, None)
+        if isinstance(v, str):
+            return v
+        if callable(v):
+            return str(v())
+    return " ".join(str(result).split())[:300]

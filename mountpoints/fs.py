@@ -1,0 +1,257 @@
+"""The FUSE operations: resolve a path to a Node (views), then serve it.
+
+Read-only everywhere except control files (EROFS). Real data is read with os.pread on
+an fd kept per open handle; immutable data (completed jobs, exports) keeps its page
+cache across opens; control and size files use direct I/O so a read always shows the
+current text. Extended attributes answer ENOSYS so the kernel stops asking.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat as S
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import CsfsError
+
+from .context import Context
+from .control import Controls
+from .fusecompat import FuseOSError, Operations, fuse_get_context
+from .instance_view import InstanceView
+from .nodes import Node
+from .project_view import ProjectView
+
+log = logging.getLogger("csfs.mount")
+
+ENTRY_TIMEOUT = 60.0
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+def _errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn core errors into their errno; keep OSErrors; anything else is EIO, logged."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CsfsError as e:
+            raise FuseOSError(e.errno) from None
+        except OSError:
+            raise
+        except Exception:
+            log.exception("%s%r failed", fn.__name__, args[1:2])
+            raise FuseOSError(errno.EIO) from None
+    return wrapper
+
+
+def _erofs(*_: Any, **__: Any) -> int:
+    raise FuseOSError(errno.EROFS)
+
+
+class _Handle:
+    __slots__ = ("fd", "data", "node")
+
+    def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
+        self.fd, self.data, self.node = fd, data, node
+
+
+class CsfsFS(Operations):
+    """An instance (source None) or one project directory, served read-only with virtual parts."""
+
+    use_ns = True
+
+    def __init__(self, ctx: Context, project: Path | None) -> None:
+        self.ctx = ctx
+        self.controls = Controls(ctx)
+        self.root: InstanceView | ProjectView
+        if project is None:
+            self.root = InstanceView(ctx, self.controls)
+            self.base = str(ctx.home)
+        else:
+            self.root = ProjectView(ctx, self.controls, project, "")
+            self.base = str(project)
+        self._handles: dict[int, _Handle] = {}
+        self._next = itertools.count(1)
+
+    # -- helpers ------------------------------------------------------------------
+    def _node(self, path: str) -> Node:
+        parts = [p for p in path.split("/") if p]
+        return self.root.resolve(parts)
+
+    def _owner_only(self) -> None:
+        uid = fuse_get_context()[0]
+        if uid != self.ctx.uid:
+            raise FuseOSError(errno.EACCES)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def init_with_config(self, conn_info: Any, config_3: Any) -> None:
+        if config_3 is not None:   # libfuse3: these live in the config, not in -o options
+            config_3.use_ino = 1
+            config_3.attr_timeout = ENTRY_TIMEOUT
+            config_3.entry_timeout = ENTRY_TIMEOUT
+            config_3.negative_timeout = 0.0
+        threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint,), daemon=True).start()
+
+    def destroy(self, path: str) -> None:
+        for h in list(self._handles.values()):
+            if h.fd >= 0:
+                os.close(h.fd)
+        self._handles.clear()
+
+    # -- metadata -----------------------------------------------------------------
+    @_errors
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        return self._node(path).attrs
+
+    @_errors
+    def readdir(self, path: str, fh: Any) -> list[Any]:
+        node = self._node(path)
+        if node.children is None:
+            raise FuseOSError(errno.ENOTDIR)
+        out: list[Any] = [(".", {"st_mode": S.S_IFDIR, "st_ino": node.attrs["st_ino"]}, 0), ".."]
+        for name, mode, ino in node.children():
+            out.append((name, {"st_mode": mode, "st_ino": ino}, 0))
+        return out
+
+    @_errors
+    def opendir(self, path: str) -> int:
+        if self._node(path).children is None:
+            raise FuseOSError(errno.ENOTDIR)
+        return 0
+
+    def releasedir(self, path: str, fh: Any) -> int:
+        return 0
+
+    @_errors
+    def readlink(self, path: str) -> str:
+        node = self._node(path)
+        if node.real is None or not S.S_ISLNK(node.attrs["st_mode"]):
+            raise FuseOSError(errno.EINVAL)
+        return os.readlink(node.real)
+
+    @_errors
+    def access(self, path: str, amode: int) -> int:
+        node = self._node(path)
+        if amode & os.W_OK:
+            if node.kind != "control":
+                raise FuseOSError(errno.EROFS)
+            self._owner_only()
+        return 0
+
+    def statfs(self, path: str) -> dict[str, int]:
+        st = os.statvfs(self.base)
+        keys = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree",
+                "f_favail", "f_flag", "f_namemax")
+        return {k: getattr(st, k) for k in keys}
+
+    # -- data ---------------------------------------------------------------------
+    @_errors
+    def open(self, path: str, fi: Any) -> int:
+        node = self._node(path)
+        wants_write = bool(fi.flags & WRITE_FLAGS) or (fi.flags & os.O_ACCMODE) != os.O_RDONLY
+        if node.kind == "control":
+            if wants_write:
+                self._owner_only()
+            fi.direct_io = 1
+            h = _Handle(node=node)
+        elif wants_write:
+            raise FuseOSError(errno.EROFS)
+        elif node.children is not None:
+            raise FuseOSError(errno.EISDIR)
+        elif node.kind == "real" or node.source is not None:
+            h = _Handle(fd=os.open(node.real or node.source, os.O_RDONLY | os.O_CLOEXEC))
+            fi.keep_cache = 1 if node.immutable else 0
+        else:
+            h = _Handle(data=node.data() if node.data else b"")
+            if node.immutable:
+                fi.keep_cache = 1
+            else:
+                fi.direct_io = 1   # sizes: always the current text
+        fh = next(self._next)
+        self._handles[fh] = h
+        fi.fh = fh
+        return 0
+
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        h = self._handles.get(fi.fh)
+        if h is None:
+            raise FuseOSError(errno.EBADF)
+        if h.fd >= 0:
+            return os.pread(h.fd, size, offset)
+        data = h.data
+        if data is None:           # a control file: its current outcome
+            data = self.controls.outcome(h.node.control[1], h.node.control[2])[0]
+        return data[offset:offset + size]
+
+    @_errors
+    def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        h = self._handles.get(fi.fh)
+        if h is None or h.node is None or h.node.kind != "control":
+            raise FuseOSError(errno.EROFS)
+        self._owner_only()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("utf-8", "replace")
+        controls, scope, action, project = h.node.control
+        for line in [ln for ln in text.splitlines() if ln.strip()] or [text]:
+            controls.run(scope, action, line, project)   # one command per line
+        return len(data)
+
+    @_errors
+    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+        if self._node(path).kind != "control":
+            raise FuseOSError(errno.EROFS)
+        return 0
+
+    def flush(self, path: str, fi: Any) -> int:
+        return 0
+
+    def fsync(self, path: str, datasync: int, fi: Any) -> int:
+        return 0
+
+    def release(self, path: str, fi: Any) -> int:
+        h = self._handles.pop(fi.fh, None)
+        if h is not None and h.fd >= 0:
+            os.close(h.fd)
+        return 0
+
+    # -- everything else is read-only ------------------------------------------------
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        raise FuseOSError(errno.ENOSYS)
+
+    def listxattr(self, path: str) -> list[str]:
+        raise FuseOSError(errno.ENOSYS)
+
+    def setxattr(self, *args: Any) -> int:
+        raise FuseOSError(errno.ENOSYS)
+
+    def removexattr(self, *args: Any) -> int:
+        raise FuseOSError(errno.ENOSYS)
+
+    create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
+    chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
+
+
+def _tune_readahead(mountpoint: str, wait: float = 10.0) -> None:
+    """Raise the mount's read-ahead to 1 MiB (libfuse3 then sends 1 MiB reads).
+
+    Reads /proc/self/mountinfo only: the FUSE process must never touch its own mount."""
+    from .mounting import find_mount
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        m = find_mount(mountpoint)
+        if m is not None:
+            try:
+                with open(f"/sys/class/bdi/{m.devno}/read_ahead_kb", "w") as f:
+                    f.write("1024")
+            except OSError:
+                pass   # not root, or no such bdi: the default still works
+            return
+        time.sleep(0.05)

@@ -1,0 +1,71 @@
+"""The root of an instance mount: one folder per registered project (named by its
+directory name) plus `control/` (attach, unarchive)."""
+from __future__ import annotations
+
+import stat as S
+from pathlib import Path
+
+from .context import Context
+from .control import INSTANCE_ACTIONS, Controls
+from .nodes import Node, virtual_attrs
+from .project_view import ProjectView
+
+SCOPE = "instance"
+
+
+class InstanceView:
+    def __init__(self, ctx: Context, controls: Controls) -> None:
+        self.ctx = ctx
+        self.controls = controls
+        self._views: dict[str, ProjectView] = {}
+
+    def folders(self) -> dict[str, Path]:
+        """Folder name → project directory; a clash of names gets the P-uid appended."""
+        def compute() -> dict[str, Path]:
+            out: dict[str, Path] = {}
+            for rec in self.ctx.instance().projects():
+                path = Path(rec.path)
+                if not path.is_dir():
+                    continue          # archived and moved away, or gone
+                name = path.name if path.name not in out and path.name != "control" else f"{path.name}-{rec.uid}"
+                out[name] = path
+            return out
+        return self.ctx.obj(("folders",), compute)
+
+    def view(self, name: str) -> ProjectView:
+        path = self.folders().get(name)
+        if path is None:
+            raise FileNotFoundError(2, "No such file or directory")
+        v = self._views.get(name)
+        if v is None or v.path != path:
+            v = self._views[name] = ProjectView(self.ctx, self.controls, path, "/" + name)
+        return v
+
+    def resolve(self, parts: list[str]) -> Node:
+        if not parts:
+            return self._dir("/", lambda: [("control", S.S_IFDIR, self._ino("/control"))] +
+                             [(n, S.S_IFDIR, self._ino("/" + n)) for n in self.folders()])
+        if parts[0] == "control":
+            return self._control(parts[1:])
+        node = self.view(parts[0]).resolve(parts[1:])
+        if len(parts) == 1:       # the folder keeps the real directory's attributes but a stable name inode
+            node.attrs["st_ino"] = self._ino("/" + parts[0])
+        return node
+
+    def _ino(self, key: str) -> int:
+        return self.ctx.inodes.virtual(key)
+
+    def _dir(self, key: str, children) -> Node:
+        attrs = virtual_attrs("dir", 4096, self.ctx.started_ns, self._ino(key), self.ctx.uid, self.ctx.gid)
+        return Node("dir", attrs, children=children)
+
+    def _control(self, rest: list[str]) -> Node:
+        if not rest:
+            return self._dir("/control", lambda: [(a, S.S_IFREG, self._ino("/control/" + a))
+                                                  for a in INSTANCE_ACTIONS])
+        if len(rest) != 1 or rest[0] not in INSTANCE_ACTIONS:
+            raise FileNotFoundError(2, "No such file or directory")
+        data, mtime = self.controls.outcome(SCOPE, rest[0])
+        attrs = virtual_attrs("file", len(data), mtime, self._ino("/control/" + rest[0]),
+                              self.ctx.uid, self.ctx.gid, writable=True)
+        return Node("control", attrs, data=lambda: data, control=(self.controls, SCOPE, rest[0], None))

@@ -1,0 +1,204 @@
+"""Mounting and unmounting: checks with one-line errors, the daemon, /proc/self/mountinfo."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import CsfsError, NotFoundError, RefusedError, UsageError
+
+FSTYPE = "fuse.csfs"
+READY_TIMEOUT = 30.0
+FUSE_HINT = "install the Debian/Ubuntu package fuse3 (apt-get install fuse3)"
+
+
+@dataclass
+class MountInfo:
+    mountpoint: str
+    source: str
+    fstype: str
+    devno: str          # "0:52": the bdi name under /sys/class/bdi
+    options: str
+
+
+def _unescape(s: str) -> str:
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts(fstype: str | None = FSTYPE) -> list[MountInfo]:
+    """Mounts from /proc/self/mountinfo (csfs ones by default)."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.rstrip("\n").partition(" - ")
+            fields, rfields = left.split(" "), right.split(" ")
+            if len(fields) < 6 or len(rfields) < 2:
+                continue
+            info = MountInfo(_unescape(fields[4]), _unescape(rfields[1]), rfields[0], fields[2], fields[5])
+            if fstype is None or info.fstype == fstype:
+                out.append(info)
+    return out
+
+
+def find_mount(mountpoint: str | os.PathLike, fstype: str | None = None) -> MountInfo | None:
+    """The (last, i.e. topmost) mount at `mountpoint`, if any."""
+    target = os.path.abspath(mountpoint)
+    found = [m for m in mounts(fstype) if m.mountpoint == target]
+    return found[-1] if found else None
+
+
+def check_fuse() -> None:
+    """Raise one clear line when FUSE cannot work on this machine."""
+    from . import fusecompat
+
+    if not os.path.exists("/dev/fuse"):
+        raise CsfsError(f"FUSE is unavailable: /dev/fuse is missing; {FUSE_HINT} and load the fuse module")
+    if not fusecompat.AVAILABLE:
+        raise CsfsError(f"FUSE is unavailable: libfuse not found ({fusecompat.PROBLEM}); {FUSE_HINT}")
+    if not (shutil.which("fusermount3") or shutil.which("fusermount")):
+        raise CsfsError(f"FUSE is unavailable: fusermount3 not found; {FUSE_HINT}")
+
+
+def probe(path: str, timeout: float = 2.0) -> str:
+    """'ok', 'stale' (transport endpoint not connected), 'missing' or 'unresponsive'."""
+    result = ["unresponsive"]
+
+    def run() -> None:
+        try:
+            os.stat(path)
+            result[0] = "ok"
+        except OSError as e:
+            result[0] = "stale" if e.errno == errno.ENOTCONN else "missing"
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0]
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Raise a one-line error when `mountpoint` cannot take a new mount."""
+    state = probe(mountpoint)
+    m = find_mount(mountpoint)
+    if state == "stale":
+        raise RefusedError(f"{mountpoint}: a dead mount is still there (Transport endpoint is not connected); "
+                           f"run `csfs umount {mountpoint}` first")
+    if m is not None:
+        raise RefusedError(f"{mountpoint}: busy, already a mount point ({m.fstype} from {m.source}); "
+                           f"unmount it first (csfs umount {mountpoint})")
+    if state == "missing":
+        raise NotFoundError(f"{mountpoint}: no such directory; create it first (mkdir -p {mountpoint})")
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"{mountpoint}: not a directory")
+
+
+def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, object],
+          allow_other: bool) -> None:
+    """Mount and serve in the foreground until unmounted (libfuse handles SIGINT/SIGTERM)."""
+    import logging
+
+    from .context import Context
+    from .fs import CsfsFS
+    from .fusecompat import FUSE
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
+    ctx = Context(home, mountpoint)
+    fs = CsfsFS(ctx, source)
+    name = f"csfs:{source or home}".replace(",", "_")
+    opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True,
+                               "attr_timeout": 60, "entry_timeout": 60}
+    if allow_other:
+        opts.update(allow_other=True, default_permissions=True)
+    opts.update(options)
+    FUSE(fs, mountpoint, foreground=True, raw_fi=True, **opts)
+
+
+def parse_options(text: str | None) -> dict[str, object]:
+    """'-o a=1,b' → {'a': '1', 'b': True}."""
+    out: dict[str, object] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if item:
+            key, eq, value = item.partition("=")
+            out[key] = value if eq else True
+    return out
+
+
+def spawn(argv: list[str], mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) -> int:
+    """Start `argv` (a foreground mount) detached; return its pid once the mount is ready."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
+        proc = subprocess.Popen(argv, stdin=null, stdout=log, stderr=log, start_new_session=True,
+                                close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if find_mount(mountpoint, FSTYPE) is not None:
+            return proc.pid
+        if proc.poll() is not None:
+            raise CsfsError(f"mount failed: {_last_line(log_path) or f'exit status {proc.returncode}'}"
+                            f" (log: {log_path})")
+        time.sleep(0.02)
+    proc.kill()
+    raise CsfsError(f"mount did not become ready within {timeout:.0f} s (log: {log_path})")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def unmount(mountpoint: str) -> str:
+    """Unmount a csfs mount, including a stale one whose process died. Returns what was done."""
+    mountpoint = os.path.abspath(mountpoint)
+    m = find_mount(mountpoint)
+    if m is None:
+        raise NotFoundError(f"{mountpoint}: not mounted")
+    if not m.fstype.startswith("fuse"):
+        raise RefusedError(f"{mountpoint}: not a FUSE mount ({m.fstype}); refusing to unmount it")
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    stale = probe(mountpoint) in ("stale", "unresponsive")
+    cmds = [[tool, "-u", mountpoint]] if tool else []
+    if os.geteuid() == 0:
+        cmds.append(["umount", mountpoint])
+    if stale and tool:
+        cmds.append([tool, "-u", "-z", mountpoint])
+    err = ""
+    for cmd in cmds:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0 and find_mount(mountpoint) is None:
+            return "unmounted stale mount" if stale else "unmounted"
+        err = (r.stderr or r.stdout).strip().splitlines()[-1:] and (r.stderr or r.stdout).strip().splitlines()[-1]
+    if "busy" in err.lower():
+        raise RefusedError(f"{mountpoint}: busy (a process has files open there or its cwd inside); "
+                           f"close them and retry")
+    raise CsfsError(f"{mountpoint}: could not unmount: {err or 'unknown error'}")
+
+
+def main_argv(source: str | None, mountpoint: str, home: Path, options: str | None,
+              allow_other: bool) -> list[str]:
+    """The command line of the foreground daemon a background mount starts."""
+    argv = [sys.executable, "-m", "csfs", "--home", str(home), "mount"]
+    if source:
+        argv.append(source)
+    argv += [mountpoint, "-f"]
+    if options:
+        argv += ["-o", options]
+    if allow_other:
+        argv.append("--allow-other")
+    return argv

@@ -1,0 +1,96 @@
+"""What a mount path resolves to, and the stat dictionaries FUSE gets for it.
+
+Stat rules (DESIGN §5): exact st_size, st_blocks = ceil(size/512) when the source
+reports none, st_blksize >= 256 KiB, stable nanosecond times from the sources,
+distinct inode numbers (real inodes for real files, a reserved range for virtual ones).
+"""
+from __future__ import annotations
+
+import os
+import stat as S
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+BLKSIZE = 256 * 1024
+VIRTUAL_INO_BASE = 1 << 62
+
+
+@dataclass
+class Node:
+    """One resolved path.
+
+    kind: "real" (pass-through of `real`, any file type), "dir" (virtual directory;
+    `children()` yields (name, st_mode, st_ino)), "file" (virtual regular file whose
+    bytes come from `source` or `data()`), "control" (a writable control file).
+    """
+
+    kind: str
+    attrs: dict[str, Any]
+    real: str | None = None
+    source: str | None = None
+    data: Callable[[], bytes] | None = None
+    children: Callable[[], list[tuple[str, int, int]]] | None = None
+    immutable: bool = False          # page cache may be kept across opens
+    control: Any = None              # mountpoints.control.ControlFile for kind "control"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Inodes:
+    """Stable inode numbers: real (st_dev, st_ino) mapped per device; virtual paths numbered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._devs: dict[int, int] = {}
+        self._virtual: dict[str, int] = {}
+
+    def real(self, st: os.stat_result) -> int:
+        idx = self._devs.get(st.st_dev)
+        if idx is None:
+            with self._lock:
+                idx = self._devs.setdefault(st.st_dev, len(self._devs))
+        return st.st_ino if idx == 0 else (st.st_ino ^ (idx << 48))
+
+    def virtual(self, key: str) -> int:
+        ino = self._virtual.get(key)
+        if ino is None:
+            with self._lock:
+                ino = self._virtual.setdefault(key, VIRTUAL_INO_BASE + len(self._virtual) + 1)
+        return ino
+
+
+def blocks(size: int) -> int:
+    return (size + 511) // 512
+
+
+def real_attrs(st: os.stat_result, ino: int) -> dict[str, Any]:
+    """The stat dict of a pass-through entry (times in ns: the FS uses use_ns)."""
+    nblocks = st.st_blocks
+    if nblocks == 0 and st.st_size > 0 and S.S_ISREG(st.st_mode):
+        nblocks = blocks(st.st_size)
+    return {
+        "st_mode": st.st_mode, "st_ino": ino, "st_nlink": st.st_nlink,
+        "st_uid": st.st_uid, "st_gid": st.st_gid, "st_size": st.st_size,
+        "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns, "st_ctime": st.st_ctime_ns,
+        "st_blocks": nblocks, "st_blksize": max(BLKSIZE, st.st_blksize), "st_rdev": st.st_rdev,
+    }
+
+
+def virtual_attrs(kind: str, size: int, mtime_ns: int, ino: int, uid: int, gid: int,
+                  writable: bool = False, perm: int | None = None) -> dict[str, Any]:
+    """The stat dict of a virtual directory ("dir") or regular file ("file").
+
+    `perm` (an export entry's permission bits) is shown as is; writing is still refused."""
+    if kind == "dir":
+        mode, nlink = S.S_IFDIR | (0o555 if perm is None else perm), 2
+    else:
+        mode, nlink = S.S_IFREG | (perm if perm is not None else 0o644 if writable else 0o444), 1
+    return {
+        "st_mode": mode, "st_ino": ino, "st_nlink": nlink, "st_uid": uid, "st_gid": gid,
+        "st_size": size, "st_atime": mtime_ns, "st_mtime": mtime_ns, "st_ctime": mtime_ns,
+        "st_blocks": blocks(size), "st_blksize": BLKSIZE,
+    }
+
+
+def ns(seconds: float) -> int:
+    return int(round(seconds * 1_000_000_000))

@@ -1,0 +1,244 @@
+"""One project folder of a mount: the real directory (read-only, symlinks kept) plus the
+virtual `exports/jobs/…`, `exports/groups/…`, `sizes/…` and `control/…`."""
+from __future__ import annotations
+
+import os
+import stat as S
+from pathlib import Path
+from typing import Any, Callable
+
+from core.errors import CsfsError
+
+from .context import Context
+from .control import PROJECT_ACTIONS, Controls
+from .nodes import Node, ns, real_attrs, virtual_attrs
+
+VIRTUAL_TOP = ("exports", "sizes", "control")
+EXPORT_KINDS = ("jobs", "groups")
+
+
+def _enoent() -> OSError:
+    return FileNotFoundError(2, "No such file or directory")
+
+
+class ProjectView:
+    def __init__(self, ctx: Context, controls: Controls, path: Path, key: str) -> None:
+        self.ctx = ctx
+        self.controls = controls
+        self.path = Path(path)
+        self.key = key          # mount-relative prefix, unique per project folder
+
+    # -- core objects (cached) ---------------------------------------------------
+    def project(self) -> Any:
+        from core.project import Project
+
+        return self.ctx.obj(("project", str(self.path)), lambda: Project.open(self.path))
+
+    def final_jobs(self) -> frozenset[str]:
+        def compute() -> frozenset[str]:
+            try:
+                return frozenset(u for u, j in self.project().jobs.items() if j.is_final)
+            except (CsfsError, OSError):
+                return frozenset()
+        return self.ctx.obj(("final", str(self.path)), compute)
+
+    def export_index(self) -> dict[str, dict[str, tuple[str, str | None]]]:
+        """{"jobs": {name: (juid, None)}, "groups": {name: (juid, group)}} for completed jobs."""
+        def compute() -> dict[str, dict[str, tuple[str, str | None]]]:
+            from core import exportplan
+
+            idx: dict[str, dict[str, tuple[str, str | None]]] = {"jobs": {}, "groups": {}}
+            try:
+                jobs = self.project().jobs
+            except (CsfsError, OSError):
+                return idx
+            for uid, job in jobs.items():
+                if job.error or job.status != "completed":
+                    continue
+                idx["jobs"][exportplan.job_export_name(job)] = (uid, None)
+                for g in job.groups:
+                    idx["groups"][exportplan.group_export_name(job, g.name)] = (uid, g.name)
+            return idx
+        return self.ctx.obj(("exports", str(self.path)), compute)
+
+    def plan(self, kind: str, name: str) -> Any:
+        juid, group = self.export_index()[kind][name]
+
+        def compute() -> Any:
+            from core import exportplan
+
+            if kind == "jobs":
+                return exportplan.job_export_plan(self.project(), juid)
+            return exportplan.group_export_plan(self.project(), juid, group)
+        return self.ctx.obj(("plan", str(self.path), kind, name), compute, plans=True)
+
+    def sizes(self) -> Any:
+        from core.sizes import project_sizes
+
+        def compute() -> Any:
+            cache_dir = None
+            try:
+                cache_dir = self.ctx.instance().cache_dir
+            except Exception:  # no usable instance: sizes still work, uncached on disk
+                pass
+            return project_sizes(self.project(), cache_dir=cache_dir)
+        return self.ctx.obj(("sizes", str(self.path)), compute)
+
+    # -- resolution ----------------------------------------------------------------
+    def resolve(self, parts: list[str]) -> Node:
+        if parts and parts[0] in VIRTUAL_TOP:
+            return getattr(self, "_" + parts[0])(parts[1:])
+        if not parts:
+            return self._real(parts, extra=VIRTUAL_TOP, merge=frozenset({"exports"}))
+        return self._real(parts)
+
+    def _vkey(self, parts: list[str]) -> str:
+        return self.key + "/" + "/".join(parts)
+
+    def _vdir(self, parts: list[str], children: Callable[[], list[tuple[str, int, int]]],
+              mtime_ns: int | None = None, perm: int | None = None) -> Node:
+        ino = self.ctx.inodes.virtual(self._vkey(parts))
+        attrs = virtual_attrs("dir", 4096, mtime_ns or self.ctx.started_ns, ino, self.ctx.uid, self.ctx.gid,
+                              perm=perm)
+        return Node("dir", attrs, children=children, immutable=True)
+
+    def _vfile(self, parts: list[str], data: bytes, mtime_ns: int, writable: bool = False) -> Node:
+        ino = self.ctx.inodes.virtual(self._vkey(parts))
+        attrs = virtual_attrs("file", len(data), mtime_ns, ino, self.ctx.uid, self.ctx.gid, writable)
+        return Node("file", attrs, data=lambda: data)
+
+    def _child_entry(self, parts: list[str], name: str, is_dir: bool) -> tuple[str, int, int]:
+        return (name, S.S_IFDIR if is_dir else S.S_IFREG, self.ctx.inodes.virtual(self._vkey(parts + [name])))
+
+    def _real(self, parts: list[str], extra: tuple[str, ...] = (), merge: frozenset[str] = frozenset(),
+              missing_ok: bool = False) -> Node:
+        """A pass-through node for the real path; `extra` names virtual subdirectories merged in."""
+        real = os.path.join(str(self.path), *parts)
+        long = bool(parts) and parts[0] in self.final_jobs()
+
+        def stat() -> Any:
+            try:
+                return os.lstat(real)
+            except FileNotFoundError:
+                return None
+        st = self.ctx.cached(("lstat", real), stat, long)
+        if st is None:
+            if missing_ok:
+                return self._vdir(parts, lambda: self._merged(parts, None, extra, merge))
+            raise _enoent()
+        node = Node("real", real_attrs(st, self.ctx.inodes.real(st)), real=real, immutable=long)
+        if S.S_ISDIR(st.st_mode):
+            node.kind = "dir"
+            node.children = lambda: self._merged(parts, real, extra, merge, long, st.st_dev)
+        return node
+
+    def _merged(self, parts: list[str], real: str | None, extra: tuple[str, ...],
+                merge: frozenset[str], long: bool = False, dev: int = 0) -> list[tuple[str, int, int]]:
+        """Virtual `extra` directories first, then the real entries they do not shadow.
+
+        A name in `merge` that also exists for real is a merged directory: it keeps the
+        real inode (getattr resolves it through _real too)."""
+        listing = self.ctx.cached(("list", real), lambda: _scan(real), long) if real else []
+        real_ino = {name: ino for name, _, ino in listing if name in merge}
+        out = []
+        for n in extra:
+            if n in real_ino:
+                out.append((n, S.S_IFDIR, self.ctx.inodes.real(_Fake(dev, real_ino[n]))))
+            else:
+                out.append(self._child_entry(parts, n, True))
+        hidden = set(extra)
+        for name, mode, ino in listing:
+            if name not in hidden:
+                out.append((name, mode, self.ctx.inodes.real(_Fake(dev, ino))))
+        return out
+
+    # -- virtual trees -------------------------------------------------------------
+    def _exports(self, rest: list[str]) -> Node:
+        top = ["exports"]
+        if not rest:
+            return self._real(top, extra=EXPORT_KINDS, merge=frozenset(EXPORT_KINDS), missing_ok=True)
+        kind = rest[0]
+        if kind not in EXPORT_KINDS:
+            return self._real(top + rest)
+        index = self.export_index()[kind]
+        if len(rest) == 1:
+            return self._real(top + [kind], extra=tuple(sorted(index)), missing_ok=True)
+        name = rest[1]
+        if name not in index:
+            return self._real(top + rest)
+        return self._plan_node(top + rest[:2], self.plan(kind, name), rest[2:])
+
+    def _plan_node(self, base: list[str], plan: Any, inner: list[str]) -> Node:
+        rel = "/".join(inner)
+        entry = plan.lookup(rel)
+        if entry is None:
+            raise _enoent()
+        parts = base + inner
+        mtime = ns(entry.mtime)
+        if entry.kind == "dir":
+            def children() -> list[tuple[str, int, int]]:
+                out = []
+                for child in plan.children(rel):
+                    name = child.rsplit("/", 1)[-1]
+                    sub = plan.lookup(f"{rel}/{name}" if rel else name)
+                    out.append(self._child_entry(parts, name, sub is not None and sub.kind == "dir"))
+                return out
+            return self._vdir(parts, children, mtime, entry.mode)
+        ino = self.ctx.inodes.virtual(self._vkey(parts))
+        attrs = virtual_attrs("file", entry.size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=entry.mode)
+        if entry.kind == "file":
+            return Node("file", attrs, source=str(entry.source), immutable=True)
+        key = ("gen", str(self.path), tuple(parts))
+        return Node("file", attrs, data=lambda: self.ctx.generated(key, entry.generate), immutable=True)
+
+    def _sizes(self, rest: list[str]) -> Node:
+        report = self.sizes()
+        texts = {uid: f"{js.bytes}\n" for uid, js in report.jobs.items()}
+        texts["total"] = f"{report.total}\n"
+        if not rest:
+            return self._vdir(["sizes"], lambda: [self._child_entry(["sizes"], n, False) for n in texts])
+        if len(rest) != 1 or rest[0] not in texts:
+            raise _enoent()
+        return self._vfile(["sizes", rest[0]], texts[rest[0]].encode(), self.ctx.started_ns)
+
+    def _control(self, rest: list[str]) -> Node:
+        if not rest:
+            return self._vdir(["control"], lambda: [self._child_entry(["control"], n, False)
+                                                    for n in PROJECT_ACTIONS])
+        if len(rest) != 1 or rest[0] not in PROJECT_ACTIONS:
+            raise _enoent()
+        scope = str(self.path)
+        data, mtime = self.controls.outcome(scope, rest[0])
+        node = self._vfile(["control", rest[0]], data, mtime, writable=True)
+        node.kind = "control"
+        node.control = (self.controls, scope, rest[0], self.path)
+        return node
+
+
+class _Fake:
+    """Just enough of a stat result for Inodes.real()."""
+
+    __slots__ = ("st_dev", "st_ino")
+
+    def __init__(self, dev: int, ino: int) -> None:
+        self.st_dev, self.st_ino = dev, ino
+
+
+def _scan(real: str) -> list[tuple[str, int, int]]:
+    """(name, file-type bits, inode) of a real directory's entries, without stat calls."""
+    out = []
+    with os.scandir(real) as it:
+        for e in it:
+            try:
+                if e.is_symlink():
+                    mode = S.S_IFLNK
+                elif e.is_dir(follow_symlinks=False):
+                    mode = S.S_IFDIR
+                elif e.is_file(follow_symlinks=False):
+                    mode = S.S_IFREG
+                else:
+                    mode = S.S_IFMT(os.lstat(e.path).st_mode)
+                out.append((e.name, mode, e.inode()))
+            except FileNotFoundError:
+                continue
+    return out
