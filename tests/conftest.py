@@ -30,20 +30,24 @@ def _demo_master(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def demo(_demo_master, tmp_path) -> Path:
-    """A fresh copy of the tiny demo folder (symlinks kept); returns the project directory."""
-    dst = tmp_path / "demo"
-    shutil.copytree(_demo_master, dst, symlinks=True)
+def copy_demo(master: Path, dst: Path) -> Path:
+    """Copy a demo folder (symlinks kept, import links repointed); returns the project directory."""
+    shutil.copytree(master, dst, symlinks=True)
     # import symlinks point into the master's raw/ folder: repoint them at this copy's
     for link in dst.rglob("*"):
         if link.is_symlink():
             target = os.readlink(link)
-            if target.startswith(str(_demo_master)):
+            if target.startswith(str(master)):
                 link.unlink()
-                link.symlink_to(str(dst) + target[len(str(_demo_master)):])
+                link.symlink_to(str(dst) + target[len(str(master)):])
     (project,) = [p for p in dst.iterdir() if p.name.startswith("CS-")]
     return project
+
+
+@pytest.fixture
+def demo(_demo_master, tmp_path) -> Path:
+    """A fresh copy of the tiny demo folder (symlinks kept); returns the project directory."""
+    return copy_demo(_demo_master, tmp_path / "demo")
 
 
 def run_csfs(*args: str, home: Path | None = None, input: str | None = None,
