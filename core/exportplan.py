@@ -253,21 +253,7 @@ def group_data(project: Any, group: Any) -> GroupData:
         if p.metafile not in arrays:
             arrays[p.metafile] = _load(project, p.metafile)
         p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
-    # inner join on uid, in the order of the first part's rows
-    uids_of = {m: np.asarray(a["uid"]) for m, a in arrays.items()}
-    first_uids = uids_of[parts[0].metafile]
-    keep = np.ones(len(first_uids), dtype=bool)
-    for p in parts[1:]:
-        keep &= np.isin(first_uids, uids_of[p.metafile])
-    out_uids = first_uids[keep]
-    order: list[np.ndarray] = []
-    for p in parts:
-        if p.metafile == parts[0].metafile:
-            order.append(np.nonzero(keep)[0])
-        else:
-            uids = uids_of[p.metafile]
-            sorter = np.argsort(uids, kind="stable")
-            order.append(sorter[np.searchsorted(uids, out_uids, sorter=sorter)])
+    order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
     descr: list[tuple] = [("uid", "<u8")]
     path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     data_paths: dict[str, None] = {}
@@ -288,7 +274,25 @@ def group_data(project: Any, group: Any) -> GroupData:
             path_maps[name] = (inverse.reshape(-1), rels)
             width = max([len(_export_value(r)) for r in rels] + [0]) + 1
             descr.append((name, f"|S{width}"))
-    return GroupData(parts, np.dtype(descr), int(len(out_uids)), order, path_maps, list(data_paths))
+    return GroupData(parts, np.dtype(descr), rows, order, path_maps, list(data_paths))
+
+
+def join_order(uid_columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """Inner join by uid: per column, the row indices giving the joined rows (first column's order)."""
+    cols = [np.asarray(u) for u in uid_columns]
+    keep = np.ones(len(cols[0]), dtype=bool)
+    for u in cols[1:]:
+        if u is not cols[0]:
+            keep &= np.isin(cols[0], u)
+    out_uids = cols[0][keep]
+    order = []
+    for u in cols:
+        if u is cols[0] or (len(u) == len(cols[0]) and np.array_equal(u, cols[0])):
+            order.append(np.nonzero(keep)[0])
+        else:
+            sorter = np.argsort(u, kind="stable")
+            order.append(sorter[np.searchsorted(u, out_uids, sorter=sorter)])
+    return order, int(len(out_uids))
 
 
 def _load(project: Any, metafile: str) -> np.ndarray:

@@ -1,0 +1,336 @@
+"""Imports: a result group (.csg), an exported job folder, or raw data, each into a new job.
+
+The new job's data is referenced from its own directory (`J<M>/imported/...`):
+symlinks by default, copies on request. Imported result groups keep their `uid`s.
+Every job document goes through core.store (lock and archive checks, atomic writes).
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import csfile, csg, store
+from .errors import CsfsError, FormatError, NotFoundError, UsageError
+from .exportplan import join_order
+from .lock import now_iso
+
+Progress = Callable[[int, "int | None"], None]
+
+RAW_KINDS: dict[str, dict[str, Any]] = {
+    "movies": {"job_type": "import_movies", "group": "imported_movies", "type": "exposure",
+               "slot": "movie_blob", "title": "Import Movies"},
+    "micrographs": {"job_type": "import_micrographs", "group": "imported_micrographs", "type": "exposure",
+                    "slot": "micrograph_blob", "title": "Import Micrographs"},
+    "particles": {"job_type": "import_particles", "group": "imported_particles", "type": "particle",
+                  "slot": "blob", "title": "Import Particle Stack"},
+    "volume": {"job_type": "import_volumes", "group": "imported_volume_1", "type": "volume",
+               "slot": "map", "title": "Import 3D Volumes"},
+}
+
+
+@dataclass
+class _Group:
+    """An output group ready to be written into the new job."""
+
+    name: str
+    type: str
+    title: str
+    description: str
+    data: np.ndarray                 # the joined dataset, paths already project-relative
+    slots: dict[str, str]            # slot -> result type
+
+
+# ---------------------------------------------------------------------------- data placement
+
+def _place(sources: dict[str, Path], jdir: Path, copy: bool, progress: Progress | None) -> None:
+    """Create jdir/<rel> for each rel -> source: an absolute symlink, or a copy."""
+    for i, (rel, src) in enumerate(sources.items()):
+        dst = jdir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        real = os.path.realpath(src)
+        if copy:
+            shutil.copy2(real, dst)
+        else:
+            os.symlink(real, dst)
+        if progress:
+            progress(i + 1, len(sources))
+
+
+def _safe_rel(value: str, what: str) -> str:
+    rel = posixpath.normpath(value)
+    if rel.startswith("/") or rel == ".." or rel.startswith("../"):
+        raise FormatError(f"{what}: data path {value!r} points outside the export; refusing it")
+    return rel
+
+
+def _rewrite_paths(arr: np.ndarray, base: Path, juid: str, what: str,
+                   sources: dict[str, Path]) -> np.ndarray:
+    """Copy of `arr` whose `*/path` values name `J<M>/imported/<rel>`; fills `sources` rel -> file."""
+    descr = []
+    new_cols: dict[str, np.ndarray] = {}
+    for name in arr.dtype.names:
+        sub = arr.dtype.fields[name][0]
+        if name not in csfile.path_fields(arr.dtype):
+            descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
+            continue
+        uniq, inverse = np.unique(np.asarray(arr[name]), return_inverse=True)
+        mapped = []
+        for v in uniq:
+            s = v.decode("utf-8", "surrogateescape")
+            if not s:
+                mapped.append(b"")
+                continue
+            rel = _safe_rel(s[1:] if s.startswith(">") else s, what)
+            sources.setdefault(f"imported/{rel}", base / rel)
+            mapped.append(f"{juid}/imported/{rel}".encode("utf-8", "surrogateescape"))
+        width = max([len(m) for m in mapped] + [0]) + 1
+        descr.append((name, f"|S{width}"))
+        new_cols[name] = np.array(mapped, dtype=f"|S{width}")[inverse.reshape(-1)] if mapped else None
+    out = np.zeros(len(arr), dtype=np.dtype(descr))
+    for name in arr.dtype.names:
+        if name in new_cols:
+            if new_cols[name] is not None:
+                out[name] = new_cols[name]
+        else:
+            out[name] = np.asarray(arr[name])
+    return out
+
+
+def _read_csg_group(csg_path: Path) -> tuple[csg.Csg, np.ndarray, dict[str, str]]:
+    """A .csg's group joined by uid across its metafiles: (csg, dataset, slot -> result type)."""
+    c = csg.load(csg_path)
+    arrays = {m: csfile.load(csg.resolve_metafile(csg_path, m)) for m in c.metafiles()}
+    slots = list(c.results)
+    order, rows = join_order([arrays[c.results[s]["metafile"]]["uid"] for s in slots])
+    descr: list[tuple] = [("uid", "<u8")]
+    picks: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for s, idx in zip(slots, order):
+        src = arrays[c.results[s]["metafile"]]
+        for name in src.dtype.names:
+            if name.startswith(s + "/"):
+                sub = src.dtype.fields[name][0]
+                descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
+                picks.append((name, src, idx))
+    out = np.zeros(rows, dtype=np.dtype(descr))
+    first = arrays[c.results[slots[0]]["metafile"]]
+    out["uid"] = np.asarray(first["uid"])[order[0]]
+    for name, src, idx in picks:
+        out[name] = np.asarray(src[name])[idx]
+    gtype = str(c.group.get("type") or "")
+    types = {s: str(c.results[s].get("type") or f"{gtype}.{s}") for s in slots}
+    return c, out, types
+
+
+# ---------------------------------------------------------------------------- job documents
+
+def _write_outputs(project_path: Path, juid: str, jdir: Path, groups: list[_Group]) -> tuple[list, list]:
+    """Write each group's .cs and .csg into the job dir; return (output_result_groups, output_results)."""
+    gdocs, rdocs = [], []
+    for g in groups:
+        cs_rel = f"{juid}/{juid}_{g.name}.cs"
+        csfile.save(project_path / cs_rel, g.data)
+        rows = len(g.data)
+        csg.save(jdir / f"{juid}_{g.name}.csg", csg.Csg(
+            created=now_iso(), group={"name": g.name, "title": g.title, "type": g.type,
+                                            "description": g.description},
+            results={s: {"metafile": f">{juid}_{g.name}.cs", "num_items": rows, "type": t}
+                     for s, t in g.slots.items()},
+            version="csfs"))
+        gdocs.append({"uid": f"{juid}-{g.name}", "type": g.type, "name": g.name, "title": g.title,
+                      "description": g.description, "num_items": rows, "passthrough": False})
+        for s, t in g.slots.items():
+            rdocs.append({"uid": f"{juid}-{g.name}.{s}", "type": t, "group_name": g.name, "name": s,
+                          "versions": [0], "metafiles": [cs_rel], "num_items": [rows], "passthrough": False})
+    return gdocs, rdocs
+
+
+def _new_job(instance: Any, project: Any, type: str, title: str, extra: dict | None,
+             fill: Callable[[str, Path], tuple[list[_Group], dict]]) -> str:
+    """Create a job, let `fill(juid, jdir)` place data and return its groups, then complete it."""
+    juid, jdir = store.new_job(instance, project, type, title, extra)
+    doc = _read_doc(jdir)
+    try:
+        (jdir / "events.bson").touch()
+        (jdir / "job.log").touch()
+        groups, more = fill(juid, jdir)
+        gdocs, rdocs = _write_outputs(Path(project.path), juid, jdir, groups)
+    except BaseException as e:
+        doc.update(status="failed", completed_at=now_iso(), errors_run=[{"message": str(e)}])
+        try:
+            store.commit(instance, project, job_docs={juid: doc})
+        except CsfsError:
+            pass
+        raise
+    doc.update(more)
+    doc.update(status="completed", completed_at=now_iso(),
+               output_result_groups=gdocs, output_results=rdocs)
+    store.commit(instance, project, job_docs={juid: doc})
+    return juid
+
+
+def _read_doc(jdir: Path) -> dict:
+    from .atomic import read_json
+    return read_json(jdir / "job.json")
+
+
+def _open(instance: Any, ref: str) -> Any:
+    from .project import Project
+    rec = instance.resolve(ref)
+    store.check_writable(instance, rec.path)
+    return Project.open(rec.path)
+
+
+def _check_sources(sources: dict[str, Path]) -> None:
+    missing = [str(p) for p in sources.values() if not os.path.exists(p)]
+    if missing:
+        raise NotFoundError(f"{len(missing)} data file(s) to import are missing (first: {missing[0]}); "
+                            "nothing imported")
+
+
+# ---------------------------------------------------------------------------- public
+
+def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: bool = False,
+                 progress: Progress | None = None) -> str:
+    """Import a result group (.csg) as a new `import_result_group` job; returns its uid."""
+    csg_path = Path(csg_path).absolute()
+    project = _open(instance, ref)
+    c, data, slots = _read_csg_group(csg_path)
+    probe: dict[str, Path] = {}
+    _rewrite_paths(data, csg_path.parent, "J0", str(csg_path), probe)
+    _check_sources(probe)
+    gname = str(c.group["name"])
+
+    def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
+        sources: dict[str, Path] = {}
+        arr = _rewrite_paths(data, csg_path.parent, juid, str(csg_path), sources)
+        _place(sources, jdir, copy, progress)
+        g = _Group(gname, str(c.group.get("type") or ""), str(c.group.get("title") or gname),
+                   str(c.group.get("description") or ""), arr, slots)
+        return [g], {"imported_from": str(csg_path)}
+
+    return _new_job(instance, project, "import_result_group", f"Import {gname}",
+                    {"params_spec": {"blob_path": {"value": str(csg_path)}}}, fill)
+
+
+def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: bool = False,
+               progress: Progress | None = None) -> str:
+    """Import an exported job folder (`J87_homo_refine/`) as a new job; returns its uid."""
+    from .atomic import read_json
+
+    src = Path(exported_dir).absolute()
+    doc = read_json(src / "job.json")
+    if not isinstance(doc, dict) or not doc.get("type"):
+        raise FormatError(f"{src}/job.json: not a CryoSPARC job document")
+    csgs = sorted(src.glob("*/*_exported.csg"))
+    project = _open(instance, ref)
+    loaded = [(p, *_read_csg_group(p)) for p in csgs]
+    probe: dict[str, Path] = {}
+    for p, _, data, _ in loaded:
+        _rewrite_paths(data, p.parent, "J0", str(p), probe)
+    _check_sources(probe)
+    keep = {k: v for k, v in doc.items()
+            if k not in ("uid", "project_uid", "status", "created_at", "completed_at", "input_slot_groups",
+                         "workspace_uids", "output_result_groups", "output_results", "parents", "children")}
+    keep["imported_from"] = {"project_uid": doc.get("project_uid"), "job_uid": doc.get("uid"), "path": str(src)}
+
+    def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
+        if (src / "events.bson").is_file():
+            shutil.copyfile(src / "events.bson", jdir / "events.bson")
+        if (src / "gridfs_data").is_dir():
+            shutil.copytree(src / "gridfs_data", jdir / "gridfs_data", dirs_exist_ok=True)
+        groups = []
+        sources: dict[str, Path] = {}
+        for p, c, data, slots in loaded:
+            arr = _rewrite_paths(data, p.parent, juid, str(p), sources)
+            name = str(c.group["name"])
+            groups.append(_Group(name, str(c.group.get("type") or ""), str(c.group.get("title") or name),
+                                 str(c.group.get("description") or ""), arr, slots))
+        _place(sources, jdir, copy, progress)
+        return groups, {}
+
+    return _new_job(instance, project, str(doc["type"]), str(doc.get("title") or doc["type"]), keep, fill)
+
+
+def _raw_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p).expanduser().absolute()
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise NotFoundError(f"{p}: no such file or directory; nothing imported")
+    if not out:
+        raise UsageError("no files to import")
+    names = [p.name for p in out]
+    dups = {n for n in names if names.count(n) > 1}
+    if dups:
+        raise UsageError(f"two files are named {sorted(dups)[0]!r}; import them in separate jobs")
+    return out
+
+
+def _mrc_info(path: Path) -> tuple[tuple[int, int, int], float]:
+    """((nz, ny, nx), pixel size) from an MRC header, or zeros for other formats."""
+    from . import mrc
+    if path.suffix.lower() not in (".mrc", ".mrcs", ".map"):
+        return (0, 0, 0), 0.0
+    try:
+        h = mrc.read_header(path)
+    except (CsfsError, OSError, ValueError):
+        return (0, 0, 0), 0.0
+    return (h.nz, h.ny, h.nx), float(h.voxel_size)
+
+
+def raw_dataset(kind: str, juid: str, files: list[Path], rng: np.random.Generator) -> np.ndarray:
+    """The dataset an import job of `kind` outputs for `files` (linked as J<M>/imported/<name>)."""
+    slot = RAW_KINDS[kind]["slot"]
+    infos = [_mrc_info(f) for f in files]
+    paths = [f"{juid}/imported/{f.name}".encode() for f in files]
+    width = max(len(p) for p in paths) + 1
+    if kind == "particles":
+        counts = [max(shape[0], 1) for shape, _ in infos]
+        n = sum(counts)
+        arr = np.zeros(n, dtype=[("uid", "<u8"), (f"{slot}/path", f"|S{width}"), (f"{slot}/idx", "<u4"),
+                                 (f"{slot}/shape", "<u4", (2,)), (f"{slot}/psize_A", "<f4"),
+                                 (f"{slot}/sign", "<f4")])
+        arr[f"{slot}/path"] = np.repeat(np.array(paths), counts)
+        arr[f"{slot}/idx"] = np.concatenate([np.arange(c) for c in counts])
+        arr[f"{slot}/shape"] = np.repeat(np.array([s[1:] for s, _ in infos]), counts, axis=0)
+        arr[f"{slot}/psize_A"] = np.repeat([p for _, p in infos], counts)
+        arr[f"{slot}/sign"] = -1.0
+    else:
+        dims = 2 if kind == "micrographs" else 3
+        arr = np.zeros(len(files), dtype=[("uid", "<u8"), (f"{slot}/path", f"|S{width}"),
+                                          (f"{slot}/shape", "<u4", (dims,)), (f"{slot}/psize_A", "<f4")])
+        arr[f"{slot}/path"] = paths
+        arr[f"{slot}/shape"] = [s[-dims:] for s, _ in infos]
+        arr[f"{slot}/psize_A"] = [p for _, p in infos]
+    arr["uid"] = rng.integers(1, 2**63, len(arr), dtype=np.uint64)
+    return arr
+
+
+def import_raw(instance: Any, ref: str, kind: str, paths: Sequence[str | os.PathLike],
+               progress: Progress | None = None) -> str:
+    """An import job holding symlinks to raw data (movies, micrographs, particle stacks, volumes)."""
+    if kind not in RAW_KINDS:
+        raise UsageError(f"--kind must be one of {', '.join(RAW_KINDS)}, not {kind!r}")
+    spec = RAW_KINDS[kind]
+    files = _raw_files(paths)
+    project = _open(instance, ref)
+
+    def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
+        _place({f"imported/{f.name}": f for f in files}, jdir, False, progress)
+        data = raw_dataset(kind, juid, files, np.random.default_rng())
+        g = _Group(spec["group"], spec["type"], spec["title"].replace("Import ", "Imported "), "", data,
+                   {spec["slot"]: f"{spec['type']}.{spec['slot']}"})
+        return [g], {}
+
+    return _new_job(instance, project, spec["job_type"], spec["title"],
+                    {"params_spec": {"blob_paths": {"value": [str(f) for f in files]}}}, fill)

@@ -1,0 +1,152 @@
+"""Verify a project's files and repoint import symlinks after raw data moved.
+
+`verify` reports broken symlinks, metafiles and data files that outputs name but
+that are missing, and metadata that cannot be read. `relink` rewrites symlink
+targets from one prefix to another, refusing (and changing nothing) when any new
+target does not exist.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import CsfsError, RefusedError, UsageError
+
+Progress = Callable[[int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    job: str | None       # job uid, None for the project itself
+    kind: str             # "metadata" | "broken-symlink" | "missing-metafile" | "unreadable-metafile" | "missing-data"
+    path: str             # project-relative (or absolute outside the project)
+    message: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _symlinks(top: Path) -> Iterable[Path]:
+    """Every symlink under `top` (links to folders are reported, not descended)."""
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.is_symlink():
+                    yield Path(e.path)
+                elif e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+
+
+def _rel(project: Any, path: Path) -> str:
+    try:
+        return str(path.relative_to(project.path))
+    except ValueError:
+        return str(path)
+
+
+def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
+    """Everything wrong with the project's files, job by job (empty when all is well)."""
+    from . import csfile
+    from .project import referenced_files
+
+    problems: list[Problem] = [Problem(None, "metadata", "project.json", p) for p in project.problems]
+    jobs = list(project.jobs.values())
+    for i, job in enumerate(jobs):
+        seen: set[str] = set()
+
+        def add(kind: str, path: str, message: str) -> None:
+            if path not in seen:
+                seen.add(path)
+                problems.append(Problem(job.uid, kind, path, message))
+
+        if job.error:
+            add("metadata", _rel(project, Path(job.dir) / "job.json"), job.error)
+        for link in _symlinks(Path(job.dir)):
+            if not os.path.exists(link):
+                add("broken-symlink", _rel(project, link),
+                    f"{_rel(project, link)} -> {os.readlink(link)}: target missing "
+                    "(moved raw data? see `csfs relink`)")
+        for mf in job.metafiles:
+            mpath = Path(project.path) / mf
+            if not mpath.is_file():
+                add("missing-metafile", mf, f"{job.uid}: metafile {mf} named by job.json is missing")
+                continue
+            try:
+                csfile.info(mpath)
+                data = referenced_files(project, mf)
+            except CsfsError as e:
+                add("unreadable-metafile", mf, f"{job.uid}: {e}")
+                continue
+            for rel in data:
+                path = Path(rel) if os.path.isabs(rel) else Path(project.path) / rel
+                if not os.path.exists(path):
+                    add("missing-data", rel, f"{job.uid}: {rel} (named by {mf}) is missing")
+        if progress:
+            progress(i + 1, len(jobs))
+    return problems
+
+
+@dataclass(frozen=True)
+class Relink:
+    link: str         # project-relative
+    old_target: str
+    new_target: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_relink(project: Any, old: str, new: str) -> list[Relink]:
+    """Symlinks in job dirs whose target starts with `old`, and their targets under `new`."""
+    old_p, new_p = old.rstrip("/") or "/", new.rstrip("/") or "/"
+    if old_p == new_p:
+        raise UsageError("--from and --to are the same prefix")
+    out = []
+    for job in project.jobs.values():
+        for link in _symlinks(Path(job.dir)):
+            target = os.readlink(link)
+            if target == old_p or target.startswith(old_p.rstrip("/") + "/"):
+                out.append(Relink(_rel(project, link), target, new_p + target[len(old_p):]))
+    return out
+
+
+def relink(instance: Any, ref: str, old: str, new: str, dry_run: bool = False,
+           progress: Progress | None = None) -> list[Relink]:
+    """Repoint symlinks from prefix `old` to prefix `new`; refuses if any new target is missing."""
+    from . import sizes, store
+    from .project import Project
+
+    rec = instance.resolve(ref)
+    if not dry_run:
+        store.check_writable(instance, rec.path)
+    project = Project.open(rec.path)
+    changes = plan_relink(project, old, new)
+    missing = [c for c in changes
+               if not os.path.exists(os.path.join(project.path, os.path.dirname(c.link), c.new_target))]
+    if missing:
+        raise RefusedError(f"{len(missing)} of {len(changes)} new target(s) do not exist "
+                           f"(first: {missing[0].new_target}); nothing changed")
+    if dry_run:
+        return changes
+    jobs: set[str] = set()
+    for i, c in enumerate(changes):
+        link = Path(project.path) / c.link
+        tmp = link.with_name(f".{link.name}.csfs-tmp-{os.getpid()}")
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(c.new_target, tmp)
+        os.replace(tmp, link)
+        jobs.add(c.link.split("/", 1)[0])
+        if progress:
+            progress(i + 1, len(changes))
+    for juid in sorted(jobs):
+        sizes.invalidate(instance.cache_dir, project.path, juid)
+    return changes
