@@ -1,6 +1,233 @@
-"""(commands added by their owners)"""
+"""Data commands: job/group export, imports, `du`, `clear-intermediate`, `verify`, `relink`."""
 from __future__ import annotations
 
+import argparse
+import os
+from pathlib import Path
 
-def register(sub, common) -> None:
-    pass
+from core import cleanup, consolidate, imports, sizes, verify
+from core.errors import NotFoundError
+from core.instance import Instance, norm_path
+from core.project import Project
+
+from .config import resolve_home
+from .main import group
+from .output import Progress, human_bytes, print_json, print_table
+
+PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
+
+
+def _instance(args: argparse.Namespace) -> Instance:
+    return Instance(resolve_home(args.home))
+
+
+def _open_readonly(inst: Instance, ref: str) -> Project:
+    """A registered project, or any project directory (read-only commands)."""
+    try:
+        return Project.open(inst.resolve(ref).path)
+    except NotFoundError:
+        if os.path.isdir(ref):
+            return Project.open(norm_path(ref))
+        raise
+
+
+# -- exports -------------------------------------------------------------------------------
+
+def _report_export(args: argparse.Namespace, stats: dict) -> int:
+    if args.json:
+        print_json(stats)
+    else:
+        print(f"exported to {stats['path']}: {stats['entries']} entries, {stats['links']} data links "
+              f"({human_bytes(stats['data_bytes'])} of data), {human_bytes(stats['bytes_written'])} written")
+    return 0
+
+
+def _cmd_job_export(args: argparse.Namespace) -> int:
+    stats: dict = {}
+    with Progress(f"export {args.job}") as bar:
+        consolidate.export_job(_instance(args), args.project, args.job, progress=bar, stats=stats)
+    return _report_export(args, stats)
+
+
+def _cmd_group_export(args: argparse.Namespace) -> int:
+    stats: dict = {}
+    with Progress(f"export {args.job} {args.group}") as bar:
+        consolidate.export_group(_instance(args), args.project, args.job, args.group, progress=bar, stats=stats)
+    return _report_export(args, stats)
+
+
+# -- imports -------------------------------------------------------------------------------
+
+def _report_import(args: argparse.Namespace, juid: str, what: str) -> int:
+    if args.json:
+        print_json({"job": juid, "imported": what})
+    else:
+        print(f"imported {what} as {juid}")
+    return 0
+
+
+def _cmd_group_import(args: argparse.Namespace) -> int:
+    with Progress("import") as bar:
+        juid = imports.import_group(_instance(args), args.project, args.csg, copy=args.copy, progress=bar)
+    return _report_import(args, juid, args.csg)
+
+
+def _cmd_job_import(args: argparse.Namespace) -> int:
+    with Progress("import") as bar:
+        juid = imports.import_job(_instance(args), args.project, args.dir, copy=args.copy, progress=bar)
+    return _report_import(args, juid, args.dir)
+
+
+def _cmd_import_raw(args: argparse.Namespace) -> int:
+    with Progress("import") as bar:
+        juid = imports.import_raw(_instance(args), args.project, args.kind, args.paths, progress=bar)
+    return _report_import(args, juid, f"{len(args.paths)} path(s) of {args.kind}")
+
+
+# -- sizes ---------------------------------------------------------------------------------
+
+def _cmd_du(args: argparse.Namespace) -> int:
+    inst = _instance(args)
+    project = _open_readonly(inst, args.project)
+    with Progress("du") as bar:
+        report = sizes.project_sizes(project, inst.cache_dir, progress=bar)
+    if args.json:
+        print_json({"project": str(project.path), **report.as_dict()})
+        return 0
+    clearable = sum(j.clearable for j in report.jobs.values())
+    if args.jobs:
+        rows = [(uid, project.jobs[uid].type, project.jobs[uid].status, s.bytes, human_bytes(s.bytes),
+                 s.clearable, human_bytes(s.clearable)) for uid, s in report.jobs.items()]
+        rows.append(("other", "", "", report.other, human_bytes(report.other), "", ""))
+        print_table(rows, ["JOB", "TYPE", "STATUS", "BYTES", "SIZE", "CLEARABLE_BYTES", "CLEARABLE"],
+                    right=["BYTES", "SIZE", "CLEARABLE_BYTES", "CLEARABLE"])
+    print(f"{report.total}\t{human_bytes(report.total)}\t{project.path}"
+          f"\t(clearable intermediate: {human_bytes(clearable)})")
+    return 0
+
+
+# -- clear, verify, relink -----------------------------------------------------------------
+
+def _cmd_clear(args: argparse.Namespace) -> int:
+    with Progress("clear") as bar:
+        plans = cleanup.clear_intermediate(_instance(args), args.project, args.job, dry_run=args.dry_run,
+                                           progress=bar)
+    if args.json:
+        print_json({"dry_run": args.dry_run, "jobs": [p.as_dict() for p in plans],
+                    "bytes": sum(p.bytes for p in plans)})
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    for p in plans:
+        if p.skipped:
+            print(f"{p.job}: skipped ({p.skipped})")
+            continue
+        if args.dry_run:
+            for f in p.files:
+                print(f"{f.bytes}\t{f.path}")
+        versions = "; ".join(f"{k} v{','.join(map(str, v))}" for k, v in p.versions.items()) or "nothing to clear"
+        print(f"{p.job}: {verb} {len(p.files)} file(s), {human_bytes(p.bytes)} ({versions})")
+    print(f"total: {verb} {human_bytes(sum(p.bytes for p in plans))}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    inst = _instance(args)
+    project = _open_readonly(inst, args.project)
+    with Progress("verify") as bar:
+        problems = verify.verify(project, progress=bar)
+    if args.json:
+        print_json({"project": str(project.path), "ok": not problems, "problems": [p.as_dict() for p in problems]})
+    elif problems:
+        print_table([(p.job or "-", p.kind, p.message) for p in problems], ["JOB", "PROBLEM", "DETAIL"])
+        print(f"{len(problems)} problem(s) in {project.path}")
+    else:
+        print(f"ok: {project.path} ({len(project.jobs)} jobs, no problems)")
+    return 1 if problems else 0
+
+
+def _cmd_relink(args: argparse.Namespace) -> int:
+    with Progress("relink") as bar:
+        changes = verify.relink(_instance(args), args.project, args.old, args.new, dry_run=args.dry_run,
+                                progress=bar)
+    if args.json:
+        print_json({"dry_run": args.dry_run, "links": [c.as_dict() for c in changes]})
+        return 0
+    for c in changes:
+        print(f"{c.link}: {c.old_target} -> {c.new_target}")
+    print(f"{'would relink' if args.dry_run else 'relinked'} {len(changes)} symlink(s)")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    def leaf(g: argparse._SubParsersAction, name: str, help: str, func, desc: str = "",
+             project: bool = True) -> argparse.ArgumentParser:
+        p = g.add_parser(name, help=help, description=f"{help}.\n\n{desc}".strip(), parents=[common],
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if project:
+            p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+        p.set_defaults(func=func)
+        return p
+
+    job = group(sub, "job", "jobs of a project: list, mark-completed, export, import")
+    p = leaf(job, "export", "consolidate a completed job's export under exports/jobs/J<N>_<type>/",
+             _cmd_job_export,
+             "Writes the stripped job.json, events.bson, gridfs_data/ and one J<N>_<group>/ folder per\n"
+             "output group (its joined _exported.cs, .csg and symlinks to the data). Only metadata\n"
+             "and links are written; data is never copied. Exporting twice gives identical bytes.\n"
+             "Jobs that are not completed are refused (see `csfs job mark-completed`).")
+    p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")
+    p = leaf(job, "import", "import an exported job folder as a new job of the project", _cmd_job_import,
+             "EXPORTED_DIR is a folder written by `csfs job export` (or CryoSPARC's job export).\n"
+             "The new job gets a new UID; its outputs keep their uids and are usable by later jobs.")
+    p.add_argument("dir", metavar="EXPORTED_DIR", help="the exported job folder (J<N>_<type>/)")
+    p.add_argument("--copy", action="store_true", help="copy the data files instead of symlinking them")
+
+    grp = group(sub, "group", "output groups: export one, or import a .csg as a new job")
+    p = leaf(grp, "export", "consolidate an output group's export under exports/groups/J<N>_<group>/",
+             _cmd_group_export,
+             "Writes J<N>_<group>_exported.cs (the final versions of all the group's results joined by\n"
+             "uid, paths rewritten '>'-relative), the matching .csg, and symlinks to every data file\n"
+             "at its project-relative path.")
+    p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")
+    p.add_argument("group", metavar="GROUP", help="the output group name, e.g. particles")
+    p = leaf(grp, "import", "import a result group (.csg) as a new import_result_group job", _cmd_group_import,
+             "The new job's outputs keep the uids; its data is referenced from the new job's\n"
+             "directory (J<M>/imported/...) as symlinks, or copies with --copy.")
+    p.add_argument("csg", metavar="FILE.csg", help="the .csg file (e.g. an exported J<N>_<group>_exported.csg)")
+    p.add_argument("--copy", action="store_true", help="copy the data files instead of symlinking them")
+
+    imp = group(sub, "import", "import raw data into a project as a new import job")
+    p = leaf(imp, "raw", "create an import job holding symlinks to raw data", _cmd_import_raw,
+             "Like CryoSPARC's import jobs: J<M>/imported/<name> links to each file (a directory\n"
+             "PATH means the files in it); shapes and pixel sizes are read from MRC headers.")
+    p.add_argument("--kind", required=True, choices=sorted(imports.RAW_KINDS), help="what the files are")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="files or directories to import")
+
+    p = leaf(sub, "du", "sizes by CryoSPARC's accounting, per job and for the project", _cmd_du,
+             "A job's size: its directory walked following symlinks, each inode once, st_size summed\n"
+             "(like `du -sL --apparent-size -b`). The project adds the files outside job directories.\n"
+             "Also shows the bytes clear-intermediate would free. Results are cached in the instance\n"
+             "and rescanned only for jobs that changed, so a second run is near-instant.")
+    p.add_argument("--jobs", action="store_true", help="one line per job")
+
+    p = leaf(sub, "clear-intermediate", "delete intermediate result versions nothing uses", _cmd_clear,
+             "For each output result keep the final version and every version another job's input\n"
+             "names; delete the metafiles and data files of the other versions. Only completed,\n"
+             "killed or failed jobs are touched; nothing outside the job's own directory is deleted.\n"
+             "job.json records what was cleared.")
+    p.add_argument("job", metavar="JUID", nargs="?", help="only this job (default: every finished job)")
+    p.add_argument("--dry-run", action="store_true", help="list the files and bytes, delete nothing")
+
+    p = leaf(sub, "verify", "check a project's files; exit 1 when anything is wrong", _cmd_verify,
+             "Reports broken symlinks, metafiles and data files that outputs name but are missing,\n"
+             "and metadata that cannot be read. Moved raw data? See `csfs relink`.")
+
+    p = leaf(sub, "relink", "repoint symlinks after raw data moved", _cmd_relink,
+             "Every symlink in the job directories whose target starts with OLD_PREFIX is pointed at\n"
+             "NEW_PREFIX + the rest. Refused (nothing changed) when any new target does not exist.")
+    p.add_argument("--from", dest="old", metavar="OLD_PREFIX", required=True, help="the old target prefix")
+    p.add_argument("--to", dest="new", metavar="NEW_PREFIX", required=True, help="the new target prefix")
+    p.add_argument("--dry-run", action="store_true", help="list the changes, make none")
