@@ -1,7 +1,7 @@
 """What a mount path resolves to, and the stat dictionaries FUSE gets for it.
 
-Stat rules (DESIGN §5): exact st_size, st_blocks = ceil(size/512) when the source
-reports none, st_blksize >= 256 KiB, stable nanosecond times from the sources,
+Stat rules (DESIGN §5): exact st_size, st_blocks = ceil(size/512) for virtual files
+(the real count for pass-through ones), st_blksize >= 256 KiB, stable nanosecond times from the sources,
 distinct inode numbers (real inodes for real files, a reserved range for virtual ones).
 """
 from __future__ import annotations
@@ -65,14 +65,13 @@ def blocks(size: int) -> int:
 
 def real_attrs(st: os.stat_result, ino: int) -> dict[str, Any]:
     """The stat dict of a pass-through entry (times in ns: the FS uses use_ns)."""
-    nblocks = st.st_blocks
-    if nblocks == 0 and st.st_size > 0 and S.S_ISREG(st.st_mode):
-        nblocks = blocks(st.st_size)
+    # the real st_blocks: du then matches the native tree, and a truly sparse file (0 blocks)
+    # is all holes for tar -S too. Virtual files get ceil(size/512) (virtual_attrs).
     return {
         "st_mode": st.st_mode, "st_ino": ino, "st_nlink": st.st_nlink,
         "st_uid": st.st_uid, "st_gid": st.st_gid, "st_size": st.st_size,
         "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns, "st_ctime": st.st_ctime_ns,
-        "st_blocks": nblocks, "st_blksize": max(BLKSIZE, st.st_blksize), "st_rdev": st.st_rdev,
+        "st_blocks": st.st_blocks, "st_blksize": max(BLKSIZE, st.st_blksize), "st_rdev": st.st_rdev,
     }
 
 
