@@ -1,9 +1,12 @@
 """Helpers for the lifecycle, instance and crash tests: small projects, tree snapshots, invariants."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import subprocess
 from pathlib import Path
 
 from core import lock
@@ -90,3 +93,16 @@ def check_agree(inst: Instance, path: Path) -> str:
     assert doc.get("archived") is (rec.state == "archived")
     assert doc.get("detached") is False
     return rec.state
+
+
+def run_main(*args, home: Path) -> subprocess.CompletedProcess:
+    """Run the real CLI entry point in this process (fast); same result shape as conftest's run_csfs."""
+    from csfs.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["--home", str(home), *map(str, args)])
+        except SystemExit as e:  # argparse errors and --help
+            code = e.code if isinstance(e.code, int) else 2
+    return subprocess.CompletedProcess(["csfs", *map(str, args)], code, out.getvalue(), err.getvalue())
