@@ -255,8 +255,11 @@ def _csdat_columns(f: IO[bytes], path, meta: _Csdat, names: list[str]) -> np.nda
             col = _heap_strings(path, name, heap, col)
         cols[name] = col
     out = np.empty(meta.rows, _packed([(n, np.dtype((cols[n].dtype, cols[n].shape[1:]))) for n in names]))
-    for name in names:
-        out[name] = cols[name]
+    step = max(256, (1 << 20) // max(1, out.dtype.itemsize))   # fill ~1 MiB of rows at a time,
+    for start in range(0, meta.rows, step):                     # cache-friendly column -> row copy
+        block = out[start:start + step]
+        for name in names:
+            block[name] = cols[name][start:start + step]
     return out
 
 
