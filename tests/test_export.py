@@ -1,0 +1,184 @@
+"""Export plans and their physical consolidation (job and group exports)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import consolidate, csfile, csg, exportplan, lifecycle
+from core.errors import ActiveJobError, NotFoundError, RefusedError
+from core.project import Project
+
+from data_helpers import attach, read_tree
+
+
+@pytest.fixture
+def attached(demo, home):
+    return attach(demo, home)
+
+
+def _final_rows(project: Project, juid: str, group: str) -> dict[str, np.ndarray]:
+    """field -> column (sorted by uid) of a group's final versions, as the job itself holds them."""
+    g = project.job(juid).group(group)
+    out: dict[str, np.ndarray] = {}
+    for r in g.results:
+        arr = csfile.load(project.path / r.final_metafile)
+        order = np.argsort(arr["uid"])
+        out["uid"] = np.asarray(arr["uid"])[order]
+        for name in arr.dtype.names:
+            if name.startswith(r.name + "/"):
+                out[name] = np.asarray(arr[name])[order]
+    return out
+
+
+def test_plan_names_layout_and_sizes(attached):
+    _, _, project = attached
+    plan = exportplan.job_export_plan(project, "J8")
+    assert plan.name == "J8_homo_refine_new"
+    assert exportplan.job_export_name(project.job("J8")) == "J8_homo_refine_new"
+    assert exportplan.group_export_name(project.job("J8"), "particles") == "J8_particles"
+    top = plan.children("")
+    assert {"job.json", "events.bson", "gridfs_data", "J8_particles", "J8_volume"} <= set(top)
+    assert plan.lookup("").kind == "dir" and plan.lookup(".").kind == "dir"
+    assert "J8_particles_exported.cs" in plan.children("J8_particles")
+    assert plan.lookup("nope") is None and plan.children("job.json") == []
+    # parents come before children (tar order) and every parent exists
+    seen = set()
+    for e in plan.entries:
+        parent = os.path.dirname(e.path)
+        assert e.path == "" or parent in seen
+        seen.add(e.path)
+    for e in plan.entries:
+        if e.kind == "generated":
+            assert len(e.generate()) == e.size
+        elif e.kind == "file":
+            assert e.source.is_absolute() and not e.source.is_symlink()
+            assert e.source.stat().st_size == e.size
+    doc = json.loads(plan.lookup("job.json").generate())
+    for key in exportplan.STRIPPED_JOB_KEYS:
+        assert key not in doc
+    assert doc["uid"] == "J8" and doc["type"] == "homo_refine_new"
+
+
+def test_generated_content_is_deterministic(attached, demo):
+    _, _, project = attached
+    a = exportplan.job_export_plan(project, "J6")
+    os.utime(demo / "J6" / "job.json")  # "now" changes; the export must not
+    b = exportplan.job_export_plan(Project.open(demo), "J6")
+    assert [(e.path, e.kind, e.size, e.mtime) for e in a.entries] == \
+           [(e.path, e.kind, e.size, e.mtime) for e in b.entries]
+    for ea, eb in zip(a.entries, b.entries):
+        if ea.kind == "generated":
+            assert ea.generate() == eb.generate()
+    assert a.lookup("job.json").mtime == project.job("J6").completed_timestamp
+
+
+def test_physical_export_twice_identical_and_matches_plan(attached):
+    inst, puid, project = attached
+    dest = consolidate.export_job(inst, puid, "J8")
+    assert dest == project.path / "exports" / "jobs" / "J8_homo_refine_new"
+    first = read_tree(dest)
+    stat1 = {p: os.stat(dest / p).st_mtime_ns for p in first}
+    dest2 = consolidate.export_job(inst, puid, "J8")
+    assert dest2 == dest and read_tree(dest) == first
+    assert {p: os.stat(dest / p).st_mtime_ns for p in first} == stat1
+    plan = exportplan.job_export_plan(project, "J8")
+    assert set(first) == {e.path or "." for e in plan.entries}
+    for e in plan.entries:
+        path = dest / e.path
+        st = os.stat(path)
+        assert abs(st.st_mtime - e.mtime) < 1e-6, e.path
+        if e.kind == "file":
+            assert path.is_symlink() and Path(os.path.realpath(path)) == e.source
+            assert first[e.path][1] == e.source.read_bytes()
+        elif e.kind == "generated":
+            assert not path.is_symlink() and first[e.path][1] == e.generate()
+    # data is linked, never copied; no leftovers of the temporary folder
+    assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_exported_cs_loads_in_cryosparc_tools(attached):
+    from cryosparc.dataset import Dataset
+
+    inst, puid, project = attached
+    dest = consolidate.export_group(inst, puid, "J8", "particles")
+    cs = dest / "J8_particles_exported.cs"
+    ds = Dataset.load(str(cs))
+    expected = _final_rows(project, "J8", "particles")
+    assert len(ds) == len(expected["uid"]) > 0
+    order = np.argsort(ds["uid"])
+    for name, col in expected.items():
+        got = np.asarray(ds[name])[order]
+        if name.endswith("/path"):
+            # '>' paths relative to the export folder name the same files as the job's paths
+            for g, want in zip(got[:50], col[:50]):
+                want = want.decode() if isinstance(want, bytes) else want
+                assert g.startswith(">")
+                assert os.path.samefile(dest / g[1:], project.path / want)
+        elif col.dtype.kind == "S":  # cryosparc-tools decodes strings
+            assert list(got) == [v.decode() for v in col], name
+        else:
+            assert np.array_equal(got, col), name
+    c = csg.load(dest / "J8_particles_exported.csg")
+    assert c.group["name"] == "particles"
+    assert set(c.results) == {r.name for r in project.job("J8").group("particles").results}
+    assert all(r["metafile"] == ">J8_particles_exported.cs" and r["num_items"] == len(ds)
+               for r in c.results.values())
+
+
+def test_job_export_group_folders_hold_group_exports(attached):
+    inst, puid, project = attached
+    job_dest = consolidate.export_job(inst, puid, "J6")
+    group_dest = consolidate.export_group(inst, puid, "J6", "class_averages")
+    assert read_tree(job_dest / "J6_class_averages") == read_tree(group_dest)
+
+
+def test_non_completed_jobs_refused_until_marked(attached):
+    inst, puid, project = attached
+    with pytest.raises(ActiveJobError):
+        exportplan.job_export_plan(project, "J9")
+    with pytest.raises(RefusedError, match="mark-completed"):
+        consolidate.export_job(inst, puid, "J10")
+    lifecycle.mark_completed(inst, puid, "J10")
+    dest = consolidate.export_job(inst, puid, "J10")
+    assert (dest / "job.json").is_file()
+
+
+def test_unknown_group_and_missing_data(attached, demo):
+    inst, puid, project = attached
+    with pytest.raises(NotFoundError, match="no output group"):
+        exportplan.group_export_plan(project, "J5", "nope")
+    stack = sorted((demo / "J5" / "extract").iterdir())[0]
+    stack.unlink()
+    plan = exportplan.group_export_plan(Project.open(demo), "J5", "particles")
+    assert str(stack.relative_to(demo)) in plan.missing
+    with pytest.raises(RefusedError, match="missing"):
+        consolidate.export_group(inst, puid, "J5", "particles")
+
+
+def test_export_refused_when_not_attached(demo, home):
+    doc = json.loads((demo / "J9" / "job.json").read_text())
+    (demo / "J9" / "job.json").write_text(json.dumps({**doc, "status": "killed"}))
+    inst, puid, _ = attach(demo, home)
+    lifecycle.detach(inst, puid)
+    with pytest.raises(RefusedError):
+        consolidate.export_job(inst, str(demo), "J8")
+    assert not (demo / "exports").exists()
+
+
+def test_cli_exports(attached, home, csfs):
+    _, puid, project = attached
+    r = csfs("job", "export", puid, "J5", "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert Path(out["path"]).name == "J5_extract_micrographs_multi" and out["links"] > 0
+    assert out["bytes_written"] < out["data_bytes"]
+    r = csfs("group", "export", puid, "J5", "particles", home=home)
+    assert r.returncode == 0 and "exports/groups/J5_particles" in r.stdout
+    r = csfs("job", "export", puid, "J9", home=home)
+    assert r.returncode == 1 and "running" in r.stderr and "Traceback" not in r.stderr
+    r = csfs("group", "export", puid, "J5", "nope", home=home)
+    assert r.returncode == 2 and "no output group" in r.stderr
