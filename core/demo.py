@@ -52,7 +52,7 @@ SCALES = {
                   iters_abinit=2, iters_refine=4, vol=16, dense=True),
     "small": Scale(mics=40, ppm=50, box=64, mic_px=512, frames=8, classes2d=20, iters2d=10,
                    iters_abinit=3, iters_refine=6, vol=64, dense=False),
-    "large": Scale(mics=5000, ppm=40, box=128, mic_px=1024, frames=8, classes2d=50, iters2d=10,
+    "large": Scale(mics=5000, ppm=42, box=128, mic_px=1024, frames=8, classes2d=50, iters2d=10,
                    iters_abinit=4, iters_refine=8, vol=128, dense=False),
 }
 
@@ -326,7 +326,7 @@ class _Demo:
         for nm in self.names:
             base = f"ctfestimated/{nm}_patch_aligned_doseweighted"
             self.image(j.rel(f"{base}_ctf_diag_2D.mrc"), (1, 64, 64))
-            for suffix in ("ctf_diag_plt.png", "ctf_diag_2D.png"):
+            for suffix in ("ctf_diag_plt.png", "ctf_diag_2D.png", "ctf_diag_2D_thumb.png"):
                 self.write(j.rel(f"{base}_{suffix}"), self.png)
             self.write(j.rel(f"{base}_ctf_fit_1D.npy"), self.traj)
             self.write(j.rel(f"{base}_spline_df.npy"), self.traj)
@@ -549,3 +549,21 @@ def make_demo(dir: str | os.PathLike, scale: str = "tiny", seed: int = 0,
         shutil.rmtree(raw, ignore_errors=True)
         raise
     return root
+
+
+def summarize(project_dir: str | os.PathLike) -> dict:
+    """Counts for a demo (or any) project: jobs, particles in J5, files and apparent bytes."""
+    from .project import Project, _walk_entries
+
+    root = Path(project_dir)
+    files = size = 0
+    for e in _walk_entries(root):
+        files += 1
+        size += e.stat(follow_symlinks=False).st_size
+    proj = Project.open(root)
+    particles = next((g.num_items for j in proj.jobs.values() if j.type.startswith("extract")
+                      for g in j.groups if g.name == "particles"), 0)
+    micrographs = next((g.num_items for j in proj.jobs.values() if j.type == "import_movies"
+                        for g in j.groups), 0)
+    return {"path": str(root), "title": proj.title, "jobs": len(proj.jobs), "micrographs": micrographs,
+            "particles": particles, "files": files, "bytes": size}
