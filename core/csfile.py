@@ -365,7 +365,7 @@ def _csdat_chunks(arr: np.ndarray) -> Iterator[bytes]:
                     heap.append(s)
                     size += len(s) + 1
                 offs[i] = where[s]
-            col = offs[inverse]
+            col = offs[inverse].reshape(col.shape)
         data = np.ascontiguousarray(col).tobytes()
         if name in compressed:
             data = lz4.block.compress(data, store_size=False)

@@ -182,6 +182,15 @@ def test_writer_normalizes_strings_and_byte_order(tmp_path):
         assert back["obj"].tolist() == [b"x", b"yy", b"zzz"] and back["v"].tolist() == arr["v"].tolist()
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+def test_string_subarray_round_trip(tmp_path, compressed):
+    arr = np.zeros(3, [("uid", "<u8"), ("pair", "S8", (2,))])
+    arr["pair"] = [[b"a", b"bb"], [b"", b"cccc"], [b"a", b"a"]]
+    csfile.save(tmp_path / "p.cs", arr, compressed=compressed)
+    back = csfile.load(tmp_path / "p.cs")
+    assert back.dtype["pair"] == np.dtype(("S5", (2,))) and back["pair"].tolist() == arr["pair"].tolist()
+
+
 def test_writer_refuses_non_string_objects_and_plain_arrays(tmp_path):
     arr = np.zeros(2, [("uid", "<u8"), ("o", "O")])
     arr["o"] = [1, {}]
