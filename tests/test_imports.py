@@ -1,0 +1,154 @@
+"""Imports: result group round trip between instances, exported job import, raw data import."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import consolidate, csfile, exportplan, imports, lifecycle, mrc, verify
+from core.errors import FormatError, NotFoundError, UsageError
+from core.instance import Instance
+from core.project import Project
+
+from data_helpers import attach
+
+
+@pytest.fixture
+def two(demo, tmp_path):
+    """Project A (the demo) attached to instance A; an empty project B in instance B."""
+    inst_a, puid_a, proj_a = attach(demo, tmp_path / "home-A")
+    inst_b = Instance(tmp_path / "home-B")
+    (tmp_path / "b").mkdir()
+    rec_b = lifecycle.create(inst_b, "target", tmp_path / "b")
+    return inst_a, puid_a, proj_a, inst_b, rec_b.uid, rec_b.path
+
+
+def _by_uid(arr: np.ndarray) -> np.ndarray:
+    return np.asarray(arr)[np.argsort(arr["uid"])]
+
+
+def _assert_same_dataset(a: np.ndarray, a_dir: Path, b: np.ndarray, b_dir: Path) -> None:
+    """Equal fields and values (uids included); path fields must name files with equal bytes."""
+    assert sorted(a.dtype.names) == sorted(b.dtype.names)
+    a, b = _by_uid(a), _by_uid(b)
+    assert np.array_equal(a["uid"], b["uid"])
+    for name in a.dtype.names:
+        if name.endswith("/path"):
+            for va, vb in zip(a[name], b[name]):
+                pa, pb = va.decode(), vb.decode()
+                fa = a_dir / pa[1:] if pa.startswith(">") else a_dir / pa
+                fb = b_dir / pb[1:] if pb.startswith(">") else b_dir / pb
+                assert fa.read_bytes() == fb.read_bytes()
+        else:
+            assert np.array_equal(a[name], b[name]), name
+
+
+def test_group_round_trip_between_instances(two):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    dest = consolidate.export_group(inst_a, puid_a, "J8", "particles")
+    exported = csfile.load(dest / "J8_particles_exported.cs")
+    juid = imports.import_group(inst_b, puid_b, dest / "J8_particles_exported.csg")
+    proj_b = Project.open(path_b)
+    job = proj_b.job(juid)
+    assert job.type == "import_result_group" and job.status == "completed"
+    g = job.group("particles")
+    assert {r.name for r in g.results} == {r.name for r in proj_a.job("J8").group("particles").results}
+    imported = csfile.load(path_b / g.results[0].final_metafile)
+    _assert_same_dataset(exported, dest, imported, path_b)
+    # data referenced from the new job's directory, as symlinks
+    for rel in set(np.asarray(imported["blob/path"]).tolist()):
+        p = path_b / rel.decode()
+        assert p.is_symlink() and str(p.relative_to(path_b)).startswith(f"{juid}/imported/")
+    assert verify.verify(proj_b) == []
+    # the imported group exports again with the same rows
+    again = exportplan.group_export_plan(proj_b, juid, "particles")
+    assert again.lookup(f"{juid}_particles_exported.cs").size > 0
+
+
+def test_group_import_copy(two):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    dest = consolidate.export_group(inst_a, puid_a, "J6", "class_averages")
+    juid = imports.import_group(inst_b, puid_b, dest / "J6_class_averages_exported.csg", copy=True)
+    files = [p for p in (path_b / juid / "imported").rglob("*") if not p.is_dir()]
+    assert files and all(not p.is_symlink() for p in files)
+    exported = csfile.load(dest / "J6_class_averages_exported.cs")
+    imported = csfile.load(path_b / juid / f"{juid}_class_averages.cs")
+    _assert_same_dataset(exported, dest, imported, path_b)
+
+
+def test_job_import(two):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    dest = consolidate.export_job(inst_a, puid_a, "J8")
+    juid = imports.import_job(inst_b, puid_b, dest)
+    job = Project.open(path_b).job(juid)
+    assert job.type == "homo_refine_new" and job.status == "completed"
+    assert {g.name for g in job.groups} == {"particles", "volume"}
+    assert (path_b / juid / "events.bson").read_bytes() == (proj_a.path / "J8" / "events.bson").read_bytes()
+    assert job.doc["imported_from"]["job_uid"] == "J8"
+    vol = csfile.load(path_b / job.group("volume").results[0].final_metafile)
+    src = csfile.load(dest / "J8_volume" / "J8_volume_exported.cs")
+    _assert_same_dataset(src, dest / "J8_volume", vol, path_b)
+    # the imported job is a usable, exportable job of project B
+    assert verify.verify(Project.open(path_b)) == []
+    assert consolidate.export_job(inst_b, puid_b, juid).is_dir()
+
+
+def test_import_raw_kinds(two, demo):
+    _, _, proj_a, inst_b, puid_b, path_b = two
+    raw = demo.parent / "raw"
+    movies = sorted(raw.glob("*.mrc"))
+    juid = imports.import_raw(inst_b, puid_b, "movies", [str(m) for m in movies])
+    job = Project.open(path_b).job(juid)
+    assert job.type == "import_movies"
+    arr = csfile.load(path_b / job.group("imported_movies").results[0].final_metafile)
+    assert len(arr) == len(movies) and len(set(arr["uid"])) == len(movies)
+    h = mrc.read_header(movies[0])
+    assert list(arr["movie_blob/shape"][0]) == [h.nz, h.ny, h.nx]
+    for m, p in zip(movies, arr["movie_blob/path"]):
+        link = path_b / p.decode()
+        assert link.is_symlink() and os.readlink(link) == str(m)
+    stacks = sorted((demo / "J5" / "extract").glob("*.mrc"))[:2]
+    juid = imports.import_raw(inst_b, puid_b, "particles", stacks)
+    arr = csfile.load(path_b / Project.open(path_b).job(juid).group("imported_particles").results[0].final_metafile)
+    assert len(arr) == sum(mrc.read_header(s).nz for s in stacks)
+    assert arr["blob/idx"].max() == mrc.read_header(stacks[0]).nz - 1
+    vol = sorted((demo / "J8").glob("*_volume_map.mrc"))[-1]
+    juid = imports.import_raw(inst_b, puid_b, "volume", [vol])
+    arr = csfile.load(path_b / Project.open(path_b).job(juid).group("imported_volume_1").results[0].final_metafile)
+    assert arr["map/psize_A"][0] == pytest.approx(mrc.read_header(vol).voxel_size)
+    assert verify.verify(Project.open(path_b)) == []
+
+
+def test_import_refusals_change_nothing(two, tmp_path):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    before = sorted(p.name for p in path_b.iterdir())
+    with pytest.raises(NotFoundError):
+        imports.import_raw(inst_b, puid_b, "movies", [tmp_path / "nope.tif"])
+    with pytest.raises(UsageError):
+        imports.import_raw(inst_b, puid_b, "tomograms", [tmp_path])
+    evil = tmp_path / "evil.csg"
+    evil.write_text("created: 2024-01-01\ngroup: {name: x, type: particle}\n"
+                    "results: {blob: {metafile: '>../../etc/x.cs', num_items: 1, type: particle.blob}}\n")
+    with pytest.raises(FormatError):
+        imports.import_group(inst_b, puid_b, evil)
+    dest = consolidate.export_group(inst_a, puid_a, "J5", "particles")
+    next(p for p in (dest / "J5" / "extract").iterdir()).unlink()
+    with pytest.raises(NotFoundError, match="missing"):
+        imports.import_group(inst_b, puid_b, dest / "J5_particles_exported.csg")
+    assert sorted(p.name for p in path_b.iterdir()) == before
+
+
+def test_cli_imports(two, csfs, demo):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    dest = consolidate.export_group(inst_a, puid_a, "J5", "particles")
+    home_b = inst_b.home
+    r = csfs("group", "import", puid_b, dest / "J5_particles_exported.csg", "--json", home=home_b)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["job"] == "J1"
+    r = csfs("import", "raw", puid_b, "--kind", "movies", demo.parent / "raw", home=home_b)
+    assert r.returncode == 0 and "as J2" in r.stdout, r.stderr
+    r = csfs("job", "import", puid_b, demo, home=home_b)  # not an exported job folder
+    assert r.returncode == 2 and "Traceback" not in r.stderr
