@@ -77,22 +77,46 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
     if not container.is_dir():
         raise NotFoundError(f"{container}: no such directory to create the project in")
     path = container / f"CS-{slug(title)}"
-    if path.exists():
-        info = lock.read(path)
-        if info is not None and info.is_ours(instance.id) and _unregistered(instance, info):
-            return attach(instance, path)  # an interrupted create: finish it
-        raise RefusedError(f"{path} already exists; choose another title or attach it")
-    try:
-        path.mkdir()
-    except FileExistsError:
-        raise RefusedError(f"{path} already exists; choose another title or attach it") from None
-    uid = instance.allocate_uid()
-    info = lock.create(path, lock.new_doc(instance.id, uid, instance.home))
+    info = lock.read(path) if path.is_dir() else None
+    if path.exists() or path.is_symlink():
+        if not _interrupted_create(instance, path, info):
+            raise RefusedError(f"{path} already exists; choose another title or attach it")
+        if (path / "project.json").exists():
+            return attach(instance, path)  # only the registry row was missing
+    else:
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise RefusedError(f"{path} already exists; choose another title or attach it") from None
+    if info is None:
+        info = lock.create(path, lock.new_doc(instance.id, instance.allocate_uid(), instance.home))
+    uid, info = _own_uid(instance, path, info)
     doc = {"uid": uid, "title": title, "description": "", "created_at": now_iso(),
            "archived": False, "detached": False}
     workspaces = [{"uid": "W1", "project_uid": uid, "title": "Workspace 1", "created_at": doc["created_at"]}]
     export(path, doc, workspaces)
     return instance.register(uid, path, "attached", title, info.lock_id, workspace_rows(workspaces), [])
+
+
+def _interrupted_create(instance: Instance, path: Path, info: lock.LockInfo | None) -> bool:
+    """Is `path` what a create killed half-way leaves: empty but for our lock (or its temp file)?"""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if info is None:
+        return not [n for n in os.listdir(path) if n != lock.tmp_name(instance.id)]
+    return info.is_ours(instance.id) and _unregistered(instance, info)
+
+
+def _own_uid(instance: Instance, path: Path, info: lock.LockInfo) -> tuple[str, lock.LockInfo]:
+    """The UID to register under for our unregistered lock `info`: its own if still free, else a new one."""
+    uid = info.project_uid
+    if uid:
+        try:
+            instance.get(uid)
+        except NotFoundError:
+            return uid, info
+    new = lock.new_doc(instance.id, instance.allocate_uid(), instance.home)
+    return new["project_uid"], lock.replace(path, info, new)
 
 
 def _unregistered(instance: Instance, info: lock.LockInfo) -> bool:
@@ -148,11 +172,7 @@ def _adopt_own_lock(instance: Instance, path: Path, info: lock.LockInfo) -> Proj
         raise ForeignLockError(f"{path}: cs.lock names {uid} of this instance, but {uid} is {rec.state} "
                                f"at {rec.path} with another lock; this looks like a copy. Remove the "
                                "copy's cs.lock by hand only if you are sure, then attach it")
-    if uid is None or rec is not None:
-        # not a usable UID (hand-made lock, or a UID now forgotten): give it a fresh one
-        new = lock.new_doc(instance.id, instance.allocate_uid(), instance.home)
-        info = lock.replace(path, info, new)
-        uid = new["project_uid"]
+    uid, info = _own_uid(instance, path, info)
     return _finish_attach(instance, path, uid, info)
 
 
@@ -180,7 +200,7 @@ def _finish_attach(instance: Instance, path: Path, uid: str, info: lock.LockInfo
 def _remove_stray_tmp(path: Path, instance_id: str) -> None:
     """A crash inside lock.create can leave our private temp file behind."""
     try:
-        (path / f".{lock.LOCK_NAME}.{instance_id}.tmp").unlink()
+        (path / lock.tmp_name(instance_id)).unlink()
     except FileNotFoundError:
         pass
 

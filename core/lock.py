@@ -114,8 +114,9 @@ def new_doc(instance_id: str, project_uid: str, home: str | os.PathLike | None =
     }
 
 
-def _tmp_path(project_dir: Path, instance_id: str) -> Path:
-    return project_dir / f".{LOCK_NAME}.{instance_id}.tmp"
+def tmp_name(instance_id: str) -> str:
+    """The private temp file an instance writes its lock to before linking it as cs.lock."""
+    return f".{LOCK_NAME}.{instance_id}.tmp"
 
 
 def create(project_dir: str | os.PathLike, doc: dict[str, Any]) -> LockInfo:
@@ -123,7 +124,7 @@ def create(project_dir: str | os.PathLike, doc: dict[str, Any]) -> LockInfo:
     project_dir = Path(project_dir)
     target = lock_path(project_dir)
     data = dumps_json(doc)
-    tmp = _tmp_path(project_dir, doc["instance_id"])
+    tmp = project_dir / tmp_name(doc["instance_id"])
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)

@@ -7,14 +7,16 @@ fsync dir). project.json is written last, so it marks a finished commit.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from . import faults, lock
 from .lock import now_iso
-from .atomic import read_json, write_json
+from .atomic import fsync_dir, read_json, write_json
 from .errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
 from .instance import Instance, ProjectRecord, norm_path
 
@@ -159,41 +161,40 @@ def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: 
     """Create the next job (J<max+1>/ with gridfs_data/ and job.json) and commit it.
 
     The job starts in status `building` unless `doc_extra` says otherwise; `doc_extra`
-    keys override the defaults. Returns (job uid, job directory).
+    keys override the defaults. The directory is built under a hidden temporary name
+    and renamed into place, so a job directory never exists without its job.json.
+    Returns (job uid, job directory).
     """
     path = norm_path(getattr(project, "path", project))
     rec = check_writable(instance, path)
-    known = [int(j[0][1:]) for j in instance.jobs(rec.uid) if _JOB_RE.match(j[0])]
-    num = max(job_numbers(path) + known + [0]) + 1
-    while True:
-        try:
-            (path / f"J{num}").mkdir()
-            break
-        except FileExistsError:
-            num += 1
-    uid = f"J{num}"
-    jdir = path / uid
-    (jdir / "gridfs_data").mkdir()
-    faults.point("new-job-dir")
     pdoc = read_doc(path / "project.json", default={})
     ws = workspace_rows(read_doc(path / "workspaces.json", default=[]))
+    known = [int(j[0][1:]) for j in instance.jobs(rec.uid) if _JOB_RE.match(j[0])]
+    num = max(job_numbers(path) + known + [0]) + 1
+    tmp = path / f".csfs-new-job-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    (tmp / "gridfs_data").mkdir(parents=True)
     doc: dict[str, Any] = {
-        "uid": uid,
-        "project_uid": pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid,
-        "type": type,
-        "title": title,
-        "status": "building",
-        "created_at": now_iso(),
-        "completed_at": None,
-        "parents": [],
-        "children": [],
-        "input_slot_groups": [],
-        "output_result_groups": [],
-        "output_results": [],
-        "params_spec": {},
-        "workspace_uids": [ws[0][0]] if ws else [],
+        "uid": "", "project_uid": pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid,
+        "type": type, "title": title, "status": "building", "created_at": now_iso(), "completed_at": None,
+        "parents": [], "children": [], "input_slot_groups": [], "output_result_groups": [],
+        "output_results": [], "params_spec": {}, "workspace_uids": [ws[0][0]] if ws else [],
+        **(doc_extra or {}),
     }
-    doc.update(doc_extra or {})
-    doc["uid"] = uid
+    while True:
+        uid = f"J{num}"
+        doc["uid"] = uid
+        write_json(tmp / "job.json", doc)
+        faults.point("new-job-tmp")
+        try:
+            if (path / uid).exists():  # rename() would replace an empty directory
+                raise FileExistsError(uid)
+            os.rename(tmp, path / uid)
+            break
+        except OSError as e:
+            if not isinstance(e, FileExistsError) and e.errno != errno.ENOTEMPTY:
+                raise
+            num += 1
+    fsync_dir(path)
+    faults.point("new-job-dir")
     commit(instance, path, job_docs={uid: doc})
-    return uid, jdir
+    return uid, path / uid
