@@ -7,6 +7,7 @@ and only regular files inside the job's own directory are ever deleted.
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -124,9 +125,10 @@ def _check_job(job: Any) -> None:
 def _drop_versions(doc: dict, cleared: dict[str, list[int]]) -> None:
     """Remove cleared versions from the job document's result lists (v4 and v5 forms)."""
     def prune(r: dict, versions: list[int]) -> None:
+        n = len(r.get("versions") or [])
         keep = [i for i, v in enumerate(r.get("versions") or []) if int(v) not in versions]
         for key in ("versions", "metafiles", "num_items"):
-            if isinstance(r.get(key), list) and len(r[key]) == len(r.get("versions") or []):
+            if isinstance(r.get(key), list) and len(r[key]) == n:
                 r[key] = [r[key][i] for i in keep]
     results = [(r.get("group_name"), r) for r in doc.get("output_results") or []]
     spec_outputs = (doc.get("spec") or {}).get("outputs") or {}
@@ -170,7 +172,7 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
         if plan.skipped or not plan.versions:
             continue
         job = project.job(plan.job)
-        doc = dict(job.doc)
+        doc = copy.deepcopy(job.doc)
         _drop_versions(doc, plan.versions)
         doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
             "cleared_at": now_iso(), "versions": plan.versions,
