@@ -23,10 +23,12 @@ class InstanceView:
         """Folder name → project directory; a clash of names gets the P-uid appended."""
         def compute() -> dict[str, Path]:
             out: dict[str, Path] = {}
-            for rec in self.ctx.instance().projects():
+            # a directory detached and attached again has two records: show it once
+            records = sorted(self.ctx.instance().projects(), key=lambda r: r.state == "detached")
+            for rec in records:
                 path = Path(rec.path)
-                if not path.is_dir():
-                    continue          # archived and moved away, or gone
+                if path in out.values() or not path.is_dir():
+                    continue          # shown already, or archived and moved away, or gone
                 name = path.name if path.name not in out and path.name != "control" else f"{path.name}-{rec.uid}"
                 out[name] = path
             return out

@@ -82,7 +82,7 @@ def probe(path: str, timeout: float = 2.0) -> str:
             os.stat(path)
             result[0] = "ok"
         except OSError as e:
-            result[0] = "stale" if e.errno == errno.ENOTCONN else "missing"
+            result[0] = "stale" if e.errno in (errno.ENOTCONN, errno.ECONNABORTED) else "missing"
     t = threading.Thread(target=run, daemon=True)
     t.start()
     t.join(timeout)
