@@ -30,19 +30,8 @@ class Problem:
 
 def _symlinks(top: Path) -> Iterable[Path]:
     """Every symlink under `top` (links to folders are reported, not descended)."""
-    stack = [top]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for e in it:
-                if e.is_symlink():
-                    yield Path(e.path)
-                elif e.is_dir(follow_symlinks=False):
-                    stack.append(Path(e.path))
+    from .project import _walk_entries
+    return (Path(e.path) for e in _walk_entries(top) if e.is_symlink())
 
 
 def _rel(project: Any, path: Path) -> str:
