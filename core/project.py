@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import csfile
+from . import csfile, csg
 from .errors import CsfsError, FormatError, NotFoundError
 
 ACTIVE_STATUSES = frozenset({"queued", "launched", "started", "running", "waiting"})
@@ -31,6 +31,8 @@ JOB_DIR_RE = re.compile(r"^J(\d+)$")
 LEGACY_DIR_RE = re.compile(r"^P(\d+)$")
 # files every job dir holds besides its outputs
 BOOKKEEPING = ("job.json", "events.bson", "job.log")
+# the iteration number in a metafile name: J6_004_particles.cs, cryosparc_P12_J24_001_particles.cs
+VERSION_RE = re.compile(r"(?:^|_)J\d+_(\d+)_")
 
 
 @dataclass
@@ -124,7 +126,8 @@ class Job:
         self.completed_at: str | None = None
         self.groups: list[OutputGroup] = []
         self.inputs: list[InputRef] = []
-        self.form = ""  # "v4" | "v5" | ""
+        self.form = ""  # "v4" | "v5" | "" (no usable job.json)
+        self.notes: list[str] = []
 
     def __repr__(self) -> str:
         return f"Job({self.uid}, {self.type!r}, {self.status!r}{', error' if self.error else ''})"
@@ -168,7 +171,7 @@ class Job:
     @cached_property
     def problems(self) -> list[str]:
         """Non-fatal problems: missing metafiles, metafiles outside the project, dangling symlinks."""
-        out: list[str] = []
+        out: list[str] = list(self.notes)
         if self.error:
             out.append(self.error)
         for mf in self.metafiles:
@@ -184,13 +187,15 @@ class Job:
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load(self) -> None:
+    def _load(self, legacy: bool = False) -> None:
         path = self.dir / "job.json"
         try:
             with open(path, "rb") as f:
                 doc = json.loads(f.read())
         except FileNotFoundError:
-            self.error = f"{self.uid}: job.json is missing"
+            # legacy jobs may predate job.json: their .csg files still describe the outputs
+            if not (legacy and self._load_csgs()):
+                self.error = f"{self.uid}: job.json is missing"
             return
         except (OSError, ValueError, UnicodeDecodeError) as e:
             self.error = f"{self.uid}: job.json is not valid JSON ({_short(e)})"
@@ -204,6 +209,34 @@ class Job:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self.groups, self.inputs = [], []
             self.error = f"{self.uid}: job.json is malformed ({type(e).__name__}: {_short(e)})"
+
+    def _load_csgs(self) -> bool:
+        """Without job.json, read the outputs from the job's .csg files (old exports)."""
+        paths = sorted(self.dir.glob("*.csg"))
+        if not paths:
+            return False
+        self.notes.append(f"{self.uid}: job.json is missing; outputs read from its .csg files")
+        for path in paths:
+            try:
+                c = csg.load(path)
+                g = c.group
+                group = OutputGroup(name=str(g.get("name") or path.stem), type=str(g.get("type") or ""),
+                                    title=str(g.get("title") or ""), description=str(g.get("description") or ""))
+                for slot, res in c.results.items():
+                    mf = csg.resolve_metafile(path, res["metafile"])
+                    rel = str(mf.relative_to(self.project_path))
+                    m = VERSION_RE.search(mf.name)
+                    n = int(res.get("num_items") or 0)
+                    group.num_items = max(group.num_items, n)
+                    group.results.append(OutputResult(
+                        name=slot, type=str(res.get("type") or f"{group.type}.{slot}"), group_name=group.name,
+                        versions=[int(m.group(1)) if m else 0], metafiles=[rel], num_items=[n],
+                        passthrough="_passthrough_" in mf.name))
+                group.passthrough = all(r.passthrough for r in group.results)
+                self.groups.append(group)
+            except (CsfsError, ValueError, KeyError) as e:
+                self.notes.append(f"{self.uid}: {path.name}: {_short(e)}")
+        return True
 
     def _parse(self, doc: dict) -> None:
         uid = doc.get("uid", self.uid)
@@ -294,7 +327,7 @@ class Project:
         proj.workspaces = _read_workspaces(path / "workspaces.json", layout, problems)
         for uid, d in job_dirs:
             job = Job(path, uid, d)
-            job._load()
+            job._load(legacy=layout == "legacy")
             proj.jobs[uid] = job
         return proj
 

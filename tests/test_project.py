@@ -224,6 +224,22 @@ def test_legacy_detected_by_file_names(tmp_path, realdata):
     assert Project.open(proj).layout == "legacy"
 
 
+def test_legacy_job_without_job_json_reads_csg(tmp_path, realdata):
+    proj = _legacy_project(tmp_path, realdata)
+    os.unlink(proj / "J24" / "job.json")
+    (proj / "J24" / "cryosparc_P12_J24_particles.csg").write_text(
+        "created: 2018-09-15 10:00:00\ngroup: {name: particles, title: Particles, type: particle, description: ''}\n"
+        "results:\n  blob: {metafile: '>cryosparc_P12_J24_001_particles.cs', num_items: 2019, type: particle.blob}\n"
+        "  ctf: {metafile: '>cryosparc_P12_J24_001_particles.cs', num_items: 2019, type: particle.ctf}\n"
+        "version: v2.15.0\n")
+    j = Project.open(proj).job("J24")
+    assert j.error is None and not j.is_final and any(".csg" in x for x in j.problems)
+    g = j.group("particles")
+    assert g.num_items == 2019 and [r.name for r in g.results] == ["blob", "ctf"]
+    assert g.result("ctf").final_metafile == "J24/cryosparc_P12_J24_001_particles.cs"
+    assert g.result("blob").final_version == 1
+
+
 def test_v5_spec_job_json(demo):
     (demo / "J11").mkdir()
     shutil.copy(demo / "J8" / "J8_000_volume.cs", demo / "J11" / "J11_000_volume.cs")
