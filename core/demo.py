@@ -553,11 +553,11 @@ def make_demo(dir: str | os.PathLike, scale: str = "tiny", seed: int = 0,
 
 def summarize(project_dir: str | os.PathLike) -> dict:
     """Counts for a demo (or any) project: jobs, particles in J5, files and apparent bytes."""
-    from .project import Project, _walk_entries
+    from .project import Project, walk_entries
 
     root = Path(project_dir)
     files = size = 0
-    for e in _walk_entries(root):
+    for e in walk_entries(root):
         files += 1
         size += e.stat(follow_symlinks=False).st_size
     proj = Project.open(root)

@@ -420,11 +420,12 @@ def unreferenced_files(project: Project, job: Job) -> list[str]:
 def walk_files(top: Path, root: Path) -> Iterable[str]:
     """Every non-directory entry under `top` (symlinks not followed), relative to `root`."""
     root_s = str(root).rstrip("/") + "/"
-    for e in _walk_entries(top):
+    for e in walk_entries(top):
         yield e.path[len(root_s):] if e.path.startswith(root_s) else e.path
 
 
-def _walk_entries(top: Path) -> Iterable[os.DirEntry]:
+def walk_entries(top: Path) -> Iterable[os.DirEntry]:
+    """Every non-directory entry under `top`, depth first, symlinks not followed."""
     stack = [str(top)]
     while stack:
         d = stack.pop()
@@ -593,7 +594,7 @@ def _inside(root: Path, rel: str) -> Path | None:
 
 
 def _dangling_links(top: Path) -> list[Path]:
-    return sorted(Path(e.path) for e in _walk_entries(top)
+    return sorted(Path(e.path) for e in walk_entries(top)
                   if e.is_symlink() and not os.path.exists(e.path))
 
 
