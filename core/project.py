@@ -441,6 +441,9 @@ def walk_entries(top: Path) -> Iterable[os.DirEntry]:
                     yield e
 
 
+_walk_entries = walk_entries  # old private name, still imported by core/verify.py
+
+
 # -- time helpers ----------------------------------------------------------------------------
 
 def iso_time(v: Any) -> str | None:
