@@ -10,6 +10,7 @@ Either way `load` returns a 1-D structured array whose string fields are fixed-w
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ CSDAT_MAGIC = b"\x95CSDAT"
 LEGACY_CSDAT_MAGIC = b"\x94CSDAT"
 NEVER_COMPRESS = frozenset({"uid"})
 MAX_HEADER = 1 << 32        # real headers exceed numpy's default limit of 10000
-CHUNK_BYTES = 8 << 20       # read buffer for column selection from the classic form
+CHUNK_BYTES = 8 << 20       # rows copied per step when selecting columns of the classic form
 
 
 class CsFormatError(FormatError):
@@ -152,21 +153,23 @@ def _check_size(path, rows: int, need: int, have: int, what: str = "the file hol
 
 def _numpy_columns(f: IO[bytes], path, dtype: np.dtype, rows: int, offset: int,
                    names: list[str]) -> np.ndarray:
-    """Copy only `names` out of the row-major data, a bounded chunk at a time."""
+    """Copy only `names` out of the memory-mapped rows, a chunk at a time; pages already
+    copied are dropped from this process (MADV_DONTNEED) so memory stays bounded."""
     out = np.empty(rows, _packed([(n, dtype[n]) for n in names]))
-    step = max(1, CHUNK_BYTES // max(1, dtype.itemsize))
-    buf = np.empty(min(step, rows), dtype)
-    f.seek(offset)
-    for start in range(0, rows, step):
-        chunk = buf[: min(step, rows - start)]
-        raw = memoryview(chunk.view(np.uint8))
-        while raw:                      # readinto may return short counts
-            n = f.readinto(raw)
-            if not n:
-                raise CsFormatError(f"{path}: truncated while reading rows")
-            raw = raw[n:]
-        for name in names:
-            out[name][start:start + len(chunk)] = chunk[name]
+    if not rows:
+        return out
+    with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+        data = np.frombuffer(mm, dtype, rows, offset)
+        step, dropped = max(1, CHUNK_BYTES // dtype.itemsize), 0
+        for start in range(0, rows, step):
+            chunk = data[start:start + step]
+            for name in names:
+                out[name][start:start + len(chunk)] = chunk[name]
+            done = (offset + (start + len(chunk)) * dtype.itemsize) // mmap.PAGESIZE * mmap.PAGESIZE
+            if hasattr(mm, "madvise") and done > dropped:
+                mm.madvise(mmap.MADV_DONTNEED, dropped, done - dropped)
+                dropped = done
+        del data, chunk                 # release the buffer exports before the map closes
     return out
 
 
