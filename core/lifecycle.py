@@ -14,9 +14,11 @@ completes:
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from . import faults, lock
 from .atomic import write_json
@@ -25,7 +27,18 @@ from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
 from .project import FINAL_STATUSES, Project
 from .store import (check_writable, commit, export, job_row, owned_lock, read_doc, refuse_foreign,
-                    workspace_rows)
+                    serialized, workspace_rows)
+
+F = TypeVar("F", bound=Callable)
+
+
+def _serial(fn: F) -> F:
+    """Run a lifecycle action under the instance's write lock (store.serialized)."""
+    @functools.wraps(fn)
+    def wrapper(instance: Instance, *args, **kwargs):
+        with serialized(instance):
+            return fn(instance, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def slug(title: str) -> str:
@@ -68,6 +81,7 @@ def _refuse_active(rec_uid: str, proj: Project, action: str) -> None:
 
 # -- create / attach -----------------------------------------------------------------------
 
+@_serial
 def create(instance: Instance, title: str, container: str | os.PathLike) -> ProjectRecord:
     """A new `CS-<slug>` directory in `container` with project.json, workspaces.json, our lock."""
     title = title.strip()
@@ -130,6 +144,7 @@ def _unregistered(instance: Instance, info: lock.LockInfo) -> bool:
     return rec.lock_id != info.lock_id or rec.state == "detached"
 
 
+@_serial
 def attach(instance: Instance, path: str | os.PathLike) -> ProjectRecord:
     """Lock a project directory for this instance and register it (and its jobs) under a new UID.
 
@@ -207,6 +222,7 @@ def _remove_stray_tmp(path: Path, instance_id: str) -> None:
 
 # -- detach / archive / unarchive / forget -------------------------------------------------
 
+@_serial
 def detach(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
     """Flush metadata, remove our lock, mark the project detached (refused while a job is active)."""
     rec = instance.resolve(ref)
@@ -233,6 +249,7 @@ def detach(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
     return instance.update(rec.uid, state="detached", title=proj.title, workspaces=wrows, jobs=jrows)
 
 
+@_serial
 def archive(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
     """Make an attached project read-only (project.json archived: true; lock kept).
 
@@ -253,6 +270,7 @@ def archive(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
     return instance.update(rec.uid, state="archived")
 
 
+@_serial
 def unarchive(instance: Instance, ref: str | os.PathLike, new_path: str | os.PathLike) -> ProjectRecord:
     """Make an archived project writable again at `new_path` (where it may have moved).
 
@@ -282,6 +300,7 @@ def unarchive(instance: Instance, ref: str | os.PathLike, new_path: str | os.Pat
     return instance.update(rec.uid, state="attached", path=new, title=proj.title, workspaces=wrows, jobs=jrows)
 
 
+@_serial
 def forget(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
     """Drop a detached project's registry rows; nothing on disk is touched."""
     rec = instance.resolve(ref)
@@ -294,6 +313,7 @@ def forget(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
 
 # -- rescue --------------------------------------------------------------------------------
 
+@_serial
 def rescue(instance: Instance, path: str | os.PathLike, other_instance_is_down: bool) -> str:
     """Take over a project whose lock belongs to a dead instance.
 
@@ -343,6 +363,7 @@ def _rescue_steps(path: Path, info: lock.LockInfo) -> str:
 
 # -- jobs ----------------------------------------------------------------------------------
 
+@_serial
 def mark_completed(instance: Instance, ref: str | os.PathLike, juid: str) -> str:
     """Mark a killed or failed job completed (CryoSPARC's "mark as completed"). Returns its UID."""
     rec = instance.resolve(ref)

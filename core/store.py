@@ -8,11 +8,15 @@ fsync dir). project.json is written last, so it marks a finished commit.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
+import shutil
+import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 from . import faults, lock
 from .lock import now_iso
@@ -97,20 +101,79 @@ def job_row(uid: str, doc: Mapping[str, Any]) -> tuple[str, str, str, str]:
     return (uid, s("type") or str((doc.get("spec") or {}).get("type", "")), s("title"), s("status"))
 
 
+_thread_lock = threading.RLock()
+_depth = threading.local()
+
+
+@contextmanager
+def serialized(instance: Instance) -> Iterator[None]:
+    """Hold this instance's write lock: one writer at a time across threads and processes.
+
+    Re-entrant within a thread (lifecycle actions call commit). Different instances
+    never share it; between them, cs.lock decides.
+    """
+    with _thread_lock:
+        depth = getattr(_depth, "n", 0)
+        fd = None
+        if depth == 0:
+            fd = os.open(instance.home / ".write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _depth.n = depth + 1
+        try:
+            yield
+        finally:
+            _depth.n = depth
+            if fd is not None:
+                os.close(fd)
+
+
+def _remove_stale_tmp(target: Path) -> None:
+    """Remove temp files that atomic writes of `target` by killed processes left behind."""
+    prefix = f".{target.name}.csfs-tmp-"
+    try:
+        names = [n for n in os.listdir(target.parent) if n.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for n in names:
+        pid = n[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            (target.parent / n).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write(path: Path, doc: Any) -> None:
+    _remove_stale_tmp(path)
+    write_json(path, doc)
+
+
 def export(project_dir: Path, project_doc: dict | None, workspaces: Any = None,
            job_docs: Mapping[str, dict] | None = None) -> None:
     """Write the given documents atomically (job.json files, workspaces.json, project.json last).
 
     No checks: callers are `commit` and lifecycle actions that have done theirs.
+    Temp files left by killed writers of these files are removed on the way.
     """
     for juid, doc in (job_docs or {}).items():
-        write_json(project_dir / juid / "job.json", doc)
+        _write(project_dir / juid / "job.json", doc)
         faults.point("commit-job")
     if workspaces is not None:
-        write_json(project_dir / "workspaces.json", workspaces)
+        _write(project_dir / "workspaces.json", workspaces)
         faults.point("commit-workspaces")
     if project_doc is not None:
-        write_json(project_dir / "project.json", project_doc)
+        _write(project_dir / "project.json", project_doc)
         faults.point("commit-project")
 
 
@@ -123,7 +186,12 @@ def commit(instance: Instance, project: ProjectLike | str | os.PathLike,
     the project's current project.json, `workspaces` to the current workspaces.json;
     both are rewritten on every commit. `job_docs` maps job UID -> full job document.
     """
-    path = norm_path(getattr(project, "path", project))
+    with serialized(instance):
+        _commit(instance, norm_path(getattr(project, "path", project)), job_docs, project_doc, workspaces)
+
+
+def _commit(instance: Instance, path: Path, job_docs: Mapping[str, dict] | None, project_doc: dict | None,
+            workspaces: Any) -> None:
     rec = check_writable(instance, path)
     job_docs = dict(job_docs or {})
     for juid, doc in job_docs.items():
@@ -143,6 +211,17 @@ def commit(instance: Instance, project: ProjectLike | str | os.PathLike,
     export(path, project_doc, workspaces, job_docs)
     if job_docs:
         instance.upsert_jobs(rec.uid, [job_row(j, d) for j, d in job_docs.items()])
+
+
+_NEW_JOB_PREFIX = ".csfs-new-job-"
+
+
+def _remove_stale_new_jobs(project_dir: Path) -> None:
+    """Remove job directories that killed `new_job` calls left half-built under their temp names."""
+    for n in os.listdir(project_dir):
+        pid = n[len(_NEW_JOB_PREFIX):].split("-")[0]
+        if n.startswith(_NEW_JOB_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(project_dir / n, ignore_errors=True)
 
 
 def job_numbers(project_dir: Path) -> list[int]:
@@ -165,13 +244,19 @@ def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: 
     and renamed into place, so a job directory never exists without its job.json.
     Returns (job uid, job directory).
     """
-    path = norm_path(getattr(project, "path", project))
+    with serialized(instance):
+        return _new_job(instance, norm_path(getattr(project, "path", project)), type, title, doc_extra)
+
+
+def _new_job(instance: Instance, path: Path, type: str, title: str,
+             doc_extra: Mapping[str, Any] | None) -> tuple[str, Path]:
     rec = check_writable(instance, path)
     pdoc = read_doc(path / "project.json", default={})
     ws = workspace_rows(read_doc(path / "workspaces.json", default=[]))
     known = [int(j[0][1:]) for j in instance.jobs(rec.uid) if _JOB_RE.match(j[0])]
     num = max(job_numbers(path) + known + [0]) + 1
-    tmp = path / f".csfs-new-job-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    _remove_stale_new_jobs(path)
+    tmp = path / f"{_NEW_JOB_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "gridfs_data").mkdir(parents=True)
     doc: dict[str, Any] = {
         "uid": "", "project_uid": pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid,
