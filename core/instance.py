@@ -86,10 +86,13 @@ class Instance:
             raise UsageError(f"{self.home}: instance home is not a directory") from None
         self.id = self._load_or_create_id()
         self.registry_path = self.home / self.DB_FILE
-        with self._db() as con:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    con.execute(stmt)
+        with self._db(write=False) as con:
+            ready = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
+        if not ready:
+            with self._db() as con:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        con.execute(stmt)
 
     # -- identity -------------------------------------------------------------
     def _load_or_create_id(self) -> str:
@@ -120,11 +123,15 @@ class Instance:
 
     # -- database -------------------------------------------------------------
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        """A connection in one transaction: committed on success, rolled back on error."""
+    def _db(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction: committed on success, rolled back on error.
+
+        Write transactions take the write lock at once (BEGIN IMMEDIATE), so a
+        read-then-write never fails halfway on a busy database.
+        """
         con = sqlite3.connect(self.home / self.DB_FILE, timeout=60, isolation_level=None)
         try:
-            con.execute("BEGIN IMMEDIATE")
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield con
             except BaseException:
@@ -144,13 +151,13 @@ class Instance:
 
     # -- queries --------------------------------------------------------------
     def projects(self) -> list[ProjectRecord]:
-        with self._db() as con:
+        with self._db(write=False) as con:
             rows = con.execute(f"SELECT {self._COLS} FROM projects ORDER BY num").fetchall()
         return [self._record(r) for r in rows]
 
     def get(self, uid: str) -> ProjectRecord:
         num = parse_uid(uid)
-        with self._db() as con:
+        with self._db(write=False) as con:
             row = None if num is None else con.execute(
                 f"SELECT {self._COLS} FROM projects WHERE num = ?", (num,)).fetchone()
         if row is None:
@@ -160,7 +167,7 @@ class Instance:
     def find_path(self, path: str | os.PathLike) -> ProjectRecord | None:
         """The record for a directory: attached/archived first, else the newest detached one."""
         p = str(norm_path(path))
-        with self._db() as con:
+        with self._db(write=False) as con:
             rows = con.execute(
                 f"SELECT {self._COLS} FROM projects WHERE path = ? "
                 "ORDER BY state = 'detached', num DESC", (p,)).fetchall()
@@ -187,19 +194,19 @@ class Instance:
     def jobs(self, uid: str) -> list[tuple[str, str, str, str]]:
         """Registered (uid, type, title, status) rows of a project, in job order."""
         num = self.get(uid).num
-        with self._db() as con:
+        with self._db(write=False) as con:
             rows = con.execute("SELECT uid, type, title, status FROM jobs WHERE num = ?", (num,)).fetchall()
         return sorted(rows, key=lambda r: _uid_sort_key(r[0]))
 
     def workspaces(self, uid: str) -> list[tuple[str, str]]:
         num = self.get(uid).num
-        with self._db() as con:
+        with self._db(write=False) as con:
             rows = con.execute("SELECT uid, title FROM workspaces WHERE num = ?", (num,)).fetchall()
         return sorted(rows, key=lambda r: _uid_sort_key(r[0]))
 
     def next_uid(self) -> str:
         """The UID the next allocation will return (informational)."""
-        with self._db() as con:
+        with self._db(write=False) as con:
             return f"P{self._next_num(con)}"
 
     # -- changes --------------------------------------------------------------
