@@ -175,13 +175,18 @@ def _adopt_own_lock(instance: Instance, path: Path, info: lock.LockInfo) -> Proj
     except NotFoundError:
         rec = None
     if rec is not None and rec.lock_id == info.lock_id and rec.state != "detached":
-        if rec.path != path:
-            raise RefusedError(f"{path} holds the lock of {rec.uid}, which is {rec.state} at {rec.path}: "
-                               "this is a copy or a moved directory (to move a project, archive it, "
-                               f"move it, then `csfs project unarchive {rec.uid} NEWPATH`)")
+        if rec.path != path and not rec.path.exists() and rec.state == "attached":
+            # moved while attached: the lock proves it is ours and the old place is empty
+            _, doc, ws = _open(path)
+            if doc.get("uid") == rec.uid:
+                return instance.update(rec.uid, path=path)
         if rec.state == "archived":
-            raise ArchivedError(f"{path} is archived here as {rec.uid}; "
+            raise ArchivedError(f"{path} holds {rec.uid}, archived by this instance; "
                                 f"use `csfs project unarchive {rec.uid} {path}`")
+        if rec.path != path:
+            raise RefusedError(f"{path} holds the lock of {rec.uid}, which is attached at {rec.path}: "
+                               "this is a copy (to move a project, archive it, move it, then "
+                               f"`csfs project unarchive {rec.uid} NEWPATH`)")
         raise UsageError(f"{path} is already attached to this instance as {rec.uid}")
     if rec is not None and rec.lock_id != info.lock_id and rec.state != "detached":
         raise ForeignLockError(f"{path}: cs.lock names {uid} of this instance, but {uid} is {rec.state} "
@@ -224,20 +229,25 @@ def _remove_stray_tmp(path: Path, instance_id: str) -> None:
 
 @_serial
 def detach(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
-    """Flush metadata, remove our lock, mark the project detached (refused while a job is active)."""
+    """Flush metadata, remove our lock, mark the project detached (refused while a job is active).
+
+    If another instance's lock is there now (it rescued the project), nothing on disk is
+    touched and only this instance's registry row is marked detached.
+    """
     rec = instance.resolve(ref)
     if rec.state == "detached":
         raise UsageError(f"{rec.uid} is already detached")
     if rec.state == "archived":
         raise ArchivedError(f"{rec.uid} is archived; unarchive it first (`csfs project unarchive "
                             f"{rec.uid} PATH`), then detach")
-    info = lock.read(rec.path)
-    if info is None and rec.path.is_dir():
-        # interrupted detach (lock already removed): finish it
-        return instance.update(rec.uid, state="detached")
     if not rec.path.is_dir():
-        raise NotFoundError(f"{rec.uid}: directory {rec.path} is gone; if it moved, attach it "
-                            "at its new place (and `forget` this entry once detached)")
+        raise NotFoundError(f"{rec.uid}: directory {rec.path} is gone; if it moved, run "
+                            f"`csfs project attach NEWPATH` to record its new place")
+    info = lock.read(rec.path)
+    if info is None or not info.is_ours(instance.id):
+        # interrupted detach (lock already removed), or the project was rescued by another
+        # instance: the registry row is all that is left to change
+        return instance.update(rec.uid, state="detached")
     check_writable(instance, rec.path)
     proj, doc, ws = _open(rec.path)
     _refuse_active(rec.uid, proj, "detach")

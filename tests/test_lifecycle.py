@@ -269,6 +269,7 @@ def test_detach_of_a_project_whose_dir_vanished(cli, home, tmp_path):
     ok(cli("project", "attach", path, home=home))
     shutil.rmtree(path)
     refused(cli("project", "detach", "P1", home=home), 2, "gone")
+    refused(cli("project", "forget", "P1", home=home), 1, "detach")
     r = json.loads(ok(cli("project", "show", "P1", "--json", home=home)).stdout)
     assert r["state"] == "attached" and "missing" in r["problems"][0]
 
@@ -280,3 +281,27 @@ def test_every_command_has_help(cli, home):
                  ("instance", "info")):
         r = ok(cli(*args, "--help", home=home))
         assert "usage: csfs" in r.stdout and len(r.stdout.splitlines()) > 4
+
+
+def test_moved_while_attached_is_recorded_by_attach(cli, home, tmp_path):
+    path = make_project(tmp_path / "old")
+    ok(cli("project", "attach", path, home=home))
+    refused(cli("project", "attach", path, home=home), 2, "already attached")
+    new = tmp_path / "new"
+    path.rename(new)
+    refused(cli("project", "detach", "P1", home=home), 2, "attach NEWPATH")
+    ok(cli("project", "attach", new, home=home))
+    assert Instance(home).get("P1").path == new and check_agree(Instance(home), new) == "attached"
+    ok(cli("project", "detach", "P1", home=home))
+
+
+def test_detach_after_another_instance_rescued(cli, homes, tmp_path):
+    A, B = homes
+    path = make_project(tmp_path)
+    ok(cli("project", "attach", path, home=A))
+    ok(cli("project", "rescue", path, "--other-instance-is-down", home=B))
+    before = snapshot(path)
+    ok(cli("project", "detach", "P1", home=A))  # only A's registry row changes
+    assert snapshot(path) == before
+    assert Instance(A).get("P1").state == "detached" and check_agree(Instance(B), path) == "attached"
+    ok(cli("project", "forget", "P1", home=A))
