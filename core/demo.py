@@ -83,6 +83,7 @@ class _Job:
         self.results: list[dict] = []
         self.slot_groups: list[dict] = []
         self.log: list[str] = []
+        self.plots: list[str] = []      # images stored in gridfs_data/ (the event log's plots)
 
     def rel(self, name: str) -> str:
         return f"{self.uid}/{name}"
@@ -155,6 +156,10 @@ class _Job:
                                      "num_items": g["num_items"], "type": r["type"]} for s, r in res.items()})
             self.demo.write(self.rel(f"{self.uid}_{g['name']}.csg"), csg.dumps(c))
         self.demo.write(self.rel("events.bson"), self._events())
+        if self.plots:
+            self.demo.write(self.rel("gridfs_data/gridfsdata_0"), b"".join(bson.encode({
+                "_id": bson.ObjectId(self.demo.rng.bytes(12)), "filename": name, "contentType": "image/png",
+                "length": len(self.demo.png), "data": bson.Binary(self.demo.png)}) for name in self.plots))
         lines = [f"[{_t(self.num + 0.1 + i * 0.01).isoformat()}] {m}" for i, m in enumerate(
             [f"Launching job {self.uid} ({self.type}) on gpu01", *self.log,
              "Traceback (most recent call last):\nRuntimeError: CUDA out of memory"
@@ -423,6 +428,7 @@ class _Demo:
         j.output("class_averages", "template", "2D class averages", K, {"blob": (versions, avg_mf, False)})
         j.connect("particles", "particle", "Particles", "J5", "particles", {"blob": "F", "ctf": "F"})
         j.log += [f"Iteration {v}: {K} classes" for v in versions]
+        j.plots = [f"J6_{v:03d}_class_averages.png" for v in versions]
 
     def _abinit(self) -> None:
         s, rng = self.s, self.rng
@@ -469,6 +475,7 @@ class _Demo:
             self.write(j.rel(f"{j.uid}_fsc_iteration_{v:03d}.txt"),
                        "".join(f"{k}\t{1.0 / (1 + k):.4f}\n" for k in range(s.vol // 2)).encode())
             j.log.append(f"Iteration {v}: resolution {4.5 - 0.3 * v:.2f} A")
+            j.plots.append(f"{j.uid}_{v:03d}_fsc.png")
         passthrough = j.save_cs(f"{j.uid}_passthrough_particles.cs",
                                 dd.table(self.uid, self.part, ("blob", "ctf", "alignments2D")))
         j.output("particles", "particle", "Refined particles", n,

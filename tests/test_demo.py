@@ -33,6 +33,8 @@ def test_every_job_dir_has_bookkeeping(demo):
         events = bson.decode_all((d / "events.bson").read_bytes())
         assert len(events) >= 2 and all(e["job_uid"] == f"J{i}" for e in events)
         assert isinstance(events[0]["created_at"], type(events[-1]["created_at"]))
+    plots = bson.decode_all((demo / "J8" / "gridfs_data" / "gridfsdata_0").read_bytes())
+    assert plots[0]["filename"] == "J8_000_fsc.png" and plots[0]["data"].startswith(b"\x89PNG")
 
 
 def test_parents_children_match_inputs(demo):
