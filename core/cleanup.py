@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -73,43 +74,46 @@ def clear_plan(project: Any, job: Any) -> JobClear:
     """What clearing `job` would delete (computed only; nothing changes)."""
     out = JobClear(job.uid)
     keep = kept_versions(project, job)
-    drop: list[tuple[Any, Any, int, str]] = []
-    kept_files: set[str] = set()
+    drop: list[tuple[str, int, str]] = []
+    kept_metafiles: list[str] = []
     for g in job.groups:
         for r in g.results:
             for v, mf in zip(r.versions, r.metafiles):
                 if r.passthrough or v in keep[(g.name, r.name)]:
-                    kept_files.add(os.path.normpath(mf))
-                    kept_files.update(_referenced(project, mf))
+                    kept_metafiles.append(os.path.normpath(mf))
                 else:
-                    drop.append((g, r, v, mf))
+                    drop.append((f"{g.name}.{r.name}", v, mf))
+    if not drop:
+        return out  # nothing to clear: no metafile needs reading
     root = Path(project.path)
     jrel = os.path.relpath(job.dir, root)
+    candidates: dict[str, None] = {}
+    for key, v, mf in drop:
+        out.versions.setdefault(key, []).append(v)
+        for rel in [os.path.normpath(mf)] + _referenced(project, mf):
+            if rel.startswith(jrel + "/"):
+                candidates.setdefault(rel, None)
+    candidates = {rel: None for rel in candidates if rel not in kept_metafiles}
+    if candidates:
+        for mf in dict.fromkeys(kept_metafiles):
+            for rel in _referenced(project, mf):
+                candidates.pop(rel, None)
     jreal = os.path.realpath(job.dir)
     seen: set[tuple[int, int]] = set()
-    for g, r, v, mf in drop:
-        out.versions.setdefault(f"{g.name}.{r.name}", []).append(v)
-        for rel in [os.path.normpath(mf)] + _referenced(project, mf):
-            if rel in kept_files or not rel.startswith(jrel + "/"):
-                continue
-            path = root / rel
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if not _regular(st.st_mode) or (st.st_dev, st.st_ino) in seen:
-                continue
-            if not os.path.realpath(path.parent).startswith(jreal + os.sep) and \
-                    os.path.realpath(path.parent) != jreal:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            out.files.append(ClearFile(rel, st.st_size))
+    for rel in candidates:
+        path = root / rel
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+            continue
+        real_parent = os.path.realpath(path.parent)
+        if real_parent != jreal and not real_parent.startswith(jreal + os.sep):
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        out.files.append(ClearFile(rel, st.st_size))
     return out
-
-
-def _regular(mode: int) -> bool:
-    import stat
-    return stat.S_ISREG(mode)
 
 
 def _check_job(job: Any) -> None:

@@ -17,6 +17,7 @@ import datetime as _dt
 import io
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -155,16 +156,29 @@ def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable
     return Entry(path, "generated", data_or_size, mtime, None, gen, GENERATED_MODE)
 
 
-def _source_file(path: str, src: Path) -> Entry | None:
-    """A data-file entry for `src` (symlinks followed), or None when it does not resolve."""
+def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None = None) -> Entry | None:
+    """A data-file entry for `src` (symlinks followed), or None when it does not resolve.
+
+    `dirs` caches the real path of each parent folder (many files share a folder).
+    """
+    src = os.fspath(src)
+    folder, base = os.path.split(src)
+    if dirs is None:
+        dirs = {}
+    real_folder = dirs.get(folder)
+    if real_folder is None:
+        real_folder = dirs[folder] = os.path.realpath(folder)
+    real = os.path.join(real_folder, base)
     try:
-        real = Path(os.path.realpath(src))
-        st = real.stat()
+        st = os.lstat(real)
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(real)
+            st = os.stat(real)
     except OSError:
         return None
-    if not real.is_file():
+    if not stat.S_ISREG(st.st_mode):
         return None
-    return Entry(path, "file", st.st_size, st.st_mtime, real, None, st.st_mode & 0o777)
+    return Entry(path, "file", st.st_size, st.st_mtime, Path(real), None, st.st_mode & 0o777)
 
 
 def _with_parents(entries: list[Entry], mtime: float) -> list[Entry]:
@@ -375,11 +389,13 @@ def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[lis
         _generated(prefix + f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime),
     ]
     missing: list[str] = []
+    dirs: dict[str, str] = {}
+    root = os.fspath(project.path)
     for rel in data.data_paths:
         if rel.startswith("/") or rel.startswith("../") or rel == "..":
             missing.append(rel)
             continue
-        e = _source_file(prefix + rel, _path_of(project, rel))
+        e = _source_file(prefix + rel, os.path.join(root, rel), dirs)
         if e is None:
             missing.append(rel)
         else:

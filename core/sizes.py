@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from . import atomic
 
 Progress = Callable[[int, "int | None"], None]
 CACHE_VERSION = 1
+SCAN_THREADS = 3
 
 
 @dataclass
@@ -167,20 +169,31 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
     report = SizeReport()
     jobs = list(project.jobs.values())
     fresh: dict[str, dict] = {}
-    for i, job in enumerate(jobs):
+    todo: list[Any] = []
+    for job in jobs:
         key = str(Path(job.dir).absolute())
         sig = _signature(Path(job.dir))
         hit = cached.get(key)
         if hit and sig is not None and hit.get("sig") == sig and not job.is_active:
-            size = JobSize(hit["bytes"], hit["clearable"], hit.get("files", 0))
+            report.jobs[job.uid] = JobSize(hit["bytes"], hit["clearable"], hit.get("files", 0))
+            if sig is not None:
+                fresh[key] = hit
         else:
-            size = job_size(project, job)
+            todo.append((job, key, sig))
+    done = len(jobs) - len(todo)
+    if progress:
+        progress(done, len(jobs))
+    # walks wait on stat() and numpy reads release the GIL: a few threads overlap them
+    with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(todo)))) as pool:
+        for (job, key, sig), size in zip(todo, pool.map(lambda t: job_size(project, t[0]), todo)):
+            report.jobs[job.uid] = size
             report.scanned.append(job.uid)
-        if sig is not None and not job.is_active:
-            fresh[key] = {"sig": sig, **asdict(size)}
-        report.jobs[job.uid] = size
-        if progress:
-            progress(i + 1, len(jobs))
+            if sig is not None and not job.is_active:
+                fresh[key] = {"sig": sig, **asdict(size)}
+            done += 1
+            if progress:
+                progress(done, len(jobs))
+    report.jobs = {j.uid: report.jobs[j.uid] for j in jobs}
     report.other = other_size(project)
     report.total = sum(j.bytes for j in report.jobs.values()) + report.other
     if cache_path and (report.scanned or set(fresh) != set(cached)):
