@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -163,7 +164,8 @@ def run(rows: int, workdir: Path) -> str:
             "",
             f"{rows:,} particles, {len(on_disk.names)} fields, {on_disk.itemsize} bytes/row "
             f"(blob/path {on_disk['blob/path'].str}). Best of 3, warm page cache; {time.strftime('%Y-%m-%d')}, numpy {np.__version__}, "
-            f"cryosparc-tools {_tools_version()}. Files made in {setup:.0f} s. csfs's 'all fields' "
+            f"cryosparc-tools {_tools_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
+            f"at the end (other work shares the machine). Files made in {setup:.0f} s. csfs's 'all fields' "
             "numpy case copies the memory map into RAM so both sides end with the data in memory.", ""]
     return "\n".join(head + lines + mem)
 
