@@ -22,7 +22,8 @@ from core.errors import CsfsError
 
 from .context import Context
 from .control import Controls
-from .fusecompat import FuseOSError, Operations, fuse_get_context
+from .fusecompat import FUSE_MAJOR, FUSE_MINOR, FuseOSError, Operations, fuse_get_context
+from . import zerocopy
 from .instance_view import InstanceView
 from .nodes import Node
 from .project_view import ProjectView
@@ -53,11 +54,24 @@ def _erofs(*_: Any, **__: Any) -> int:
     raise FuseOSError(errno.EROFS)
 
 
+PREFETCH = 16 * 1024 * 1024
+
+
 class _Handle:
-    __slots__ = ("fd", "data", "node")
+    __slots__ = ("fd", "data", "node", "ahead")
 
     def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
         self.fd, self.data, self.node = fd, data, node
+        self.ahead = 0   # prefetch requested up to here
+
+    def prefetch(self, offset: int, size: int) -> None:
+        """Keep the disk busy ahead of the reader: the kernel sends our reads out of order
+        (several threads), which defeats the source file's own read-ahead."""
+        end = offset + size
+        if end + PREFETCH // 2 > self.ahead:
+            start = max(end, self.ahead)
+            self.ahead = start + PREFETCH
+            os.posix_fadvise(self.fd, start, PREFETCH, os.POSIX_FADV_WILLNEED)
 
 
 class CsfsFS(Operations):
@@ -90,6 +104,10 @@ class CsfsFS(Operations):
 
     # -- lifecycle ----------------------------------------------------------------
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
+        if conn_info is not None and hasattr(self, "read_buf"):
+            # let libfuse splice file pages to the kernel instead of copying them twice
+            want = zerocopy.SPLICE_WRITE | zerocopy.SPLICE_MOVE
+            conn_info.want |= want & conn_info.capable
         if config_3 is not None:   # libfuse3: these live in the config, not in -o options
             config_3.use_ino = 1
             config_3.attr_timeout = ENTRY_TIMEOUT
@@ -165,6 +183,7 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EISDIR)
         elif node.kind == "real" or node.source is not None:
             h = _Handle(fd=os.open(node.real or node.source, os.O_RDONLY | os.O_CLOEXEC))
+            os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead below us
             fi.keep_cache = 1 if node.immutable else 0
         else:
             h = _Handle(data=node.data() if node.data else b"")
@@ -182,11 +201,24 @@ class CsfsFS(Operations):
         if h is None:
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
+            h.prefetch(offset, size)
             return os.pread(h.fd, size, offset)
         data = h.data
         if data is None:           # a control file: its current outcome
             data = self.controls.outcome(h.node.control[1], h.node.control[2])[0]
         return data[offset:offset + size]
+
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
+        """Like read(), but real files are read by libfuse itself from our fd (no GIL, no copy)."""
+        h = self._handles.get(fi.fh)
+        if h is None:
+            raise FuseOSError(errno.EBADF)
+        if h.fd >= 0:
+            h.prefetch(offset, size)
+            zerocopy.hand_over(bufpp, size, fd=h.fd, pos=offset)
+        else:
+            zerocopy.hand_over(bufpp, size, data=self.read(path, size, offset, fi))
+        return 0
 
     @_errors
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
@@ -234,6 +266,9 @@ class CsfsFS(Operations):
     def removexattr(self, *args: Any) -> int:
         raise FuseOSError(errno.ENOSYS)
 
+    if not zerocopy.supported(FUSE_MAJOR, FUSE_MINOR):   # unknown struct layout: plain read() only
+        del read_buf
+
     create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
     chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
 
@@ -245,13 +280,21 @@ def _tune_readahead(mountpoint: str, wait: float = 10.0) -> None:
     from .mounting import find_mount
 
     deadline = time.monotonic() + wait
+    settled = None
     while time.monotonic() < deadline:
         m = find_mount(mountpoint)
         if m is not None:
+            # the kernel lowers read-ahead when it processes the init reply, which may come
+            # after we first see the mount: keep setting it for a short while
+            settled = settled or time.monotonic() + 2.0
+            path = f"/sys/class/bdi/{m.devno}/read_ahead_kb"
             try:
-                with open(f"/sys/class/bdi/{m.devno}/read_ahead_kb", "w") as f:
-                    f.write("1024")
+                with open(path) as f:
+                    if f.read().strip() != "1024":
+                        with open(path, "w") as w:
+                            w.write("1024")
             except OSError:
-                pass   # not root, or no such bdi: the default still works
-            return
+                return   # not root, or no such bdi: the default still works
+            if time.monotonic() > settled:
+                return
         time.sleep(0.05)

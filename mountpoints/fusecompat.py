@@ -11,12 +11,14 @@ AVAILABLE = False
 PROBLEM = ""
 LIBRARY = ""
 FUSE_MAJOR = 0
+FUSE_MINOR = 0
 
 try:  # mfusepy raises OSError/EnvironmentError when libfuse itself is missing
     import mfusepy as _fuse  # type: ignore
 
     LIBRARY = "mfusepy"
     FUSE_MAJOR = int(getattr(_fuse, "fuse_version_major", 3))
+    FUSE_MINOR = int(getattr(_fuse, "fuse_version_minor", 0))
     AVAILABLE = True
 except (ImportError, OSError) as e:  # pragma: no cover - depends on the machine
     PROBLEM = f"mfusepy: {e}"
@@ -24,7 +26,7 @@ except (ImportError, OSError) as e:  # pragma: no cover - depends on the machine
         import fuse as _fuse  # type: ignore  # fusepy
 
         LIBRARY = "fusepy"
-        FUSE_MAJOR = 2
+        FUSE_MAJOR, FUSE_MINOR = 2, 9
         AVAILABLE = True
     except (ImportError, OSError) as e2:
         PROBLEM += f"; fusepy: {e2}"

@@ -112,6 +112,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
 
     from .context import Context
     from .fs import CsfsFS
+    from . import fusecompat
     from .fusecompat import FUSE
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
@@ -120,6 +121,8 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     name = f"csfs:{source or home}".replace(",", "_")
     opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True,
                                "attr_timeout": 60, "entry_timeout": 60}
+    if fusecompat.FUSE_MAJOR >= 3:
+        opts["max_threads"] = 16   # libfuse 3.14 otherwise logs an "invalid max threads" warning
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
     opts.update(options)

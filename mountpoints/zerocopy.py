@@ -1,0 +1,57 @@
+"""read_buf support: hand libfuse an fd-backed buffer so the data read happens in C.
+
+With a `read_buf` callback libfuse reads the source file itself (pread, or splice when
+the kernel allows), without the Python GIL and without copying through a bytes object.
+Layouts follow fuse_common.h of libfuse 3.x before 3.17 and libfuse 2.9 (same fields).
+"""
+from __future__ import annotations
+
+import ctypes
+
+SPLICE_WRITE = 1 << 7   # FUSE_CAP_SPLICE_WRITE
+SPLICE_MOVE = 1 << 8    # FUSE_CAP_SPLICE_MOVE
+FUSE_BUF_IS_FD = 1 << 1
+FUSE_BUF_FD_SEEK = 1 << 2
+
+
+class FuseBuf(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_size_t), ("flags", ctypes.c_int), ("mem", ctypes.c_void_p),
+                ("fd", ctypes.c_int), ("pos", ctypes.c_int64)]
+
+
+class FuseBufvec(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_size_t), ("idx", ctypes.c_size_t), ("off", ctypes.c_size_t),
+                ("buf", FuseBuf * 1)]
+
+
+_libc = ctypes.CDLL(None)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_SIZE = ctypes.sizeof(FuseBufvec)
+
+
+def supported(fuse_major: int, fuse_minor: int) -> bool:
+    """The struct layout above is right for libfuse 2.9 and 3.0–3.16."""
+    return fuse_major == 2 or (fuse_major == 3 and fuse_minor < 17)
+
+
+def hand_over(bufpp: object, size: int, fd: int = -1, pos: int = 0, data: bytes | None = None) -> None:
+    """Store a malloc'd one-buffer fuse_bufvec in *bufpp (libfuse frees it).
+
+    An fd buffer (data None) makes libfuse pread `size` bytes at `pos` itself; otherwise
+    `data` is copied into a malloc'd memory buffer."""
+    addr = _libc.malloc(_SIZE)
+    if not addr:
+        raise MemoryError("malloc failed")
+    vec = FuseBufvec.from_address(addr)
+    vec.count, vec.idx, vec.off = 1, 0, 0
+    b = vec.buf[0]
+    if data is None:
+        b.size, b.flags, b.mem, b.fd, b.pos = size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, None, fd, pos
+    else:
+        mem = _libc.malloc(max(1, len(data)))
+        if not mem:
+            raise MemoryError("malloc failed")
+        ctypes.memmove(mem, data, len(data))
+        b.size, b.flags, b.mem, b.fd, b.pos = len(data), 0, mem, -1, 0
+    ctypes.cast(bufpp, ctypes.POINTER(ctypes.c_void_p))[0] = addr
