@@ -57,6 +57,9 @@ class LockInfo:
 
     def describe(self) -> str:
         """Who owns the lock, in words: 'instance 1b2c… on host h (pid 12, since …)'."""
+        if self.doc and not self.instance_id:  # JSON, but not a csfs lock (e.g. CryoSPARC's own)
+            text = json.dumps(self.doc, default=str)
+            return f"a lock not written by csfs: {text[:200]}{'…' if len(text) > 200 else ''}"
         if not self.readable or not self.instance_id:
             return f"an unreadable lock ({self.path}, {len(self.raw)} bytes)"
         d = self.doc
