@@ -25,11 +25,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).parent))
 
-from core import atomic, csfile  # noqa: E402
+from bench_results import write_section  # noqa: E402
+from core import csfile  # noqa: E402
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- bench_csload:start -->", "<!-- bench_csload:end -->"
 ALIGN = ["split:<u4", "shift:<f4:2", "pose:<f4:3", "psize_A", "error", "error_min", "resid_pow", "slice_pow",
          "image_pow", "cross_cor", "alpha", "alpha_min", "weight", "pose_ess", "shift_ess", "class_posterior",
          "class:<u4", "class_ess"]
@@ -176,17 +176,6 @@ def _tools_version() -> str:
     return version("cryosparc-tools")
 
 
-def write_section(body: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"{START}\n## bench_csload: loading a 1M-row particle .cs\n\n{body}\n{END}"
-    if START in text and END in text:
-        text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    atomic.write_text(RESULTS, text)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
@@ -194,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         body = run(args.rows, Path(tmp))
-    write_section(body)
+    write_section("bench_csload", "loading a 1M-row particle .cs", body)
     print(body)
 
 
