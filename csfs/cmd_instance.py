@@ -9,7 +9,7 @@ from pathlib import Path
 from core import lifecycle, lock
 from core.errors import NotFoundError
 from core.instance import Instance, ProjectRecord, norm_path
-from core.project import Project
+from core.project import Project, iso_time
 
 from .config import resolve_home
 from .main import group
@@ -117,7 +117,7 @@ def project_facts(inst: Instance, ref: str) -> dict:
     facts.update({
         "title": proj.title, "layout": proj.layout, "project_json_uid": proj.doc.get("uid"),
         "archived": proj.doc.get("archived"), "detached": proj.doc.get("detached"),
-        "created_at": proj.doc.get("created_at"), "workspaces": len(proj.workspaces),
+        "created_at": iso_time(proj.doc.get("created_at")), "workspaces": len(proj.workspaces),
         "jobs": len(proj.jobs), "job_status": dict(sorted(counts.items())),
         "active_jobs": [j.uid for j in proj.jobs.values() if j.is_active],
         "problems": proj.problems + [j.error for j in proj.jobs.values() if j.error],
