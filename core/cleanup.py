@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from . import faults
 from .errors import ActiveJobError, CsfsError, RefusedError
 
 Progress = Callable[[int, "int | None"], None]
@@ -176,19 +177,24 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
         if plan.skipped or not plan.versions:
             continue
         job = project.job(plan.job)
+        # data files first, metafiles last, then the record: a crash at any point leaves the
+        # dropped versions listed with whatever remains, and running the clear again finishes it
+        metafiles = set(job.metafiles)
+        store.check_writable(instance, project.path)
+        for f in sorted(plan.files, key=lambda f: f.path in metafiles):
+            try:
+                os.unlink(Path(project.path) / f.path)
+            except FileNotFoundError:
+                pass
+            faults.point("clear-unlink")
+            done += 1
+            if progress:
+                progress(done, total)
         doc = copy.deepcopy(job.doc)
         _drop_versions(doc, plan.versions)
         doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
             "cleared_at": now_iso(), "versions": plan.versions,
             "files": [f.path for f in plan.files], "bytes": plan.bytes}]
         store.commit(instance, project, job_docs={job.uid: doc})
-        for f in plan.files:
-            try:
-                os.unlink(Path(project.path) / f.path)
-            except FileNotFoundError:
-                pass
-            done += 1
-            if progress:
-                progress(done, total)
         sizes.invalidate(instance.cache_dir, project.path, job.uid)
     return plans

@@ -87,7 +87,7 @@ def _rewrite_paths(arr: np.ndarray, base: Path, juid: str, what: str,
                 mapped.append(b"")
                 continue
             rel = _safe_rel(s[1:] if s.startswith(">") else s, what)
-            sources.setdefault(f"imported/{rel}", base / rel)
+            sources.setdefault(f"imported/{rel}", base / rel if s.startswith(">") else _find_base(base, rel) / rel)
             mapped.append(f"{juid}/imported/{rel}".encode("utf-8", "surrogateescape"))
         width = max([len(m) for m in mapped] + [0]) + 1
         descr.append((name, f"|S{width}"))
@@ -100,6 +100,15 @@ def _rewrite_paths(arr: np.ndarray, base: Path, juid: str, what: str,
         else:
             out[name] = np.asarray(arr[name])
     return out
+
+
+def _find_base(folder: Path, rel: str) -> Path:
+    """Where a path without '>' is relative to: the .csg's folder, or (for a job's own .csg
+    inside a project) the nearest ancestor holding it, i.e. the project directory."""
+    for base in (folder, *list(folder.parents)[:2]):
+        if os.path.lexists(base / rel):
+            return base
+    return folder
 
 
 def _read_csg_group(csg_path: Path) -> tuple[csg.Csg, np.ndarray, dict[str, str]]:

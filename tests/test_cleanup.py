@@ -104,3 +104,17 @@ def test_cli(demo, home, csfs):
     assert r.returncode == 0 and doc["bytes"] > 0 and not (demo / "J8" / "J8_000_volume_map.mrc").exists()
     r = csfs("clear-intermediate", puid, "J9", home=home)
     assert r.returncode == 1 and "running" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_killed_mid_clear_then_rerun_finishes(demo, home, csfs):
+    """SIGKILL after a few deletions: re-running the clear removes the rest and records it."""
+    inst, puid, project = attach(demo, home)
+    (plan,) = cleanup.clear_intermediate(inst, puid, "J8", dry_run=True)
+    r = csfs("clear-intermediate", puid, "J8", home=home, env={"CSFS_FAULT": "clear-unlink:5"})
+    assert r.returncode == -9
+    left = [f.path for f in plan.files if (demo / f.path).exists()]
+    assert 0 < len(left) < len(plan.files)
+    json.loads((demo / "J8" / "job.json").read_text())  # still valid, versions still listed
+    assert csfs("clear-intermediate", puid, "J8", home=home).returncode == 0
+    assert not [f.path for f in plan.files if (demo / f.path).exists()]
+    assert verify.verify(Project.open(demo)) == []

@@ -152,3 +152,17 @@ def test_cli_imports(two, csfs, demo):
     assert r.returncode == 0 and "as J2" in r.stdout, r.stderr
     r = csfs("job", "import", puid_b, demo, home=home_b)  # not an exported job folder
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_import_a_jobs_own_csg(two):
+    """A job's own .csg (inside the source project, project-relative paths) imports too."""
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    csgs = sorted((proj_a.path / "J5").glob("*particles*.csg"))
+    assert csgs
+    juid = imports.import_group(inst_b, puid_b, csgs[0])
+    job = Project.open(path_b).job(juid)
+    arr = csfile.load(path_b / job.groups[0].results[0].final_metafile)
+    src = {r.name: r for r in proj_a.job("J5").group("particles").results}
+    ref = csfile.load(proj_a.path / src["blob"].final_metafile)
+    assert sorted(arr["uid"]) == sorted(ref["uid"])
+    assert verify.verify(Project.open(path_b)) == []
