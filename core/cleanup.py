@@ -80,7 +80,11 @@ def clear_plan(project: Any, job: Any) -> JobClear:
     for g in job.groups:
         for r in g.results:
             for v, mf in zip(r.versions, r.metafiles):
-                if r.passthrough or v in keep[(g.name, r.name)]:
+                if r.passthrough:
+                    # passthrough data comes from the job's inputs: it cannot name the files
+                    # this job wrote for its own iterations, so it need not be read here
+                    continue
+                if v in keep[(g.name, r.name)]:
                     kept_metafiles.append(os.path.normpath(mf))
                 else:
                     drop.append((f"{g.name}.{r.name}", v, mf))
