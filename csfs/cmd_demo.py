@@ -20,9 +20,12 @@ def register(sub, common) -> None:
                     "J5 extract (MRC particle stacks), J6 2D classes (intermediate iterations),\n"
                     "J7 ab-initio, J8 homogeneous refinement (per-iteration volumes), J9 running,\n"
                     "J10 failed. The same --seed always writes the same project.\n\n"
-                    "Scales: tiny (a few MB, for tests), small (moderate), large (benchmarks:\n"
-                    "5,000 micrographs, 200,000 particles, 100,000+ files, mostly sparse).\n\n"
-                    "Then: csfs project attach DIR/CS-csfs-demo")
+                    "Scales: tiny (4 micrographs, ~40 particles, a few MB; under a second),\n"
+                    "small (40 micrographs, ~2,000 particles), large (benchmarks: 5,000\n"
+                    "micrographs, 200,000 particles, 100,000+ files, ~55 GB apparent but\n"
+                    "~1.2 GB on disk as data sections are sparse; about half a minute).\n\n"
+                    "Then: csfs jobs DIR/CS-csfs-demo; csfs project attach DIR/CS-csfs-demo;\n"
+                    "csfs mount DIR/CS-csfs-demo MOUNTPOINT")
     p.add_argument("dir", metavar="DIR", help="folder to write into (created; must not hold a demo already)")
     p.add_argument("--scale", choices=list(demo.SCALES), default="tiny", help="project size (default: tiny)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
@@ -56,7 +59,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"{info['jobs']} jobs, {info['micrographs']} micrographs, {info['particles']} particles, "
           f"{info['files']} files, {human_bytes(info['bytes'])} (apparent size) in {info['seconds']} s")
     print(f"raw movies: {info['raw']}")
-    print(f"next: csfs jobs {path}   |   csfs project attach {path}")
+    print(f"next: csfs jobs {path}")
+    print(f"      csfs project attach {path}")
+    print(f"      csfs mount {path} MOUNTPOINT")
     return 0
 
 
