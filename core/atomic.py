@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -25,7 +26,7 @@ def write_file(path: str | os.PathLike, fill: Callable[[BinaryIO], Any], mode: i
     """Atomically replace `path` with what `fill(f)` writes to the open temp file `f`
     (for contents too large to build in memory first)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.csfs-tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.csfs-tmp-{os.getpid()}-{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:
