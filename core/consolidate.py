@@ -30,54 +30,110 @@ def _link_target(source: Path, link_dir: Path, project_real: str) -> str:
 
 def write_plan(plan: Plan, dest: Path, project_path: Path, progress: Progress | None = None,
                stats: dict | None = None) -> Path:
-    """Write `plan` at `dest` (replacing an older export there) and return `dest`."""
+    """Write `plan` at `dest` and return `dest`.
+
+    A new export is built in a temporary sibling and renamed into place. An existing
+    one is brought up to date in place: unchanged links and files are left alone, the
+    others replaced one by one (each atomically), and entries the plan lacks removed.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.csfs-tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     project_real = os.path.realpath(project_path)
     final_real = Path(os.path.realpath(dest.parent)) / dest.name
-    written = links = 0
-    total = len(plan.entries)
-    try:
-        for i, e in enumerate(plan.entries):
-            path = tmp / e.path if e.path else tmp
-            if e.kind == "dir":
-                path.mkdir(mode=0o700)
-            elif e.kind == "generated":
-                data = e.generate()
-                with open(path, "wb") as f:
-                    f.write(data)
-                written += len(data)
-            else:
-                link_dir = final_real / os.path.dirname(e.path)
-                os.symlink(_link_target(e.source, link_dir, project_real), path)
-                links += 1
-            if progress:
-                progress(i + 1, total)
-        # modes and mtimes last, deepest first, so writing children does not move a folder's mtime
-        for e in reversed(plan.entries):
-            path = tmp / e.path if e.path else tmp
-            if e.kind == "file":
-                os.utime(path, ns=(_ns(e.mtime),) * 2, follow_symlinks=False)
-            else:
-                os.chmod(path, e.mode)
-                os.utime(path, ns=(_ns(e.mtime),) * 2)
-        old = dest.parent / f".{dest.name}.csfs-old-{os.getpid()}"
-        if dest.exists() or dest.is_symlink():
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        fsync_dir(dest.parent)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    counts = {"written": 0, "links": 0, "changed": 0}
+    if dest.is_dir() and not dest.is_symlink():
+        _apply(plan, dest, final_real, project_real, True, counts, progress)
+    else:
+        tmp = dest.parent / f".{dest.name}.csfs-tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        try:
+            _apply(plan, tmp, final_real, project_real, False, counts, progress)
+            if dest.is_symlink() or dest.exists():
+                dest.unlink()
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    fsync_dir(dest.parent)
     if stats is not None:
-        stats.update(path=str(dest), entries=total, links=links, bytes_written=written,
+        stats.update(path=str(dest), entries=len(plan.entries), links=counts["links"],
+                     changed=counts["changed"], bytes_written=counts["written"],
                      data_bytes=sum(e.size for e in plan.entries if e.kind == "file"))
     return dest
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
+def _replace(path: Path, make: Callable[[Path], None]) -> None:
+    """Create `path` through `make(tmp)` and an atomic rename (a folder in the way is removed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    tmp = path.with_name(f".{path.name}.csfs-tmp-{os.getpid()}")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    make(tmp)
+    os.replace(tmp, path)
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        if path.is_symlink() or path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _apply(plan: Plan, root: Path, final_real: Path, project_real: str, existing: bool,
+           counts: dict, progress: Progress | None) -> None:
+    total = len(plan.entries)
+    for i, e in enumerate(plan.entries):
+        path = root / e.path if e.path else root
+        if e.kind == "dir":
+            if not (existing and path.is_dir() and not path.is_symlink()):
+                if existing:
+                    _remove(path)
+                path.mkdir(mode=0o700)
+                counts["changed"] += 1
+        elif e.kind == "generated":
+            data = e.generate()
+            if not (existing and _same_bytes(path, data)):
+                _replace(path, lambda tmp: tmp.write_bytes(data))
+                counts["written"] += len(data)
+                counts["changed"] += 1
+        else:
+            target = _link_target(e.source, final_real / os.path.dirname(e.path), project_real)
+            counts["links"] += 1
+            if not (existing and path.is_symlink() and os.readlink(path) == target):
+                _replace(path, lambda tmp: os.symlink(target, tmp))
+                counts["changed"] += 1
+        if progress:
+            progress(i + 1, total)
+    if existing:
+        wanted = {e.path for e in plan.entries}
+        for top, dirs, files in os.walk(root, topdown=True):
+            rel_top = os.path.relpath(top, root)
+            rel_top = "" if rel_top == "." else rel_top
+            for name in list(dirs) + files:
+                rel = f"{rel_top}/{name}" if rel_top else name
+                if rel not in wanted:
+                    _remove(Path(top) / name)
+                    counts["changed"] += 1
+                    if name in dirs:
+                        dirs.remove(name)
+    # modes and mtimes last, deepest first, so writing children does not move a folder's
+    # mtime (links keep their own: read with links followed, a link shows its source's)
+    for e in reversed(plan.entries):
+        if e.kind != "file":
+            path = root / e.path if e.path else root
+            os.chmod(path, e.mode)
+            os.utime(path, ns=(_ns(e.mtime),) * 2)
 
 
 def _ns(t: float) -> int:

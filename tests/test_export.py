@@ -98,6 +98,17 @@ def test_physical_export_twice_identical_and_matches_plan(attached):
             assert not path.is_symlink() and first[e.path][1] == e.generate()
     # data is linked, never copied; no leftovers of the temporary folder
     assert not [p for p in dest.parent.iterdir() if p.name.startswith(".")]
+    # an export that was tampered with is repaired in place; stray files go
+    link = next(dest / e.path for e in plan.entries if e.kind == "file")
+    link.unlink()
+    link.symlink_to("/nonexistent")
+    (dest / "job.json").write_text("{}")
+    (dest / "stray.txt").write_text("x")
+    (dest / "gridfs_data" / "stray").mkdir()
+    stats: dict = {}
+    consolidate.export_job(inst, puid, "J8", stats=stats)
+    assert read_tree(dest) == first and stats["changed"] == 4
+    assert {p: os.stat(dest / p).st_mtime_ns for p in first} == stat1
 
 
 def test_exported_cs_loads_in_cryosparc_tools(attached):
