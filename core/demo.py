@@ -144,7 +144,7 @@ class _Job:
         }
 
     def finish(self, children: list[str]) -> None:
-        atomic_free_json(self.dir / "job.json", self.doc(children))
+        _write_json(self.dir / "job.json", self.doc(children))
         for g in self.groups:
             res = {r["name"]: r for r in self.results if r["group_name"] == g["name"] and r["metafiles"]}
             if not res:
@@ -183,7 +183,7 @@ class _Job:
         return bytes(out)
 
 
-def atomic_free_json(path: Path, obj: Any) -> None:
+def _write_json(path: Path, obj: Any) -> None:
     """Plain JSON write (the demo writes a fresh folder; atomic renames buy nothing here)."""
     path.write_text(json.dumps(obj, indent=4) + "\n")
 
@@ -508,12 +508,12 @@ class _Demo:
             "generate_intermediate_results_settings": {"class2D": True, "refinement": True},
             "workspaces_details": [], "project_params_pdef": {},
         }
-        atomic_free_json(self.root / "project.json", doc)
-        atomic_free_json(self.root / "workspaces.json", [{
+        _write_json(self.root / "project.json", doc)
+        _write_json(self.root / "workspaces.json", [{
             "uid": "W1", "project_uid": PROJECT_UID, "title": "Demo workspace", "description": "",
             "created_at": created, "workspace_type": "base",
             "jobs": [j.uid for j in self.jobs]}])
-        atomic_free_json(self.root / "job_manifest.json", {
+        _write_json(self.root / "job_manifest.json", {
             "project_uid": PROJECT_UID,
             "jobs": [{"uid": j.uid, "type": j.type, "status": j.status} for j in self.jobs]})
 
