@@ -80,6 +80,11 @@ def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
                     add("missing-data", rel, f"{job.uid}: {rel} (named by {mf}) is missing")
         if progress:
             progress(i + 1, len(jobs))
+    for link in _symlinks(Path(project.path) / "exports"):
+        if not os.path.exists(link):
+            problems.append(Problem(None, "broken-symlink", _rel(project, link),
+                                    f"{_rel(project, link)} -> {os.readlink(link)}: target missing "
+                                    "(export again, or see `csfs relink`)"))
     return problems
 
 
@@ -94,13 +99,14 @@ class Relink:
 
 
 def plan_relink(project: Any, old: str, new: str) -> list[Relink]:
-    """Symlinks in job dirs whose target starts with `old`, and their targets under `new`."""
+    """Symlinks in job dirs and exports/ whose target starts with `old`, and their targets under `new`."""
     old_p, new_p = old.rstrip("/") or "/", new.rstrip("/") or "/"
     if old_p == new_p:
         raise UsageError("--from and --to are the same prefix")
     out = []
-    for job in project.jobs.values():
-        for link in _symlinks(Path(job.dir)):
+    tops = [Path(job.dir) for job in project.jobs.values()] + [Path(project.path) / "exports"]
+    for top in tops:
+        for link in _symlinks(top):
             target = os.readlink(link)
             if target == old_p or target.startswith(old_p.rstrip("/") + "/"):
                 out.append(Relink(_rel(project, link), target, new_p + target[len(old_p):]))
@@ -133,7 +139,8 @@ def relink(instance: Any, ref: str, old: str, new: str, dry_run: bool = False,
             tmp.unlink()
         os.symlink(c.new_target, tmp)
         os.replace(tmp, link)
-        jobs.add(c.link.split("/", 1)[0])
+        if c.link.split("/", 1)[0] in project.jobs:
+            jobs.add(c.link.split("/", 1)[0])
         if progress:
             progress(i + 1, len(changes))
     for juid in sorted(jobs):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from core import verify
+from core import consolidate, verify
 from core.errors import RefusedError, UsageError
 from core.project import Project
 
@@ -23,15 +23,18 @@ def test_clean_demo_verifies(demo):
 
 def test_moved_raw_data_then_relink(demo, home, tmp_path):
     inst, puid, _ = attach(demo, home)
+    exported = consolidate.export_job(inst, puid, "J1")  # its links to raw data move too
     raw = demo.parent / "raw"
     moved = tmp_path / "new-storage" / "raw"
     moved.parent.mkdir()
     raw.rename(moved)
     problems = verify.verify(Project.open(demo))
     assert "broken-symlink" in _kinds(problems) and "missing-data" in _kinds(problems)
-    assert all(p.job == "J1" for p in problems if p.kind == "broken-symlink")
+    assert all(p.job in ("J1", None) for p in problems if p.kind == "broken-symlink")
     # refused: the new target does not exist; nothing changes
-    links = {p: os.readlink(p) for p in (demo / "J1").rglob("*") if p.is_symlink()}
+    assert any(p.job is None and p.path.startswith("exports/") for p in problems)
+    links = {p: os.readlink(p) for top in (demo / "J1", exported) for p in top.rglob("*") if p.is_symlink()
+             and os.readlink(p).startswith(str(raw))}
     with pytest.raises(RefusedError, match="do not exist"):
         verify.relink(inst, puid, str(raw), str(tmp_path / "elsewhere"))
     assert {p: os.readlink(p) for p in links} == links
