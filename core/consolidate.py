@@ -103,14 +103,17 @@ def _apply(plan: Plan, root: Path, final_real: Path, project_real: str, existing
                 counts["changed"] += 1
         elif e.kind == "generated":
             data = e.generate()
-            if not (existing and _same_bytes(path, data)):
-                _replace(path, lambda tmp: tmp.write_bytes(data))
+            if not existing or not _same_bytes(path, data):
+                _replace(path, lambda tmp: tmp.write_bytes(data)) if existing else path.write_bytes(data)
                 counts["written"] += len(data)
                 counts["changed"] += 1
         else:
             target = _link_target(e.source, final_real / os.path.dirname(e.path), project_real)
             counts["links"] += 1
-            if not (existing and path.is_symlink() and os.readlink(path) == target):
+            if not existing:
+                os.symlink(target, path)
+                counts["changed"] += 1
+            elif not (path.is_symlink() and os.readlink(path) == target):
                 _replace(path, lambda tmp: os.symlink(target, tmp))
                 counts["changed"] += 1
         if progress:
