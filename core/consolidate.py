@@ -104,7 +104,10 @@ def _apply(plan: Plan, root: Path, final_real: Path, project_real: str, existing
         elif e.kind == "generated":
             data = e.generate()
             if not existing or not _same_bytes(path, data):
-                _replace(path, lambda tmp: tmp.write_bytes(data)) if existing else path.write_bytes(data)
+                if existing:
+                    _replace(path, lambda tmp: tmp.write_bytes(data))
+                else:
+                    path.write_bytes(data)
                 counts["written"] += len(data)
                 counts["changed"] += 1
         else:
