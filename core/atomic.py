@@ -22,11 +22,51 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+TMP_TAG = ".csfs-tmp-"
+
+
+def tmp_path(path: Path) -> Path:
+    """The temp sibling an atomic write of `path` uses: hidden, unique per process and thread."""
+    return path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{threading.get_ident()}")
+
+
+def remove_stale_tmp(path: Path) -> None:
+    """Remove temp siblings of `path` left by killed processes (live writers' are kept)."""
+    prefix = f".{path.name}{TMP_TAG}"
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for n in names:
+        pid = n[len(prefix):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            (path.parent / n).unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def symlink(target: str, link: Path) -> None:
+    """Atomically create or replace the symlink `link` -> `target`."""
+    tmp = tmp_path(link)
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
 def write_file(path: str | os.PathLike, fill: Callable[[BinaryIO], Any], mode: int = 0o644) -> None:
     """Atomically replace `path` with what `fill(f)` writes to the open temp file `f`
     (for contents too large to build in memory first)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.csfs-tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp = tmp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "wb", closefd=False) as f:

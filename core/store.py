@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Protocol
 
 from . import faults, lock
 from .lock import now_iso
-from .atomic import fsync_dir, read_json, write_json
+from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_json
 from .errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
 from .instance import Instance, ProjectRecord, norm_path
 
@@ -127,35 +127,8 @@ def serialized(instance: Instance) -> Iterator[None]:
                 os.close(fd)
 
 
-def _remove_stale_tmp(target: Path) -> None:
-    """Remove temp files that atomic writes of `target` by killed processes left behind."""
-    prefix = f".{target.name}.csfs-tmp-"
-    try:
-        names = [n for n in os.listdir(target.parent) if n.startswith(prefix)]
-    except FileNotFoundError:
-        return
-    for n in names:
-        pid = n[len(prefix):]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        try:
-            (target.parent / n).unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _write(path: Path, doc: Any) -> None:
-    _remove_stale_tmp(path)
+    remove_stale_tmp(path)
     write_json(path, doc)
 
 
@@ -220,7 +193,7 @@ def _remove_stale_new_jobs(project_dir: Path) -> None:
     """Remove job directories that killed `new_job` calls left half-built under their temp names."""
     for n in os.listdir(project_dir):
         pid = n[len(_NEW_JOB_PREFIX):].split("-")[0]
-        if n.startswith(_NEW_JOB_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+        if n.startswith(_NEW_JOB_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(project_dir / n, ignore_errors=True)
 
 
