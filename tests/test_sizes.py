@@ -105,3 +105,17 @@ def test_cli_du(demo, home, csfs):
     assert r.returncode == 0 and str(doc["total"]) in r.stdout
     r = csfs("du", "P99", home=home)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_python_walk_matches_du_path(demo, monkeypatch):
+    """Without coreutils du the Python walk gives the same numbers."""
+    project = Project.open(demo)
+    with_du = sizes.project_sizes(project)
+    monkeypatch.setattr(sizes, "_DU", None)
+    assert sizes.du_bytes(demo) is None
+    assert sizes.project_sizes(project).as_dict() == with_du.as_dict()
+    mkdir = demo / "J5" / "odd name\twith tab"
+    mkdir.mkdir()
+    (mkdir / "f").write_bytes(b"1" * 77)
+    monkeypatch.setattr(sizes, "_DU", shutil.which("du"))
+    assert sizes.du_bytes(mkdir) == sizes.tree_size(mkdir)[0]
