@@ -50,6 +50,7 @@ class Controls:
         self.ctx = ctx
         self._outcomes: dict[tuple[str, str], tuple[str, int]] = {}
         self._lock = threading.Lock()
+        self.after_action: Callable[[Path | None], None] | None = None   # drops kernel caches
 
     # -- outcomes -----------------------------------------------------------
     def outcome(self, scope: str, action: str) -> tuple[bytes, int]:
@@ -73,6 +74,8 @@ class Controls:
                     result = self._dispatch(action, text, project)
                 finally:
                     self.ctx.invalidate()
+                    if self.after_action is not None:
+                        self.after_action(project)
         except CsfsError as e:
             msg = str(e).replace("\n", " ")
             self._record(scope, action, f"{stamp} {action} {shown}: failed "

@@ -24,6 +24,7 @@ from .context import Context
 from .control import Controls
 from .fusecompat import FUSE_MAJOR, FUSE_MINOR, FuseOSError, Operations, fuse_get_context
 from . import zerocopy
+from .kcache import KernelCache
 from .instance_view import InstanceView
 from .nodes import Node
 from .project_view import ProjectView
@@ -89,6 +90,8 @@ class CsfsFS(Operations):
         else:
             self.root = ProjectView(ctx, self.controls, project, "")
             self.base = str(project)
+        self.kcache = KernelCache()
+        self.controls.after_action = self._after_action
         self._handles: dict[int, _Handle] = {}
         self._next = itertools.count(1)
 
@@ -113,6 +116,7 @@ class CsfsFS(Operations):
             config_3.attr_timeout = ENTRY_TIMEOUT
             config_3.entry_timeout = ENTRY_TIMEOUT
             config_3.negative_timeout = 0.0
+        self.kcache.bind()
         threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint,), daemon=True).start()
 
     def destroy(self, path: str) -> None:
@@ -141,6 +145,14 @@ class CsfsFS(Operations):
         if self._node(path).children is None:
             raise FuseOSError(errno.ENOTDIR)
         return 0
+
+    def _after_action(self, project: Path | None) -> None:
+        """A control action changed something: drop kernel caches of that project folder."""
+        prefix = ""
+        if isinstance(self.root, InstanceView) and project is not None:
+            prefix = next((f"/{n}" for n, p in self.root.folders().items() if p == project), "")
+            self.ctx.invalidate()
+        self.kcache.invalidate(prefix if project is not None else "")
 
     def releasedir(self, path: str, fh: Any) -> int:
         return 0
@@ -184,17 +196,27 @@ class CsfsFS(Operations):
         elif node.kind == "real" or node.source is not None:
             h = _Handle(fd=os.open(node.real or node.source, os.O_RDONLY | os.O_CLOEXEC))
             os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead below us
-            fi.keep_cache = 1 if node.immutable else 0
+            fi.keep_cache = self._keep(path, node)
         else:
             h = _Handle(data=node.data() if node.data else b"")
             if node.immutable:
-                fi.keep_cache = 1
+                fi.keep_cache = self._keep(path, node)
             else:
                 fi.direct_io = 1   # sizes: always the current text
         fh = next(self._next)
         self._handles[fh] = h
         fi.fh = fh
         return 0
+
+    def _keep(self, path: str, node: Node) -> int:
+        """keep_cache for immutable files, remembered so a control action can drop it.
+        Without invalidation only real data files keep their cache (generated ones may change)."""
+        if not node.immutable:
+            return 0
+        if self.kcache.enabled:
+            self.kcache.record(path)
+            return 1
+        return 1 if node.kind == "real" or node.source is not None else 0
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
         h = self._handles.get(fi.fh)
@@ -298,3 +320,4 @@ def _tune_readahead(mountpoint: str, wait: float = 10.0) -> None:
             if time.monotonic() > settled:
                 return
         time.sleep(0.05)
+

@@ -111,8 +111,8 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     import logging
 
     from .context import Context
-    from .fs import CsfsFS
     from . import fusecompat
+    from .fs import CsfsFS
     from .fusecompat import FUSE
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")

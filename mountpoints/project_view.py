@@ -96,11 +96,11 @@ class ProjectView:
         return self.key + "/" + "/".join(parts)
 
     def _vdir(self, parts: list[str], children: Callable[[], list[tuple[str, int, int]]],
-              mtime_ns: int | None = None, perm: int | None = None) -> Node:
+              mtime_ns: int | None = None, perm: int | None = None, immutable: bool = False) -> Node:
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("dir", 4096, mtime_ns or self.ctx.started_ns, ino, self.ctx.uid, self.ctx.gid,
                               perm=perm)
-        return Node("dir", attrs, children=children, immutable=True)
+        return Node("dir", attrs, children=children, immutable=immutable)
 
     def _vfile(self, parts: list[str], data: bytes, mtime_ns: int, writable: bool = False) -> Node:
         ino = self.ctx.inodes.virtual(self._vkey(parts))
@@ -183,7 +183,7 @@ class ProjectView:
                     sub = plan.lookup(f"{rel}/{name}" if rel else name)
                     out.append(self._child_entry(parts, name, sub is not None and sub.kind == "dir"))
                 return out
-            return self._vdir(parts, children, mtime, entry.mode)
+            return self._vdir(parts, children, mtime, entry.mode, immutable=True)
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("file", entry.size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=entry.mode)
         if entry.kind == "file":

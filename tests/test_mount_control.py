@@ -130,10 +130,28 @@ def test_export_and_clear_through_control(inst_mount):
     assert (project / "exports" / "groups" / "J8_particles").is_dir()
     # O_TRUNC and truncate(2) work on control files, nowhere else
     os.truncate(folder / "control" / "export-job", 0)
+    from core.exportplan import job_export_plan, job_export_name
+    from core.project import Project
+
+    jj = folder / "exports" / "jobs" / job_export_name(Project.open(project).job("J8")) / "job.json"
+    old_doc = jj.read_bytes()                                  # now in the kernel's page cache
     before = int((folder / "sizes" / "total").read_text())
+    listed = {j: _walk(folder / j) for j in ("J6", "J8")}     # now cached by the kernel
+    assert listed == {j: _walk(folder / j) for j in ("J6", "J8")}
     assert _write(folder / "control" / "clear-intermediate", "all") == 0
     assert "cleared" in (folder / "control" / "clear-intermediate").read_text()
-    assert int((folder / "sizes" / "total").read_text()) <= before
+    assert int((folder / "sizes" / "total").read_text()) < before
+    # the mount shows the deletions at once, despite the kernel caches
+    after = {j: _walk(folder / j) for j in ("J6", "J8")}
+    assert after == {j: _walk(project / j) for j in ("J6", "J8")}
+    assert after != listed
+    # a generated export file that changed is read afresh (its kernel cache was dropped)
+    fresh = job_export_plan(Project.open(project), "J8").lookup("job.json").generate()
+    assert fresh != old_doc and jj.read_bytes() == fresh and os.stat(jj).st_size == len(fresh)
+
+
+def _walk(top: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(d, n), top) for d, ds, fs in os.walk(top) for n in ds + fs}
 
 
 def test_eight_tar_readers_while_an_action_runs(inst_mount):

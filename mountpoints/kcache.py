@@ -1,0 +1,68 @@
+"""What the kernel caches for us, and dropping it when csfs changes something.
+
+Immutable files (completed jobs, exports) are opened with `keep_cache`, so a second
+read never reaches this process. After a control action, every such path of the
+affected project is invalidated with libfuse's fuse_invalidate_path (libfuse >= 3.1):
+a generated file that changed (an export's job.json after a clear) is read afresh.
+Without that function, only real data files keep their cache.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+
+log = logging.getLogger("csfs.mount")
+
+
+class KernelCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
+        self._fuse: int | None = None
+        self._fn = None
+
+    def bind(self) -> None:
+        """Call from init(): capture the struct fuse * and the invalidation function."""
+        try:
+            import mfusepy
+
+            lib = mfusepy._libfuse
+            fn = lib.fuse_invalidate_path
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            fn.restype = ctypes.c_int
+            self._fuse = lib.fuse_get_context().contents.fuse
+            self._fn = fn
+        except (ImportError, AttributeError, OSError):
+            self._fn = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._fn is not None and bool(self._fuse)
+
+    def record(self, path: str) -> None:
+        with self._lock:
+            self._paths.add(path)
+
+    def invalidate(self, prefix: str = "") -> None:
+        """Drop the kernel's cached pages, listings and attributes of paths under `prefix`.
+
+        Runs in a helper thread that we wait for at most 5 s: a notification must never
+        block the request that triggered it."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if prefix:
+                hit = {p for p in self._paths if p == prefix or p.startswith(prefix.rstrip("/") + "/")}
+            else:
+                hit = set(self._paths)
+            self._paths -= hit
+
+        def run() -> None:
+            for p in sorted(hit, key=len, reverse=True):
+                self._fn(self._fuse, p.encode("utf-8", "surrogateescape"))
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(5.0)
+        if t.is_alive():
+            log.warning("kernel cache invalidation still running after 5 s")
