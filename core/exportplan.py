@@ -27,7 +27,7 @@ import numpy as np
 
 from . import csfile, csg
 from .atomic import dumps_json
-from .errors import ActiveJobError, NotFoundError, RefusedError
+from .errors import ActiveJobError, CsfsError, NotFoundError, RefusedError
 
 # keys removed from job.json in a job export (DESIGN.md §4)
 STRIPPED_JOB_KEYS = ("queued_to_lane", "resources_allocated", "interactive_hostname", "ui_layouts",
@@ -445,8 +445,12 @@ def job_export_plan(project: Any, juid: str) -> Plan:
         if not any(r.metafiles for r in g.results):
             continue
         prefix = group_export_name(job, g) + "/"
+        try:
+            group_entries, group_missing = _group_entries(project, job, g, prefix)
+        except CsfsError as e:  # a broken group leaves the rest of the job exportable (virtually)
+            missing.append(f"{g.name}: {e}")
+            continue
         entries.append(_dir(prefix[:-1], mtime))
-        group_entries, group_missing = _group_entries(project, job, g, prefix)
         entries += group_entries
         missing += group_missing
 

@@ -168,6 +168,15 @@ def test_unknown_group_and_missing_data(attached, demo):
     assert str(stack.relative_to(demo)) in plan.missing
     with pytest.raises(RefusedError, match="missing"):
         consolidate.export_group(inst, puid, "J5", "particles")
+    # a group whose final metafile is gone: the job's plan keeps its other parts
+    (demo / project.job("J8").group("volume").results[0].final_metafile).unlink()
+    plan = exportplan.job_export_plan(Project.open(demo), "J8")
+    assert plan.lookup("J8_volume") is None and plan.lookup("J8_particles") is not None
+    assert any(m.startswith("volume:") for m in plan.missing)
+    with pytest.raises(NotFoundError, match="missing"):
+        exportplan.group_export_plan(Project.open(demo), "J8", "volume")
+    with pytest.raises(RefusedError, match="missing"):
+        consolidate.export_job(inst, puid, "J8")
 
 
 def test_export_refused_when_not_attached(demo, home):
