@@ -14,7 +14,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import lz4.block
 import numpy as np
@@ -153,24 +153,75 @@ def _check_size(path, rows: int, need: int, have: int, what: str = "the file hol
 
 def _numpy_columns(f: IO[bytes], path, dtype: np.dtype, rows: int, offset: int,
                    names: list[str]) -> np.ndarray:
-    """Copy only `names` out of the memory-mapped rows, a chunk at a time; pages already
-    copied are dropped from this process (MADV_DONTNEED) so memory stays bounded."""
+    """Copy only `names` out of the memory-mapped rows, a chunk at a time."""
     out = np.empty(rows, _packed([(n, dtype[n]) for n in names]))
+
+    def copy(start: int, chunk: np.ndarray) -> None:
+        for name in names:
+            out[name][start:start + len(chunk)] = chunk[name]
+    _numpy_scan(f, dtype, rows, offset, copy)
+    return out
+
+
+def _numpy_scan(f: IO[bytes], dtype: np.dtype, rows: int, offset: int,
+                visit: Callable[[int, np.ndarray], None]) -> None:
+    """Call visit(first row, rows) on ~CHUNK_BYTES chunks of a memory map of the classic
+    form; pages already visited are dropped (MADV_DONTNEED) so memory stays bounded."""
     if not rows:
-        return out
+        return
     with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
         data = np.frombuffer(mm, dtype, rows, offset)
         step, dropped = max(1, CHUNK_BYTES // dtype.itemsize), 0
         for start in range(0, rows, step):
             chunk = data[start:start + step]
-            for name in names:
-                out[name][start:start + len(chunk)] = chunk[name]
+            visit(start, chunk)
             done = (offset + (start + len(chunk)) * dtype.itemsize) // mmap.PAGESIZE * mmap.PAGESIZE
             if hasattr(mm, "madvise") and done > dropped:
                 mm.madvise(mmap.MADV_DONTNEED, dropped, done - dropped)
                 dropped = done
         del data, chunk                 # release the buffer exports before the map closes
-    return out
+
+
+def load_strings(path: str | os.PathLike, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """One string column as (distinct values, per-row codes): `values[codes]` is the column.
+
+    Values are fixed-width `|S` in order of first appearance; codes are uint32. Paths
+    repeat (one per micrograph), so this costs a small fraction of the `|S` column.
+    """
+    with _open(path) as f:
+        if _sniff(f, path) == "numpy":
+            dtype, rows, offset = _numpy_header(f, path)
+            _select(path, dtype.names, [field])
+            if dtype[field].kind != "S" or dtype[field].shape:
+                raise UsageError(f"{path}: field {field!r} is not a string column")
+            codes = np.empty(rows, np.uint32)
+            index: dict[bytes, int] = {}
+
+            def encode(start: int, chunk: np.ndarray) -> None:
+                local, inverse = _first_seen(chunk[field])
+                mapped = np.array([index.setdefault(v, len(index)) for v in local.tolist()], np.uint32)
+                codes[start:start + len(chunk)] = mapped[inverse]
+            _numpy_scan(f, dtype, rows, offset, encode)
+            return np.array(list(index), dtype[field]), codes
+        meta = _csdat_layout(f, path)
+        spec = {name: dstr for name, dstr, _ in meta.dtype}
+        _select(path, list(spec), [field])
+        if spec[field] not in ("|O", "O"):
+            raise UsageError(f"{path}: field {field!r} is not a string column")
+        if not meta.rows:
+            return np.zeros(0, "S1"), np.zeros(0, np.uint32)
+        offsets, heap = _csdat_raw(f, path, meta, field)
+        local, inverse = _first_seen(offsets.ravel())
+        return _heap_strings(path, field, heap(), local), inverse.astype(np.uint32)
+
+
+def _first_seen(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of `col` in order of first appearance, and each row's index into them."""
+    uniq, first, inverse = np.unique(col, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(len(order), np.intp)
+    rank[order] = np.arange(len(order))
+    return uniq[order], rank[inverse.ravel()]
 
 
 def _csdat_layout(f: IO[bytes], path) -> _Csdat:
@@ -228,6 +279,28 @@ def _column_dtype(path, name: str, dstr: str) -> np.dtype:
     return dt
 
 
+def _csdat_raw(f: IO[bytes], path, meta: _Csdat, name: str):
+    """One column as stored (strings as u64 heap offsets), and a loader of the heap."""
+    (dstr, shape), = [(d, sh) for n, d, sh in meta.dtype if n == name]
+    stored = _column_dtype(path, name, dstr)
+    offset, count = meta.columns[name]
+    f.seek(offset)
+    data = f.read(count)
+    need = meta.rows * stored.itemsize * int(np.prod(shape, dtype=np.int64))
+    if name in meta.compressed:
+        try:
+            data = lz4.block.decompress(data, uncompressed_size=need)
+        except lz4.block.LZ4BlockError:
+            raise CsFormatError(f"{path}: column {name!r} is corrupt or holds more than the "
+                                f"header's {meta.rows} rows") from None
+    _check_size(path, meta.rows, need, len(data), f"column {name!r} holds")
+
+    def heap() -> bytes:
+        f.seek(meta.heap[0])
+        return f.read(meta.heap[1])
+    return np.frombuffer(data, stored).reshape(meta.rows, *shape), heap
+
+
 def _csdat_columns(f: IO[bytes], path, meta: _Csdat, names: list[str]) -> np.ndarray:
     """Decode only the columns in `names`; strings become fixed-width |S."""
     spec = {name: (dstr, shape) for name, dstr, shape in meta.dtype}
@@ -235,26 +308,13 @@ def _csdat_columns(f: IO[bytes], path, meta: _Csdat, names: list[str]) -> np.nda
     heap = None
     for name in names:
         dstr, shape = spec[name]
-        stored = _column_dtype(path, name, dstr)
         if not meta.rows:
-            cols[name] = np.zeros((0, *shape), "S1" if dstr in ("|O", "O") else stored)
+            cols[name] = np.zeros((0, *shape), "S1" if dstr in ("|O", "O") else _column_dtype(path, name, dstr))
             continue
-        offset, count = meta.columns[name]
-        f.seek(offset)
-        data = f.read(count)
-        need = meta.rows * stored.itemsize * int(np.prod(shape, dtype=np.int64))
-        if name in meta.compressed:
-            try:
-                data = lz4.block.decompress(data, uncompressed_size=need)
-            except lz4.block.LZ4BlockError:
-                raise CsFormatError(f"{path}: column {name!r} is corrupt or holds more than the "
-                                    f"header's {meta.rows} rows") from None
-        _check_size(path, meta.rows, need, len(data), f"column {name!r} holds")
-        col = np.frombuffer(data, stored).reshape(meta.rows, *shape)
+        col, load_heap = _csdat_raw(f, path, meta, name)
         if dstr in ("|O", "O"):
             if heap is None:
-                f.seek(meta.heap[0])
-                heap = f.read(meta.heap[1])
+                heap = load_heap()
             col = _heap_strings(path, name, heap, col)
         cols[name] = col
     out = np.empty(meta.rows, _packed([(n, np.dtype((cols[n].dtype, cols[n].shape[1:]))) for n in names]))

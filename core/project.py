@@ -349,17 +349,12 @@ def load_paths(cs_path: Path, slots: Sequence[str] | None = None) -> list[str]:
         cols = [c for c in cols if c.rsplit("/", 1)[0] in slots]
     if not cols:
         return []
-    arr = csfile.load(cs_path, fields=cols)
     out: dict[str, None] = {}
     for c in cols:
-        col = np.asarray(arr[c])
-        if col.size == 0:
-            continue
-        vals, first = np.unique(col, return_index=True)
-        for v in vals[np.argsort(first)]:
-            s = v.decode() if isinstance(v, bytes) else str(v)
-            if s:
-                out[s] = None
+        values, _ = csfile.load_strings(cs_path, c)
+        for v in values.tolist():
+            if v:
+                out[v.decode()] = None
     return list(out)
 
 

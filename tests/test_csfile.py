@@ -118,6 +118,25 @@ def test_unknown_field(realdata):
         csfile.load(realdata / "P12_J24_particles.csdat-lz4.cs", ["nope"])
 
 
+@pytest.mark.parametrize("name", ["cryosparc_P12_J24_001_particles.cs", "P12_J24_particles.csdat-lz4.cs",
+                                  "cryosparc_J2_particles_exported.cs"])
+def test_load_strings_rebuilds_the_column(realdata, name):
+    full = csfile.load(realdata / name, ["blob/path"])["blob/path"]
+    values, codes = csfile.load_strings(realdata / name, "blob/path")
+    assert codes.dtype == np.uint32 and len(codes) == len(full)
+    assert np.array_equal(values[codes], full)
+    assert len(set(values.tolist())) == len(values)          # distinct
+    first = [full.tolist().index(v) for v in values.tolist()]
+    assert first == sorted(first)                            # in order of first appearance
+
+
+def test_load_strings_refuses_numbers_and_unknown_fields(realdata):
+    with pytest.raises(UsageError, match="not a string column"):
+        csfile.load_strings(realdata / "cryosparc_P12_J24_001_particles.cs", "uid")
+    with pytest.raises(NotFoundError):
+        csfile.load_strings(realdata / "P12_J24_particles.csdat-lz4.cs", "blob/nope")
+
+
 def test_path_fields(realdata):
     arr = csfile.load(realdata / "cryosparc_P12_J24_001_particles.cs")
     assert csfile.path_fields(arr) == ["blob/path"]
