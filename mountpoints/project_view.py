@@ -187,7 +187,13 @@ class ProjectView:
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("file", entry.size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=entry.mode)
         if entry.kind == "file":
-            return Node("file", attrs, source=str(entry.source), immutable=True)
+            # the source's real block count: du matches the data on disk, and tar -S finds
+            # the holes of sparse particle stacks exactly as with the physical export
+            src = str(entry.source)
+            st = self.ctx.cached(("stat", src), lambda: _stat(src), True)
+            if st is not None and st.st_size == entry.size:
+                attrs["st_blocks"] = st.st_blocks
+            return Node("file", attrs, source=src, immutable=True)
         key = ("gen", str(self.path), tuple(parts))
         return Node("file", attrs, data=lambda: self.ctx.generated(key, entry.generate), immutable=True)
 
@@ -222,6 +228,13 @@ class _Fake:
 
     def __init__(self, dev: int, ino: int) -> None:
         self.st_dev, self.st_ino = dev, ino
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 def _scan(real: str) -> list[tuple[str, int, int]]:

@@ -155,8 +155,10 @@ def test_tar_whole_mount(env, flags, tmp_path):
     assert via == {k: v for k, v in _tar_members(native).items() if k != "."}
 
 
-def test_virtual_export_equals_physical(env, demo, tmp_path):
-    """tar of exports/jobs/<J> (and of a group export) equals tar -ch of the consolidation."""
+@pytest.mark.parametrize("sparse", ["", "S"])
+def test_virtual_export_equals_physical(env, demo, tmp_path, sparse):
+    """tar of exports/jobs/<J> (and of a group export) equals tar -ch of the consolidation
+    (with -S too: the same members come out sparse)."""
     _home, _project_dir, mnt = env
     from core import consolidate, lifecycle
     from core.instance import Instance
@@ -171,8 +173,8 @@ def test_virtual_export_equals_physical(env, demo, tmp_path):
         name = Path(physical).name
         virtual_dir = mnt / "exports" / kind / name
         assert virtual_dir.is_dir(), f"{name} missing from the mount's exports/{kind}"
-        r_v = run(["tar", "-cf", "-", "-C", str(virtual_dir.parent), name])
-        r_p = run(["tar", "-chf", "-", "-C", str(Path(physical).parent), name])
+        r_v = run(["tar", f"-c{sparse}f", "-", "-C", str(virtual_dir.parent), name])
+        r_p = run(["tar", f"-ch{sparse}f", "-", "-C", str(Path(physical).parent), name])
         assert r_v.returncode == 0 and r_v.stderr == b"", r_v.stderr
         assert r_p.returncode == 0, r_p.stderr
         v, p = _tar_members(r_v.stdout), _tar_members(r_p.stdout)
