@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from . import exportplan
+from . import exportplan, faults
 from .atomic import fsync_dir
 from .errors import RefusedError
 from .exportplan import Plan
@@ -44,6 +44,7 @@ def write_plan(plan: Plan, dest: Path, project_path: Path, progress: Progress | 
     if dest.is_dir() and not dest.is_symlink():
         _apply(plan, dest, final_real, project_real, True, counts, progress)
     else:
+        _remove_stale(dest)
         tmp = dest.parent / f".{dest.name}.csfs-tmp-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -61,6 +62,17 @@ def write_plan(plan: Plan, dest: Path, project_path: Path, progress: Progress | 
                      changed=counts["changed"], bytes_written=counts["written"],
                      data_bytes=sum(e.size for e in plan.entries if e.kind == "file"))
     return dest
+
+
+def _remove_stale(dest: Path) -> None:
+    """Remove temporary folders of exports whose process died (killed mid-export)."""
+    for tmp in dest.parent.glob(f".{dest.name}.csfs-tmp-*"):
+        try:
+            os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
 
 
 def _remove(path: Path) -> None:
@@ -119,6 +131,7 @@ def _apply(plan: Plan, root: Path, final_real: Path, project_real: str, existing
             elif not (path.is_symlink() and os.readlink(path) == target):
                 _replace(path, lambda tmp: os.symlink(target, tmp))
                 counts["changed"] += 1
+        faults.point("export-entry")
         if progress:
             progress(i + 1, total)
     if existing:

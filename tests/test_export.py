@@ -202,3 +202,23 @@ def test_cli_exports(attached, home, csfs):
     assert r.returncode == 1 and "running" in r.stderr and "Traceback" not in r.stderr
     r = csfs("group", "export", puid, "J5", "nope", home=home)
     assert r.returncode == 2 and "no output group" in r.stderr
+
+
+def test_killed_mid_export_leaves_no_half_export(attached, home, csfs):
+    inst, puid, project = attached
+    r = csfs("job", "export", puid, "J5", home=home, env={"CSFS_FAULT": "export-entry:20"})
+    assert r.returncode == -9
+    jobs = project.path / "exports" / "jobs"
+    assert not (jobs / "J5_extract_micrographs_multi").exists()
+    assert [p.name for p in jobs.iterdir()][0].startswith(".J5_extract_micrographs_multi.csfs-tmp-")
+    dest = consolidate.export_job(inst, puid, "J5")
+    assert [p.name for p in jobs.iterdir()] == [dest.name]  # the dead export's leftovers are gone
+    # killed while updating an existing export in place: running it again repairs it
+    first = read_tree(dest)
+    (dest / "job.json").write_text("{}")
+    for link in list((dest / "J5_particles" / "J5" / "extract").iterdir())[:3]:
+        link.unlink()
+    r = csfs("job", "export", puid, "J5", home=home, env={"CSFS_FAULT": "export-entry:2"})
+    assert r.returncode == -9
+    assert csfs("job", "export", puid, "J5", home=home).returncode == 0
+    assert read_tree(dest) == first
