@@ -36,7 +36,7 @@ DIR_MODE = 0o755
 GENERATED_MODE = 0o644
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One member of an export. `path` is relative to the export root ("" is the root)."""
 
@@ -252,7 +252,7 @@ class GroupData:
     parts: list[_Part]
     dtype: np.dtype
     rows: int
-    order: list[np.ndarray]  # per part: row indices into its metafile, in output order
+    order: list[np.ndarray | slice]  # per part: row indices into its metafile, in output order
     path_maps: dict[str, tuple[np.ndarray, list[str]]]  # field -> (inverse index, project-relative uniques)
     data_paths: list[str]  # project-relative data files, first-seen order
 
@@ -268,6 +268,9 @@ def group_data(project: Any, group: Any) -> GroupData:
             arrays[p.metafile] = _load(project, p.metafile)
         p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
     order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
+    # plans live long in the mount: keep row indices small (a slice when rows are in order)
+    order = [slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
+             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, order)]
     descr: list[tuple] = [("uid", "<u8")]
     path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     data_paths: dict[str, None] = {}
@@ -285,7 +288,7 @@ def group_data(project: Any, group: Any) -> GroupData:
             for i in sorted(range(len(uniq)), key=lambda k: firsts[k]):
                 if rels[i]:
                     data_paths.setdefault(rels[i], None)
-            path_maps[name] = (inverse.reshape(-1), rels)
+            path_maps[name] = (inverse.reshape(-1).astype(np.int32 if len(rels) < 2**31 else np.int64), rels)
             width = max([len(_export_value(r)) for r in rels] + [0]) + 1
             descr.append((name, f"|S{width}"))
     return GroupData(parts, np.dtype(descr), rows, order, path_maps, list(data_paths))
