@@ -118,3 +118,15 @@ def test_killed_mid_clear_then_rerun_finishes(demo, home, csfs):
     assert csfs("clear-intermediate", puid, "J8", home=home).returncode == 0
     assert not [f.path for f in plan.files if (demo / f.path).exists()]
     assert verify.verify(Project.open(demo)) == []
+
+
+def test_drop_versions_v4_and_v5_forms():
+    r4 = {"group_name": "volume", "name": "map", "versions": [0, 1, 2], "metafiles": ["a", "b", "c"],
+          "num_items": [1, 1, 1]}
+    doc4 = {"output_results": [r4]}
+    cleanup._drop_versions(doc4, {"volume.map": [0, 1]})
+    assert r4 == {"group_name": "volume", "name": "map", "versions": [2], "metafiles": ["c"], "num_items": [1]}
+    r5 = {"name": "map", "versions": [0, 1, 2], "metafiles": ["a", "b", "c"], "num_items": [1, 1, 1]}
+    doc5 = {"spec": {"outputs": {"volume": {"type": "volume", "results": [r5]}}}}
+    cleanup._drop_versions(doc5, {"volume.map": [1]})
+    assert r5["versions"] == [0, 2] and r5["metafiles"] == ["a", "c"]
