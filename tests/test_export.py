@@ -222,3 +222,17 @@ def test_killed_mid_export_leaves_no_half_export(attached, home, csfs):
     assert r.returncode == -9
     assert csfs("job", "export", puid, "J5", home=home).returncode == 0
     assert read_tree(dest) == first
+
+
+def test_compressed_metafiles_export_the_same(attached, demo):
+    """Jobs whose metafiles are in the compressed (CSDAT) form export the same bytes."""
+    _, _, project = attached
+    before = exportplan.group_export_plan(project, "J8", "particles")
+    want = before.lookup("J8_particles_exported.cs").generate()
+    for mf in project.job("J8").metafiles:
+        arr = np.array(csfile.load(demo / mf))
+        csfile.save(demo / mf, arr, compressed=True)
+        assert csfile.info(demo / mf).format == "csdat"
+    after = exportplan.group_export_plan(Project.open(demo), "J8", "particles")
+    e = after.lookup("J8_particles_exported.cs")
+    assert e.size == len(want) and e.generate() == want
