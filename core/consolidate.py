@@ -20,12 +20,28 @@ from .exportplan import Plan
 Progress = Callable[[int, "int | None"], None]
 
 
-def _link_target(source: Path, link_dir: Path, project_real: str) -> str:
-    """Relative target when the source lies inside the project, else the absolute path."""
-    src = os.fspath(source)
-    if src.startswith(project_real + os.sep):
-        return os.path.relpath(src, link_dir)
-    return src
+class _Targets:
+    """Symlink targets: relative when the source lies inside the project, else absolute.
+
+    Relative paths are computed once per (source folder, link folder) pair.
+    """
+
+    def __init__(self, final_real: Path, project_real: str) -> None:
+        self.final_real = os.fspath(final_real)
+        self.inside = project_real + os.sep
+        self._rel: dict[tuple[str, str], str] = {}
+
+    def __call__(self, source: Path, rel_path: str) -> str:
+        src = os.fspath(source)
+        if not src.startswith(self.inside):
+            return src
+        src_dir, base = os.path.split(src)
+        key = (src_dir, os.path.dirname(rel_path))
+        prefix = self._rel.get(key)
+        if prefix is None:
+            link_dir = os.path.join(self.final_real, key[1]) if key[1] else self.final_real
+            prefix = self._rel[key] = os.path.relpath(src_dir, link_dir)
+        return os.path.join(prefix, base)
 
 
 def write_plan(plan: Plan, dest: Path, project_path: Path, progress: Progress | None = None,
@@ -102,35 +118,44 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
+def _put(e: Any, path: Path, existing: bool, targets: _Targets, counts: dict) -> None:
+    """Make one directory or generated file (or, over an existing export, one link) match `e`."""
+    if e.kind == "dir":
+        if not (existing and path.is_dir() and not path.is_symlink()):
+            if existing:
+                _remove(path)
+            path.mkdir(mode=0o700)
+            counts["changed"] += 1
+    elif e.kind == "generated":
+        data = e.generate()
+        if not existing:
+            path.write_bytes(data)
+        elif not _same_bytes(path, data):
+            _replace(path, lambda tmp: tmp.write_bytes(data))
+        else:
+            return
+        counts["written"] += len(data)
+        counts["changed"] += 1
+    else:
+        target = targets(e.source, e.path)
+        counts["links"] += 1
+        if not (path.is_symlink() and os.readlink(path) == target):
+            _replace(path, lambda tmp: os.symlink(target, tmp))
+            counts["changed"] += 1
+
+
 def _apply(plan: Plan, root: Path, final_real: Path, project_real: str, existing: bool,
            counts: dict, progress: Progress | None) -> None:
     total = len(plan.entries)
+    targets = _Targets(final_real, project_real)
+    root_s = os.fspath(root)
     for i, e in enumerate(plan.entries):
-        path = root / e.path if e.path else root
-        if e.kind == "dir":
-            if not (existing and path.is_dir() and not path.is_symlink()):
-                if existing:
-                    _remove(path)
-                path.mkdir(mode=0o700)
-                counts["changed"] += 1
-        elif e.kind == "generated":
-            data = e.generate()
-            if not existing or not _same_bytes(path, data):
-                if existing:
-                    _replace(path, lambda tmp: tmp.write_bytes(data))
-                else:
-                    path.write_bytes(data)
-                counts["written"] += len(data)
-                counts["changed"] += 1
-        else:
-            target = _link_target(e.source, final_real / os.path.dirname(e.path), project_real)
+        if e.kind == "file" and not existing:  # the common case, kept cheap: one symlink()
+            os.symlink(targets(e.source, e.path), os.path.join(root_s, e.path))
             counts["links"] += 1
-            if not existing:
-                os.symlink(target, path)
-                counts["changed"] += 1
-            elif not (path.is_symlink() and os.readlink(path) == target):
-                _replace(path, lambda tmp: os.symlink(target, tmp))
-                counts["changed"] += 1
+            counts["changed"] += 1
+        else:
+            _put(e, root / e.path if e.path else root, existing, targets, counts)
         faults.point("export-entry")
         if progress:
             progress(i + 1, total)
