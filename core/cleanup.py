@@ -63,12 +63,15 @@ def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
     return keep
 
 
-def _referenced(project: Any, metafile: str) -> list[str]:
+def _referenced(project: Any, metafile: str, memo: dict[str, list[str]]) -> list[str]:
+    """Data files a metafile names (several results usually share one metafile: read it once)."""
     from .project import referenced_files
-    try:
-        return referenced_files(project, metafile)
-    except CsfsError:
-        return []
+    if metafile not in memo:
+        try:
+            memo[metafile] = referenced_files(project, metafile)
+        except CsfsError:
+            memo[metafile] = []
+    return memo[metafile]
 
 
 def clear_plan(project: Any, job: Any) -> JobClear:
@@ -92,16 +95,17 @@ def clear_plan(project: Any, job: Any) -> JobClear:
         return out  # nothing to clear: no metafile needs reading
     root = Path(project.path)
     jrel = os.path.relpath(job.dir, root)
+    memo: dict[str, list[str]] = {}
     candidates: dict[str, None] = {}
     for key, v, mf in drop:
         out.versions.setdefault(key, []).append(v)
-        for rel in [os.path.normpath(mf)] + _referenced(project, mf):
+        for rel in [os.path.normpath(mf)] + _referenced(project, mf, memo):
             if rel.startswith(jrel + "/"):
                 candidates.setdefault(rel, None)
     candidates = {rel: None for rel in candidates if rel not in kept_metafiles}
     if candidates:
         for mf in dict.fromkeys(kept_metafiles):
-            for rel in _referenced(project, mf):
+            for rel in _referenced(project, mf, memo):
                 candidates.pop(rel, None)
     jreal = os.path.realpath(job.dir)
     seen: set[tuple[int, int]] = set()
