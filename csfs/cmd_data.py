@@ -5,24 +5,31 @@ import argparse
 import os
 from pathlib import Path
 
-from core import cleanup, consolidate, imports, sizes, verify
+from typing import TYPE_CHECKING
+
 from core.errors import NotFoundError
 from core.instance import Instance, norm_path
-from core.project import Project
 
 from .config import resolve_home
 from .main import group
 from .output import Progress, human_bytes, print_json, print_table
 
+if TYPE_CHECKING:
+    from core.project import Project
+
 PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
+RAW_KINDS = ("micrographs", "movies", "particles", "volume")  # core.imports.RAW_KINDS (checked in a test)
+# core modules are imported inside the commands: `csfs du` then starts faster
 
 
 def _instance(args: argparse.Namespace) -> Instance:
     return Instance(resolve_home(args.home))
 
 
-def _open_readonly(inst: Instance, ref: str) -> Project:
+def _open_readonly(inst: Instance, ref: str) -> "Project":
     """A registered project, or any project directory (read-only commands)."""
+    from core.project import Project
+
     try:
         return Project.open(inst.resolve(ref).path)
     except NotFoundError:
@@ -43,6 +50,8 @@ def _report_export(args: argparse.Namespace, stats: dict) -> int:
 
 
 def _cmd_job_export(args: argparse.Namespace) -> int:
+    from core import consolidate
+
     stats: dict = {}
     with Progress(f"export {args.job}") as bar:
         consolidate.export_job(_instance(args), args.project, args.job, progress=bar, stats=stats)
@@ -50,6 +59,8 @@ def _cmd_job_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_group_export(args: argparse.Namespace) -> int:
+    from core import consolidate
+
     stats: dict = {}
     with Progress(f"export {args.job} {args.group}") as bar:
         consolidate.export_group(_instance(args), args.project, args.job, args.group, progress=bar, stats=stats)
@@ -67,18 +78,24 @@ def _report_import(args: argparse.Namespace, juid: str, what: str) -> int:
 
 
 def _cmd_group_import(args: argparse.Namespace) -> int:
+    from core import imports
+
     with Progress("import") as bar:
         juid = imports.import_group(_instance(args), args.project, args.csg, copy=args.copy, progress=bar)
     return _report_import(args, juid, args.csg)
 
 
 def _cmd_job_import(args: argparse.Namespace) -> int:
+    from core import imports
+
     with Progress("import") as bar:
         juid = imports.import_job(_instance(args), args.project, args.dir, copy=args.copy, progress=bar)
     return _report_import(args, juid, args.dir)
 
 
 def _cmd_import_raw(args: argparse.Namespace) -> int:
+    from core import imports
+
     with Progress("import") as bar:
         juid = imports.import_raw(_instance(args), args.project, args.kind, args.paths, progress=bar)
     return _report_import(args, juid, f"{len(args.paths)} path(s) of {args.kind}")
@@ -87,6 +104,8 @@ def _cmd_import_raw(args: argparse.Namespace) -> int:
 # -- sizes ---------------------------------------------------------------------------------
 
 def _cmd_du(args: argparse.Namespace) -> int:
+    from core import sizes
+
     inst = _instance(args)
     project = _open_readonly(inst, args.project)
     with Progress("du") as bar:
@@ -109,6 +128,8 @@ def _cmd_du(args: argparse.Namespace) -> int:
 # -- clear, verify, relink -----------------------------------------------------------------
 
 def _cmd_clear(args: argparse.Namespace) -> int:
+    from core import cleanup
+
     with Progress("clear") as bar:
         plans = cleanup.clear_intermediate(_instance(args), args.project, args.job, dry_run=args.dry_run,
                                            progress=bar)
@@ -131,6 +152,8 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from core import verify
+
     inst = _instance(args)
     project = _open_readonly(inst, args.project)
     with Progress("verify") as bar:
@@ -146,6 +169,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_relink(args: argparse.Namespace) -> int:
+    from core import verify
+
     with Progress("relink") as bar:
         changes = verify.relink(_instance(args), args.project, args.old, args.new, dry_run=args.dry_run,
                                 progress=bar)
@@ -203,7 +228,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = leaf(imp, "raw", "create an import job holding symlinks to raw data", _cmd_import_raw,
              "Like CryoSPARC's import jobs: J<M>/imported/<name> links to each file (a directory\n"
              "PATH means the files in it); shapes and pixel sizes are read from MRC headers.")
-    p.add_argument("--kind", required=True, choices=sorted(imports.RAW_KINDS), help="what the files are")
+    p.add_argument("--kind", required=True, choices=RAW_KINDS, help="what the files are")
     p.add_argument("paths", metavar="PATH", nargs="+", help="files or directories to import")
 
     p = leaf(sub, "du", "sizes by CryoSPARC's accounting, per job and for the project", _cmd_du,

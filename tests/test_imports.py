@@ -166,3 +166,8 @@ def test_import_a_jobs_own_csg(two):
     ref = csfile.load(proj_a.path / src["blob"].final_metafile)
     assert sorted(arr["uid"]) == sorted(ref["uid"])
     assert verify.verify(Project.open(path_b)) == []
+
+
+def test_cli_kinds_match_core():
+    from csfs import cmd_data
+    assert sorted(cmd_data.RAW_KINDS) == sorted(imports.RAW_KINDS)
