@@ -193,8 +193,9 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EROFS)
         elif node.children is not None:
             raise FuseOSError(errno.EISDIR)
-        elif node.kind == "real" or node.source is not None:
-            h = _Handle(fd=os.open(node.real or node.source, os.O_RDONLY | os.O_CLOEXEC))
+        elif node.kind == "real" or node.source is not None or node.source_fn is not None:
+            src = node.real or node.source or node.source_fn()   # type: ignore[misc]
+            h = _Handle(fd=os.open(src, os.O_RDONLY | os.O_CLOEXEC))
             os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead below us
             fi.keep_cache = self._keep(path, node)
         else:

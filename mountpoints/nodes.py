@@ -30,6 +30,7 @@ class Node:
     real: str | None = None
     source: str | None = None
     data: Callable[[], bytes] | None = None
+    source_fn: Callable[[], str] | None = None   # a source file made on first open (big generated)
     children: Callable[[], list[tuple[str, int, int]]] | None = None
     immutable: bool = False          # page cache may be kept across opens
     control: Any = None              # mountpoints.control.ControlFile for kind "control"

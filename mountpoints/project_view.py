@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from core.errors import CsfsError
 
+from . import generated
 from .context import Context
 from .control import PROJECT_ACTIONS, Controls
 from .nodes import Node, ns, real_attrs, virtual_attrs
@@ -194,6 +195,12 @@ class ProjectView:
             if st is not None and st.st_size == entry.size:
                 attrs["st_blocks"] = st.st_blocks
             return Node("file", attrs, source=src, immutable=True)
+        if entry.size > generated.BIG:
+            kind, name = base[-2], base[-1]
+            juid, group = self.export_index()[kind][name]
+            rel = "/".join(inner)
+            return Node("file", attrs, immutable=True, source_fn=lambda: str(generated.materialize(
+                self.ctx.instance().cache_dir, self.path, kind, juid, group, rel, entry.size, entry.mtime)))
         key = ("gen", str(self.path), tuple(parts))
         return Node("file", attrs, data=lambda: self.ctx.generated(key, entry.generate), immutable=True)
 

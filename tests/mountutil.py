@@ -44,11 +44,11 @@ def force_unmount(mountpoint: Path, pid: int | None) -> None:
 
 @contextlib.contextmanager
 def mounted(home: Path, mountpoint: Path, source: Path | str | None = None,
-            timeout: float = 60) -> Iterator[tuple[Path, int]]:
+            timeout: float = 60, env: dict | None = None) -> Iterator[tuple[Path, int]]:
     """Mount with `csfs mount` (background), yield (mountpoint, server pid), always unmount."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     args = ["mount"] + ([str(source)] if source else []) + [str(mountpoint)]
-    r = run_csfs(*args, home=home, timeout=timeout)
+    r = run_csfs(*args, home=home, timeout=timeout, env=env)
     m = re.search(r"\(pid (\d+)\)", r.stdout)
     pid = int(m.group(1)) if m else None
     try:

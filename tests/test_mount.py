@@ -27,7 +27,8 @@ def env(_demo_master, tmp_path_factory):
     project = copy_demo(_demo_master, base / "demo")
     home = base / "home"
     lifecycle.attach(Instance(home), project)
-    with mounted(home, base / "mnt", project) as (mnt, _pid):
+    # every generated export file goes through the on-disk cache made by a child process
+    with mounted(home, base / "mnt", project, env={"CSFS_MOUNT_INLINE_MAX": "0"}) as (mnt, _pid):
         yield home, project, mnt
 
 
