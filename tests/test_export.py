@@ -236,3 +236,39 @@ def test_compressed_metafiles_export_the_same(attached, demo):
     after = exportplan.group_export_plan(Project.open(demo), "J8", "particles")
     e = after.lookup("J8_particles_exported.cs")
     assert e.size == len(want) and e.generate() == want
+
+
+def test_legacy_project_with_a_real_cryosparc_metafile(realdata, tmp_path, home):
+    """A legacy P12/ project whose J24 output is a real CryoSPARC file (cryosparc_P12_J24_…)."""
+    from cryosparc.dataset import Dataset
+
+    proj = tmp_path / "P12"
+    real = realdata / "cryosparc_P12_J24_001_particles.cs"
+    arr = csfile.load(real)
+    for rel in set(np.asarray(arr["blob/path"]).tolist()):
+        (proj / rel.decode()).parent.mkdir(parents=True, exist_ok=True)
+        with open(proj / rel.decode(), "wb") as f:
+            f.truncate(4096)
+    (proj / "J19" / "job.json").write_text(json.dumps({"uid": "J19", "type": "extract_micrographs_multi",
+                                                        "status": "completed"}))
+    (proj / "J24").mkdir()
+    meta = "J24/cryosparc_P12_J24_001_particles.cs"
+    (proj / meta).write_bytes(real.read_bytes())
+    (proj / "J24" / "job.json").write_text(json.dumps({
+        "uid": "J24", "project_uid": "P12", "type": "homo_refine", "title": "refine", "status": "completed",
+        "created_at": "2019-01-01T00:00:00", "completed_at": "2019-01-02T00:00:00",
+        "output_result_groups": [{"uid": "J24-G1", "type": "particle", "name": "particles", "title": "Particles",
+                                  "description": "", "num_items": len(arr), "passthrough": False}],
+        "output_results": [
+            {"uid": f"J24-R{i}", "type": f"particle.{slot}", "group_name": "particles", "name": slot,
+             "versions": [1], "metafiles": [meta], "num_items": [len(arr)], "passthrough": False}
+            for i, slot in enumerate(["blob", "ctf", "alignments3D"])]}))
+    assert Project.open(proj).layout == "legacy"
+    inst, puid, project = attach(proj, home)  # attaching gives it a project.json
+    dest = consolidate.export_group(inst, puid, "J24", "particles")
+    ds = Dataset.load(str(dest / "J24_particles_exported.cs"))
+    assert len(ds) == len(arr) and list(ds["uid"]) == list(arr["uid"])
+    assert np.array_equal(ds["alignments3D/pose"], arr["alignments3D/pose"])
+    assert all(p.startswith(">J19/extract/") for p in ds["blob/path"][:10])
+    assert len(list((dest / "J19" / "extract").iterdir())) == 50
+    assert consolidate.export_job(inst, puid, "J24").name == "J24_homo_refine"
