@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[tuple]:
 
     from core import consolidate, lifecycle
     from core.demo import make_demo
-    from core.exportplan import job_export_plan
+    from core.exportplan import group_export_plan, job_export_plan
     from core.instance import Instance
     from core.project import Project
 
@@ -87,14 +87,17 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     make_big(big, args.big_gb)
 
     proj = Project.open(project)
-    sizes = {}
-    for uid, job in proj.jobs.items():
-        if job.status == "completed":
-            sizes[uid] = job_export_plan(proj, uid)
-    juid = max(sizes, key=lambda u: (len(sizes[u].entries), sizes[u].total_size))
-    plan = sizes[juid]
+    plans = {uid: job_export_plan(proj, uid) for uid, job in proj.jobs.items() if job.status == "completed"}
+    # the job export with the most files that the page cache can hold twice
+    juid = max((u for u in plans if plans[u].total_size <= 16 * 2**30),
+               key=lambda u: (len(plans[u].entries), -plans[u].total_size))
+    plan = plans[juid]
     physical = Path(consolidate.export_job(inst, str(project), juid))
     nfiles = sum(1 for e in plan.entries if e.kind != "dir")
+    small_job, small_group = next((u, g.name) for u, j in reversed(proj.jobs.items()) if u in plans
+                                  for g in j.groups if group_export_plan(proj, u, g.name).total_size < 2**30
+                                  and len(group_export_plan(proj, u, g.name).entries) > 3)
+    small = Path(consolidate.export_group(inst, str(project), small_job, small_group))
     real_top = sorted(p.name for p in project.iterdir() if p.name not in ("exports",))
     n_project_files = int(subprocess.run(f"find {project} | wc -l", shell=True, capture_output=True,
                                          text=True).stdout)
@@ -144,14 +147,17 @@ def main(argv: list[str] | None = None) -> list[tuple]:
         name = physical.name
         tar_p = f"tar -chf - -C {physical.parent} {name} | cat >/dev/null"
         tar_v = f"tar -cf - -C {mnt}/exports/jobs {name} | cat >/dev/null"
-        if can_drop:
+        if can_drop:   # too big to keep warm twice: one cold pass each
             drop_caches()
             n = sh(tar_p)
             drop_caches()
             m = sh(tar_v)
-            rows.append((f"tar export {name}, cold", n, m, "≥ 0.8× speed"))
+            rows.append((f"tar job export {name} ({plan.total_size / 2**30:.1f} GiB), cold", n, m,
+                         "≥ 0.8× speed"))
+        tar_p = f"tar -chf - -C {small.parent} {small.name} | cat >/dev/null"
+        tar_v = f"tar -cf - -C {mnt}/exports/groups {small.name} | cat >/dev/null"
         sh(tar_p), sh(tar_v)
-        rows.append((f"tar export {name}, warm", best(tar_p), best(tar_v), "≥ 0.8× speed"))
+        rows.append((f"tar group export {small.name}, warm", best(tar_p), best(tar_v), "≥ 0.8× speed"))
         with open(f"/proc/{pid}/status") as f:
             hwm = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024
     finally:
@@ -161,7 +167,8 @@ def main(argv: list[str] | None = None) -> list[tuple]:
 
     export_bytes = plan.total_size
     header = (f"`{args.scale}` demo: {n_project_files:,} paths in the project, plus a {args.big_gb:g} GiB file; "
-              f"job export {name} = {nfiles:,} files, {export_bytes / 2**20:,.0f} MiB. "
+              f"job export {name} = {nfiles:,} files, {export_bytes / 2**20:,.0f} MiB (mostly sparse "
+              f"particle stacks). "
               f"Demo made in {made:.0f} s (0 = reused). Best of 3 (cold: best of 2 / single run after "
               f"dropping the page cache). {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
               f"libfuse {_libfuse()}.")
