@@ -138,7 +138,10 @@ def _cmd_clear(args: argparse.Namespace) -> int:
                     "bytes": sum(p.bytes for p in plans)})
         return 0
     verb = "would delete" if args.dry_run else "deleted"
+    quiet = [p.job for p in plans if not p.skipped and not p.versions]
     for p in plans:
+        if not p.skipped and not p.versions and len(plans) > 1:
+            continue
         if p.skipped:
             print(f"{p.job}: skipped ({p.skipped})")
             continue
@@ -147,6 +150,8 @@ def _cmd_clear(args: argparse.Namespace) -> int:
                 print(f"{f.bytes}\t{f.path}")
         versions = "; ".join(f"{k} v{','.join(map(str, v))}" for k, v in p.versions.items()) or "nothing to clear"
         print(f"{p.job}: {verb} {len(p.files)} file(s), {human_bytes(p.bytes)} ({versions})")
+    if quiet and len(plans) > 1:
+        print(f"nothing to clear in {', '.join(quiet)}")
     print(f"total: {verb} {human_bytes(sum(p.bytes for p in plans))}")
     return 0
 
