@@ -74,7 +74,8 @@ def run(project: Path, workdir: Path, repeat: int = 3) -> str:
             "`--project DIR` reuses an existing demo.", "",
             f"`large` demo project: {files:,} directory entries, {total / 2**30:.1f} GiB by CryoSPARC's "
             f"accounting. Best of {repeat}, each a new process, page cache warm. "
-            f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores. Targets: cold within 1.5× of `du -sL`, "
+            f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
+            "at the end (a shared machine). Targets: cold within 1.5× of `du -sL`, "
             "warm under 1 s.", "",
             "| command | time (s) | vs `du -sL` |", "|---|---:|---:|"]
     body += [f"| {a} | {b} | {c} |" for a, b, c in rows]

@@ -116,7 +116,8 @@ def run(files: int, rows: int, workdir: Path) -> str:
     body = [f"Command: `python3 tests/bench/bench_export.py --files {files} --rows {rows}` "
             "(or `python3 -m pytest tests/bench/bench_export.py -s`).", "",
             f"One completed job, {files:,} sparse 1 MiB particle stacks, {rows:,} particles "
-            f"(project made in {made:.1f} s). {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores.", "",
+            f"(project made in {made:.1f} s). {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.1f} at the end (a shared machine).", "",
             "| measure | value |", "|---|---:|"]
     body += [f"| {k} | {v} |" for k, v in rows_md]
     return "\n".join(body) + "\n"
