@@ -140,11 +140,7 @@ class CsfsFS(Operations):
             out.append((name, {"st_mode": mode, "st_ino": ino}, 0))
         return out
 
-    @_errors
-    def opendir(self, path: str) -> int:
-        if self._node(path).children is None:
-            raise FuseOSError(errno.ENOTDIR)
-        return 0
+    # no opendir/releasedir: libfuse then answers them without calling into Python
 
     def _after_action(self, project: Path | None) -> None:
         """A control action changed something: drop kernel caches of that project folder."""
@@ -153,9 +149,6 @@ class CsfsFS(Operations):
             prefix = next((f"/{n}" for n, p in self.root.folders().items() if p == project), "")
             self.ctx.invalidate()
         self.kcache.invalidate(prefix if project is not None else "")
-
-    def releasedir(self, path: str, fh: Any) -> int:
-        return 0
 
     @_errors
     def readlink(self, path: str) -> str:

@@ -119,7 +119,8 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     ctx = Context(home, mountpoint)
     fs = CsfsFS(ctx, source)
     name = f"csfs:{source or home}".replace(",", "_")
-    opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True,
+    # noatime: a readdir would otherwise invalidate the directory's cached attributes
+    opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True, "noatime": True,
                                "attr_timeout": 60, "entry_timeout": 60}
     if fusecompat.FUSE_MAJOR >= 3:
         opts["max_threads"] = 16   # libfuse 3.14 otherwise logs an "invalid max threads" warning

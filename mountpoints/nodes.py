@@ -45,12 +45,13 @@ class Inodes:
         self._devs: dict[int, int] = {}
         self._virtual: dict[str, int] = {}
 
-    def real(self, st: os.stat_result) -> int:
-        idx = self._devs.get(st.st_dev)
+    def real(self, dev: int, ino: int) -> int:
+        """The inode number shown for a real (dev, ino): itself on the first device seen."""
+        idx = self._devs.get(dev)
         if idx is None:
             with self._lock:
-                idx = self._devs.setdefault(st.st_dev, len(self._devs))
-        return st.st_ino if idx == 0 else (st.st_ino ^ (idx << 48))
+                idx = self._devs.setdefault(dev, len(self._devs))
+        return ino if idx == 0 else (ino ^ (idx << 48))
 
     def virtual(self, key: str) -> int:
         ino = self._virtual.get(key)

@@ -127,7 +127,7 @@ class ProjectView:
             if missing_ok:
                 return self._vdir(parts, lambda: self._merged(parts, None, extra, merge))
             raise _enoent()
-        node = Node("real", real_attrs(st, self.ctx.inodes.real(st)), real=real, immutable=long)
+        node = Node("real", real_attrs(st, self.ctx.inodes.real(st.st_dev, st.st_ino)), real=real, immutable=long)
         if S.S_ISDIR(st.st_mode):
             node.kind = "dir"
             node.children = lambda: self._merged(parts, real, extra, merge, long, st.st_dev)
@@ -144,13 +144,12 @@ class ProjectView:
         out = []
         for n in extra:
             if n in real_ino:
-                out.append((n, S.S_IFDIR, self.ctx.inodes.real(_Fake(dev, real_ino[n]))))
+                out.append((n, S.S_IFDIR, self.ctx.inodes.real(dev, real_ino[n])))
             else:
                 out.append(self._child_entry(parts, n, True))
         hidden = set(extra)
-        for name, mode, ino in listing:
-            if name not in hidden:
-                out.append((name, mode, self.ctx.inodes.real(_Fake(dev, ino))))
+        real_ino = self.ctx.inodes.real
+        out += [(name, mode, real_ino(dev, ino)) for name, mode, ino in listing if name not in hidden]
         return out
 
     # -- virtual trees -------------------------------------------------------------
@@ -226,15 +225,6 @@ class ProjectView:
         node.kind = "control"
         node.control = (self.controls, scope, rest[0], self.path)
         return node
-
-
-class _Fake:
-    """Just enough of a stat result for Inodes.real()."""
-
-    __slots__ = ("st_dev", "st_ino")
-
-    def __init__(self, dev: int, ino: int) -> None:
-        self.st_dev, self.st_ino = dev, ino
 
 
 def _stat(path: str) -> os.stat_result | None:
