@@ -4,9 +4,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from core import demo
-from core.project import Job, Project
+from typing import TYPE_CHECKING
+
 from csfs.output import Progress, human_bytes, print_json, print_table
+
+if TYPE_CHECKING:
+    from core.project import Job
+
+SCALES = ("tiny", "small", "large")   # core.demo.SCALES, named here so --help needs no numpy
 
 
 def register(sub, common) -> None:
@@ -27,7 +32,7 @@ def register(sub, common) -> None:
                     "Then: csfs jobs DIR/CS-csfs-demo; csfs project attach DIR/CS-csfs-demo;\n"
                     "csfs mount DIR/CS-csfs-demo MOUNTPOINT")
     p.add_argument("dir", metavar="DIR", help="folder to write into (created; must not hold a demo already)")
-    p.add_argument("--scale", choices=list(demo.SCALES), default="tiny", help="project size (default: tiny)")
+    p.add_argument("--scale", choices=SCALES, default="tiny", help="project size (default: tiny)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_demo)
@@ -47,6 +52,8 @@ def register(sub, common) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from core import demo
+
     t0 = time.monotonic()
     with Progress(f"writing {args.scale} demo") as progress:
         path = demo.make_demo(args.dir, scale=args.scale, seed=args.seed, progress=progress)
@@ -85,6 +92,8 @@ def _job_json(job: Job) -> dict:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
+    from core.project import Project
+
     proj = Project.open(args.project_dir)
     if args.json:
         print_json({"project": {"path": str(proj.path), "uid": proj.uid, "title": proj.title,

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from core import csfile
 from core.errors import UsageError
 from csfs.main import group
 from csfs.output import print_json, print_table
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(sub, common) -> None:
@@ -28,6 +28,8 @@ def register(sub, common) -> None:
 
 
 def show(args: argparse.Namespace) -> int:
+    from core import csfile
+
     if args.head < 0:
         raise UsageError("--head takes a number of rows >= 0")
     info = csfile.info(args.file)
@@ -50,17 +52,23 @@ def show(args: argparse.Namespace) -> int:
 
 
 def _head(path: str, n: int) -> np.ndarray:
+    import numpy as np
+
+    from core import csfile
+
     arr = csfile.load(path)
     return np.array(arr[:n])        # the classic form is memory-mapped: copies n rows only
 
 
 def _plain(v: Any) -> Any:
     """A JSON-ready form of one cell."""
+    if hasattr(v, "tolist"):            # numpy scalars and arrays
+        v = v.tolist()
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
-    if isinstance(v, np.ndarray):
+    if isinstance(v, list):
         return [_plain(x) for x in v]
-    return v.item() if isinstance(v, np.generic) else v
+    return v
 
 
 def _text(v: Any) -> str:

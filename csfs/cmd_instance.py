@@ -6,16 +6,20 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from core import lifecycle, lock
 from core.errors import NotFoundError
 from core.instance import Instance, ProjectRecord, norm_path
-from core.project import Project, iso_time
 
 from .config import resolve_home
 from .main import group
 from .output import print_json, print_table
 
 PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
+
+
+def _lifecycle():
+    """core.lifecycle, imported on use so `csfs --help` and other commands start fast."""
+    from core import lifecycle
+    return lifecycle
 
 
 def _instance(args: argparse.Namespace) -> Instance:
@@ -56,33 +60,33 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # -- project -------------------------------------------------------------------------------
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    return _done(args, lifecycle.create(_instance(args), args.title, args.dir), "created")
+    return _done(args, _lifecycle().create(_instance(args), args.title, args.dir), "created")
 
 
 def _cmd_attach(args: argparse.Namespace) -> int:
-    return _done(args, lifecycle.attach(_instance(args), args.path), "attached")
+    return _done(args, _lifecycle().attach(_instance(args), args.path), "attached")
 
 
 def _cmd_detach(args: argparse.Namespace) -> int:
-    return _done(args, lifecycle.detach(_instance(args), args.project), "detached")
+    return _done(args, _lifecycle().detach(_instance(args), args.project), "detached")
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
-    return _done(args, lifecycle.archive(_instance(args), args.project), "archived")
+    return _done(args, _lifecycle().archive(_instance(args), args.project), "archived")
 
 
 def _cmd_unarchive(args: argparse.Namespace) -> int:
-    return _done(args, lifecycle.unarchive(_instance(args), args.project, args.path), "unarchived")
+    return _done(args, _lifecycle().unarchive(_instance(args), args.project, args.path), "unarchived")
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
-    rec = lifecycle.forget(_instance(args), args.project)
+    rec = _lifecycle().forget(_instance(args), args.project)
     print(f"forgot {rec.uid} ({rec.path}); nothing on disk was touched")
     return 0
 
 
 def _cmd_rescue(args: argparse.Namespace) -> int:
-    print(lifecycle.rescue(_instance(args), args.path, args.other_instance_is_down))
+    print(_lifecycle().rescue(_instance(args), args.path, args.other_instance_is_down))
     return 0
 
 
@@ -99,6 +103,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def project_facts(inst: Instance, ref: str) -> dict:
     """What `project show` reports: registry row, lock owner, project.json, job counts, problems."""
+    from core import lock
+    from core.project import Project, iso_time
+
     rec, path = _locate(inst, ref)
     info = lock.read(path) if path.is_dir() else None
     if info is None:
@@ -146,6 +153,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 # -- job -----------------------------------------------------------------------------------
 
 def _cmd_job_list(args: argparse.Namespace) -> int:
+    from core.project import Project
+
     _, path = _locate(_instance(args), args.project)
     proj = Project.open(path)
     jobs = list(proj.jobs.values())
@@ -161,7 +170,7 @@ def _cmd_job_list(args: argparse.Namespace) -> int:
 
 def _cmd_mark_completed(args: argparse.Namespace) -> int:
     inst = _instance(args)
-    juid = lifecycle.mark_completed(inst, args.project, args.job)
+    juid = _lifecycle().mark_completed(inst, args.project, args.job)
     print(f"{inst.resolve(args.project).uid} {juid} marked completed")
     return 0
 
