@@ -238,7 +238,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
              _cmd_show, "PROJECT may also be any project directory not registered here.", json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
 
-    job = group(sub, "job", "jobs of a project: list, mark-completed, export")
+    job = group(sub, "job", "jobs of a project: list, mark-completed, export, import")
     p = leaf(job, "list", "list a project's jobs with type, status and title", _cmd_job_list,
              "PROJECT may also be any project directory not registered here.", json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
