@@ -1,6 +1,6 @@
 """State shared by every view of one mount: inode numbers, caches, the instance, the owner.
 
-Caches (cachetools) hold resolved nodes and directory listings. Entries under a
+Caches (cachetools) hold lstat results, directory listings, projects and export plans. Entries under a
 completed job, virtual exports and plans live long (their sources do not change
 behind csfs's back); the rest lives one second. `invalidate()` drops everything and
 is called whenever csfs itself changes something (a control action).
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
 from .nodes import Inodes, ns
 
@@ -31,11 +31,12 @@ class Context:
         self.started_ns = ns(time.time())
         self.inodes = Inodes()
         self._lock = threading.RLock()
-        self._long: TTLCache = TTLCache(maxsize=200_000, ttl=LONG_TTL)
-        self._short: TTLCache = TTLCache(maxsize=50_000, ttl=SHORT_TTL)
+        # bounded: the kernel holds attributes for a minute anyway; this saves rescans and
+        # lstat calls when it asks again, and caps the process at a few tens of MB
+        self._long: TTLCache = TTLCache(maxsize=100_000, ttl=LONG_TTL)
+        self._short: TTLCache = TTLCache(maxsize=20_000, ttl=SHORT_TTL)
         self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
-        self._plans: TTLCache = TTLCache(maxsize=512, ttl=600)
-        self._bytes: LRUCache = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=len)
+        self._plans: TTLCache = TTLCache(maxsize=32, ttl=600)
         self._instance: Any = None
         self.generation = 0
         self.action_lock = threading.Lock()   # one control action at a time
@@ -65,22 +66,10 @@ class Context:
             cache[key] = value
         return value
 
-    def generated(self, key: Any, produce: Callable[[], bytes]) -> bytes:
-        """Bytes of a generated export file, kept in a size-bounded LRU."""
-        with self._lock:
-            hit = self._bytes.get(key)
-        if hit is not None:
-            return hit
-        data = produce()
-        with self._lock:
-            if len(data) <= self._bytes.maxsize // 4:
-                self._bytes[key] = data
-        return data
-
     def invalidate(self) -> None:
-        """Forget every cached node, listing, project, plan and generated file."""
+        """Forget every cached listing, lstat, project and plan."""
         with self._lock:
-            for c in (self._long, self._short, self._objects, self._plans, self._bytes):
+            for c in (self._long, self._short, self._objects, self._plans):
                 c.clear()
             self.generation += 1
 

@@ -59,20 +59,25 @@ PREFETCH = 16 * 1024 * 1024
 
 
 class _Handle:
-    __slots__ = ("fd", "data", "node", "ahead")
+    __slots__ = ("fd", "data", "node", "ahead", "keep")
 
     def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
         self.fd, self.data, self.node = fd, data, node
         self.ahead = 0   # prefetch requested up to here
+        self.keep = False   # the kernel keeps this file's pages (keep_cache)
 
-    def prefetch(self, offset: int, size: int) -> None:
+    def prefetch(self, offset: int, size: int, drop_behind: bool) -> None:
         """Keep the disk busy ahead of the reader: the kernel sends our reads out of order
-        (several threads), which defeats the source file's own read-ahead."""
+        (several threads), which defeats the source file's own read-ahead. With
+        `drop_behind` (the kernel keeps its own copy of immutable data), also release the
+        source's pages well behind the reader, so big reads are not cached twice."""
         end = offset + size
         if end + PREFETCH // 2 > self.ahead:
             start = max(end, self.ahead)
             self.ahead = start + PREFETCH
             os.posix_fadvise(self.fd, start, PREFETCH, os.POSIX_FADV_WILLNEED)
+            if drop_behind and offset > 2 * PREFETCH:
+                os.posix_fadvise(self.fd, offset - 2 * PREFETCH, PREFETCH, os.POSIX_FADV_DONTNEED)
 
 
 class CsfsFS(Operations):
@@ -191,6 +196,7 @@ class CsfsFS(Operations):
             h = _Handle(fd=os.open(src, os.O_RDONLY | os.O_CLOEXEC))
             os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead below us
             fi.keep_cache = self._keep(path, node)
+            h.keep = bool(fi.keep_cache)
         else:
             h = _Handle(data=node.data() if node.data else b"")
             if node.immutable:
@@ -217,7 +223,7 @@ class CsfsFS(Operations):
         if h is None:
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
-            h.prefetch(offset, size)
+            h.prefetch(offset, size, h.keep)
             return os.pread(h.fd, size, offset)
         data = h.data
         if data is None:           # a control file: its current outcome
@@ -230,7 +236,7 @@ class CsfsFS(Operations):
         if h is None:
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
-            h.prefetch(offset, size)
+            h.prefetch(offset, size, h.keep)
             zerocopy.hand_over(bufpp, size, fd=h.fd, pos=offset)
         else:
             zerocopy.hand_over(bufpp, size, data=self.read(path, size, offset, fi))

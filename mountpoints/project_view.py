@@ -12,7 +12,7 @@ from core.errors import CsfsError
 from . import generated
 from .context import Context
 from .control import PROJECT_ACTIONS, Controls
-from .nodes import Node, ns, real_attrs, virtual_attrs
+from .nodes import T_DEV, T_INO, T_MODE, Node, compact, ns, real_attrs, virtual_attrs
 
 VIRTUAL_TOP = ("exports", "sizes", "control")
 EXPORT_KINDS = ("jobs", "groups")
@@ -65,13 +65,8 @@ class ProjectView:
     def plan(self, kind: str, name: str) -> Any:
         juid, group = self.export_index()[kind][name]
 
-        def compute() -> Any:
-            from core import exportplan
-
-            if kind == "jobs":
-                return exportplan.job_export_plan(self.project(), juid)
-            return exportplan.group_export_plan(self.project(), juid, group)
-        return self.ctx.obj(("plan", str(self.path), kind, name), compute, plans=True)
+        return self.ctx.obj(("plan", str(self.path), kind, name),
+                            lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
 
     def sizes(self) -> Any:
         from core.sizes import project_sizes
@@ -117,9 +112,9 @@ class ProjectView:
         real = os.path.join(str(self.path), *parts)
         long = bool(parts) and parts[0] in self.final_jobs()
 
-        def stat() -> Any:
+        def stat() -> tuple | None:
             try:
-                return os.lstat(real)
+                return compact(os.lstat(real))
             except FileNotFoundError:
                 return None
         st = self.ctx.cached(("lstat", real), stat, long)
@@ -127,10 +122,11 @@ class ProjectView:
             if missing_ok:
                 return self._vdir(parts, lambda: self._merged(parts, None, extra, merge))
             raise _enoent()
-        node = Node("real", real_attrs(st, self.ctx.inodes.real(st.st_dev, st.st_ino)), real=real, immutable=long)
-        if S.S_ISDIR(st.st_mode):
+        dev = st[T_DEV]
+        node = Node("real", real_attrs(st, self.ctx.inodes.real(dev, st[T_INO])), real=real, immutable=long)
+        if S.S_ISDIR(st[T_MODE]):
             node.kind = "dir"
-            node.children = lambda: self._merged(parts, real, extra, merge, long, st.st_dev)
+            node.children = lambda: self._merged(parts, real, extra, merge, long, dev)
         return node
 
     def _merged(self, parts: list[str], real: str | None, extra: tuple[str, ...],
@@ -173,35 +169,32 @@ class ProjectView:
         entry = plan.lookup(rel)
         if entry is None:
             raise _enoent()
+        kind, size, mtime_s, source, mode, inline = entry
         parts = base + inner
-        mtime = ns(entry.mtime)
-        if entry.kind == "dir":
+        mtime = ns(mtime_s)
+        if kind == "dir":
             def children() -> list[tuple[str, int, int]]:
                 out = []
-                for child in plan.children(rel):
-                    name = child.rsplit("/", 1)[-1]
+                for name in plan.children(rel):
                     sub = plan.lookup(f"{rel}/{name}" if rel else name)
-                    out.append(self._child_entry(parts, name, sub is not None and sub.kind == "dir"))
+                    out.append(self._child_entry(parts, name, sub is not None and sub[0] == "dir"))
                 return out
-            return self._vdir(parts, children, mtime, entry.mode, immutable=True)
+            return self._vdir(parts, children, mtime, mode, immutable=True)
         ino = self.ctx.inodes.virtual(self._vkey(parts))
-        attrs = virtual_attrs("file", entry.size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=entry.mode)
-        if entry.kind == "file":
+        attrs = virtual_attrs("file", size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=mode)
+        if kind == "file":
             # the source's real block count: du matches the data on disk, and tar -S finds
             # the holes of sparse particle stacks exactly as with the physical export
-            src = str(entry.source)
-            st = self.ctx.cached(("stat", src), lambda: _stat(src), True)
-            if st is not None and st.st_size == entry.size:
+            st = self.ctx.cached(("stat", source), lambda: _stat(source), True)
+            if st is not None and st.st_size == size:
                 attrs["st_blocks"] = st.st_blocks
-            return Node("file", attrs, source=src, immutable=True)
-        if entry.size > generated.BIG:
-            kind, name = base[-2], base[-1]
-            juid, group = self.export_index()[kind][name]
-            rel = "/".join(inner)
-            return Node("file", attrs, immutable=True, source_fn=lambda: str(generated.materialize(
-                self.ctx.instance().cache_dir, self.path, kind, juid, group, rel, entry.size, entry.mtime)))
-        key = ("gen", str(self.path), tuple(parts))
-        return Node("file", attrs, data=lambda: self.ctx.generated(key, entry.generate), immutable=True)
+            return Node("file", attrs, source=source, immutable=True)
+        if inline is not None:
+            return Node("file", attrs, data=lambda: inline, immutable=True)
+        export_kind, name = base[-2], base[-1]
+        juid, group = self.export_index()[export_kind][name]
+        return Node("file", attrs, immutable=True, source_fn=lambda: str(generated.materialize(
+            self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s)))
 
     def _sizes(self, rest: list[str]) -> Node:
         report = self.sizes()
