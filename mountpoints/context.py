@@ -33,8 +33,8 @@ class Context:
         self._lock = threading.RLock()
         # bounded: the kernel holds attributes for a minute anyway; this saves rescans and
         # lstat calls when it asks again, and caps the process at a few tens of MB
-        self._long: TTLCache = TTLCache(maxsize=100_000, ttl=LONG_TTL)
-        self._short: TTLCache = TTLCache(maxsize=20_000, ttl=SHORT_TTL)
+        self._long: TTLCache = TTLCache(maxsize=30_000, ttl=LONG_TTL)
+        self._short: TTLCache = TTLCache(maxsize=10_000, ttl=SHORT_TTL)
         self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
         self._plans: TTLCache = TTLCache(maxsize=32, ttl=600)
         self._instance: Any = None

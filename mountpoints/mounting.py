@@ -116,6 +116,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     from .fusecompat import FUSE
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
+    _few_malloc_arenas()
     ctx = Context(home, mountpoint)
     fs = CsfsFS(ctx, source)
     name = f"csfs:{source or home}".replace(",", "_")
@@ -128,6 +129,16 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
         opts.update(allow_other=True, default_permissions=True)
     opts.update(options)
     FUSE(fs, mountpoint, foreground=True, raw_fi=True, **opts)
+
+
+def _few_malloc_arenas(n: int = 2) -> None:
+    """glibc gives each of libfuse's threads its own malloc arena; two keep RSS small."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-8, n)   # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def parse_options(text: str | None) -> dict[str, object]:
