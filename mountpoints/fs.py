@@ -59,12 +59,14 @@ PREFETCH = 16 * 1024 * 1024
 
 
 class _Handle:
-    __slots__ = ("fd", "data", "node", "ahead", "keep")
+    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size")
 
     def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
         self.fd, self.data, self.node = fd, data, node
         self.ahead = 0   # prefetch requested up to here
         self.keep = False   # the kernel keeps this file's pages (keep_cache)
+        self.sparse = False  # the source has holes: serve them as zeros without reading
+        self.size = 0
 
     def prefetch(self, offset: int, size: int, drop_behind: bool) -> None:
         """Keep the disk busy ahead of the reader: the kernel sends our reads out of order
@@ -194,6 +196,8 @@ class CsfsFS(Operations):
         elif node.kind == "real" or node.source is not None or node.source_fn is not None:
             src = node.real or node.source or node.source_fn()   # type: ignore[misc]
             h = _Handle(fd=os.open(src, os.O_RDONLY | os.O_CLOEXEC))
+            st = os.fstat(h.fd)
+            h.size, h.sparse = st.st_size, st.st_blocks * 512 < st.st_size
             os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead below us
             fi.keep_cache = self._keep(path, node)
             h.keep = bool(fi.keep_cache)
@@ -236,6 +240,11 @@ class CsfsFS(Operations):
         if h is None:
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
+            hole = zerocopy.hole_length(h.fd, offset, size) if h.sparse else 0
+            if hole and hole >= min(size, max(0, h.size - offset)):
+                # all hole up to the request's end (or EOF): zeros without touching the source
+                zerocopy.hand_over(bufpp, min(size, max(0, h.size - offset)), zeros=True)
+                return 0
             h.prefetch(offset, size, h.keep)
             zerocopy.hand_over(bufpp, size, fd=h.fd, pos=offset)
         else:

@@ -7,6 +7,8 @@ Layouts follow fuse_common.h of libfuse 3.x before 3.17 and libfuse 2.9 (same fi
 from __future__ import annotations
 
 import ctypes
+import errno
+import os
 
 SPLICE_WRITE = 1 << 7   # FUSE_CAP_SPLICE_WRITE
 SPLICE_MOVE = 1 << 8    # FUSE_CAP_SPLICE_MOVE
@@ -27,6 +29,8 @@ class FuseBufvec(ctypes.Structure):
 _libc = ctypes.CDLL(None)
 _libc.malloc.restype = ctypes.c_void_p
 _libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.calloc.restype = ctypes.c_void_p
+_libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
 _SIZE = ctypes.sizeof(FuseBufvec)
 
 
@@ -35,23 +39,46 @@ def supported(fuse_major: int, fuse_minor: int) -> bool:
     return fuse_major == 2 or (fuse_major == 3 and fuse_minor < 17)
 
 
-def hand_over(bufpp: object, size: int, fd: int = -1, pos: int = 0, data: bytes | None = None) -> None:
+def hole_length(fd: int, pos: int, size: int) -> int:
+    """How many of the `size` bytes at `pos` are a hole (0 when data starts right there)."""
+    try:
+        data = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as e:
+        if e.errno == errno.ENXIO:   # no data after pos: a hole up to the end of the file
+            return size
+        return 0                     # SEEK_DATA unsupported: treat everything as data
+    return min(size, data - pos)
+
+
+def hand_over(bufpp: object, size: int, fd: int = -1, pos: int = 0, data: bytes | None = None,
+              zeros: bool = False) -> None:
     """Store a malloc'd one-buffer fuse_bufvec in *bufpp (libfuse frees it).
 
-    An fd buffer (data None) makes libfuse pread `size` bytes at `pos` itself; otherwise
+    An fd buffer (data None) makes libfuse pread `size` bytes at `pos` itself; `zeros`
+    hands over `size` zero bytes from calloc (a hole: nothing is read at all); otherwise
     `data` is copied into a malloc'd memory buffer."""
+    if zeros:
+        mem = _libc.calloc(1, max(1, size))   # big callocs are fresh mmaps: zero pages, no writes
+        if not mem:
+            raise MemoryError("calloc failed")
+        _store(bufpp, size, 0, mem, -1, 0)
+        return
+    if data is None:
+        _store(bufpp, size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, None, fd, pos)
+        return
+    mem = _libc.malloc(max(1, len(data)))
+    if not mem:
+        raise MemoryError("malloc failed")
+    ctypes.memmove(mem, data, len(data))
+    _store(bufpp, len(data), 0, mem, -1, 0)
+
+
+def _store(bufpp: object, size: int, flags: int, mem: int | None, fd: int, pos: int) -> None:
     addr = _libc.malloc(_SIZE)
     if not addr:
         raise MemoryError("malloc failed")
     vec = FuseBufvec.from_address(addr)
     vec.count, vec.idx, vec.off = 1, 0, 0
     b = vec.buf[0]
-    if data is None:
-        b.size, b.flags, b.mem, b.fd, b.pos = size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, None, fd, pos
-    else:
-        mem = _libc.malloc(max(1, len(data)))
-        if not mem:
-            raise MemoryError("malloc failed")
-        ctypes.memmove(mem, data, len(data))
-        b.size, b.flags, b.mem, b.fd, b.pos = len(data), 0, mem, -1, 0
+    b.size, b.flags, b.mem, b.fd, b.pos = size, flags, mem, fd, pos
     ctypes.cast(bufpp, ctypes.POINTER(ctypes.c_void_p))[0] = addr
