@@ -38,25 +38,18 @@ class Context:
         self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
         self._plans: TTLCache = TTLCache(maxsize=32, ttl=600)
         self._instance: Any = None
-        self.generation = 0
         self.action_lock = threading.Lock()   # one control action at a time
 
     # -- caches -------------------------------------------------------------
     def cached(self, key: Any, compute: Callable[[], Any], long: bool) -> Any:
-        """Value for `key` from the long or short cache, computing it on a miss."""
-        cache = self._long if long else self._short
-        with self._lock:
-            hit = cache.get(key, _MISS)
-        if hit is not _MISS:
-            return hit
-        value = compute()
-        with self._lock:
-            cache[key] = value
-        return value
+        """An lstat result or listing from the long or short cache, computed on a miss."""
+        return self._get(self._long if long else self._short, key, compute)
 
     def obj(self, key: Any, compute: Callable[[], Any], plans: bool = False) -> Any:
         """A core object (Project, SizeReport, Plan) cached for a few seconds (plans: minutes)."""
-        cache = self._plans if plans else self._objects
+        return self._get(self._plans if plans else self._objects, key, compute)
+
+    def _get(self, cache: TTLCache, key: Any, compute: Callable[[], Any]) -> Any:
         with self._lock:
             hit = cache.get(key, _MISS)
         if hit is not _MISS:
@@ -71,7 +64,6 @@ class Context:
         with self._lock:
             for c in (self._long, self._short, self._objects, self._plans):
                 c.clear()
-            self.generation += 1
 
     # -- the instance -------------------------------------------------------
     def instance(self) -> Any:

@@ -251,6 +251,19 @@ class CsfsFS(Operations):
             zerocopy.hand_over(bufpp, size, data=self.read(path, size, offset, fi))
         return 0
 
+    def lseek(self, path: str, offset: int, whence: int, fi: Any) -> int:
+        """SEEK_DATA/SEEK_HOLE (the kernel does the rest): tar -S and cp find a sparse
+        file's holes through the mount as they do natively, and skip reading them."""
+        h = self._handles.get(fi.fh)
+        if h is None:
+            raise FuseOSError(errno.EBADF)
+        if h.fd >= 0:
+            return os.lseek(h.fd, offset, whence)
+        size = len(h.data if h.data is not None else b"")
+        if offset >= size and whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            raise FuseOSError(errno.ENXIO)
+        return offset if whence == os.SEEK_DATA else size
+
     @_errors
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
         h = self._handles.get(fi.fh)
@@ -272,11 +285,8 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EROFS)
         return 0
 
-    def flush(self, path: str, fi: Any) -> int:
-        return 0
-
-    def fsync(self, path: str, datasync: int, fi: Any) -> int:
-        return 0
+    # no flush/fsync: libfuse answers ENOSYS and the kernel stops sending them (one round
+    # trip less per file closed)
 
     def release(self, path: str, fi: Any) -> int:
         h = self._handles.pop(fi.fh, None)
@@ -330,3 +340,15 @@ def _tune_readahead(mountpoint: str, wait: float = 10.0) -> None:
                 return
         time.sleep(0.05)
 
+
+
+def fuse_class() -> Any:
+    """The binding's FUSE class, plus the lseek callback mfusepy does not wrap itself."""
+    from .fusecompat import FUSE
+
+    class CsfsFUSE(FUSE):  # type: ignore[misc, valid-type]
+        def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
+            decoded = None if path is None else path.decode(self.encoding, self.errors)
+            return self.operations.lseek(decoded, offset, whence, fip.contents)
+
+    return CsfsFUSE

@@ -112,11 +112,11 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
 
     from .context import Context
     from . import fusecompat
-    from .fs import CsfsFS
-    from .fusecompat import FUSE
+    from .fs import CsfsFS, fuse_class
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
     _few_malloc_arenas()
+    sys.setswitchinterval(0.0005)   # requests are short: hand the GIL over quickly
     ctx = Context(home, mountpoint)
     fs = CsfsFS(ctx, source)
     name = f"csfs:{source or home}".replace(",", "_")
@@ -128,7 +128,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
     opts.update(options)
-    FUSE(fs, mountpoint, foreground=True, raw_fi=True, **opts)
+    fuse_class()(fs, mountpoint, foreground=True, raw_fi=True, **opts)
 
 
 def _few_malloc_arenas(n: int = 2) -> None:

@@ -26,6 +26,10 @@ def env(_demo_master, tmp_path_factory):
     base = tmp_path_factory.mktemp("mount-ro")
     project = copy_demo(_demo_master, base / "demo")
     home = base / "home"
+    with open(project / "J5" / "sparse.bin", "wb") as f:   # data, a 4 MiB hole, data
+        f.write(b"head" * 1024)
+        f.seek(4 * 1024 * 1024, os.SEEK_CUR)
+        f.write(b"tail" * 1024)
     lifecycle.attach(Instance(home), project)
     # every generated export file goes through the on-disk cache made by a child process
     with mounted(home, base / "mnt", project, env={"CSFS_MOUNT_INLINE_MAX": "0"}) as (mnt, _pid):
@@ -247,3 +251,22 @@ def test_xattrs_not_supported(env):
     with pytest.raises(OSError) as e:
         os.getxattr(mnt / "project.json", "user.x")
     assert e.value.errno in (errno.EOPNOTSUPP, errno.ENODATA, errno.ENOSYS)
+
+
+def test_sparse_file_holes_and_tar_S(env, tmp_path):
+    """SEEK_DATA/SEEK_HOLE through the mount match the real file; tar -S keeps it sparse."""
+    _home, project, mnt = env
+    real, via = project / "J5" / "sparse.bin", mnt / "J5" / "sparse.bin"
+    assert via.read_bytes() == real.read_bytes()
+    fr, fv = os.open(real, os.O_RDONLY), os.open(via, os.O_RDONLY)
+    try:
+        for off in (0, 4096, 5000, 2 * 1024 * 1024, 4 * 1024 * 1024 + 4096):
+            for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+                assert os.lseek(fv, off, whence) == os.lseek(fr, off, whence), (off, whence)
+    finally:
+        os.close(fr), os.close(fv)
+    native = run(["tar", "-cSf", "-", "-C", str(project / "J5"), "sparse.bin"]).stdout
+    r = run(["tar", "-cSf", "-", "-C", str(mnt / "J5"), "sparse.bin"])
+    assert r.returncode == 0 and r.stderr == b""
+    assert _tar_members(r.stdout) == _tar_members(native)
+    assert len(r.stdout) < 1024 * 1024, "the hole was not archived as data"
