@@ -126,6 +126,10 @@ class CsfsFS(Operations):
         self.kcache.bind()
         threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint,), daemon=True).start()
 
+    def init(self, path: str) -> None:
+        """fusepy (libfuse2) calls init(); mfusepy prefers init_with_config()."""
+        self.init_with_config(None, None)
+
     def destroy(self, path: str) -> None:
         for h in list(self._handles.values()):
             if h.fd >= 0:
