@@ -111,7 +111,6 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     import logging
 
     from .context import Context
-    from . import fusecompat
     from .fs import CsfsFS, fuse_class
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
@@ -123,8 +122,6 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     # noatime: a readdir would otherwise invalidate the directory's cached attributes
     opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True, "noatime": True,
                                "attr_timeout": 60, "entry_timeout": 60}
-    if fusecompat.FUSE_MAJOR >= 3:
-        opts["max_threads"] = 16   # libfuse 3.14 otherwise logs an "invalid max threads" warning
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
     opts.update(options)
