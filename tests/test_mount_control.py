@@ -4,8 +4,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -232,3 +234,37 @@ def test_missing_fuse_names_the_package(monkeypatch):
     monkeypatch.setattr(mounting.shutil, "which", lambda name: None)
     with pytest.raises(CsfsError, match="fuse3"):
         mounting.check_fuse()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root and runuser")
+def test_allow_other_reads_but_only_the_owner_acts(demo):
+    """--allow-other: another user reads the mount, gets EACCES on control, EROFS elsewhere."""
+    from core import lifecycle
+    from core.instance import Instance
+
+    base = Path(tempfile.mkdtemp(prefix="csfs-other-"))   # outside pytest's private tmp dirs
+    try:
+        os.chmod(base, 0o755)
+        inst = Instance(base / "home")
+        lifecycle.attach(inst, demo)
+        (base / "mnt").mkdir()
+        r = run_csfs("mount", str(demo), str(base / "mnt"), "--allow-other", home=inst.home)
+        assert r.returncode == 0, r.stderr
+        try:
+            mnt = base / "mnt"
+
+            def as_nobody(cmd: str) -> subprocess.CompletedProcess:
+                return subprocess.run(["runuser", "-u", "nobody", "--", "sh", "-c", cmd],
+                                      capture_output=True, text=True, timeout=60)
+            assert as_nobody(f"cat '{mnt}/project.json'").returncode == 0
+            denied = as_nobody(f"echo J8 > '{mnt}/control/export-job'")
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr
+            touched = as_nobody(f"touch '{mnt}/x'")
+            assert touched.returncode != 0 and not (mnt / "x").exists()
+            assert _write(mnt / "control" / "export-job", "J8") == 0   # the owner still acts
+        finally:
+            run_csfs("umount", str(base / "mnt"), home=inst.home)
+    finally:
+        if is_mounted(base / "mnt"):
+            subprocess.run(["fusermount3", "-u", "-z", str(base / "mnt")])
+        shutil.rmtree(base, ignore_errors=True)
