@@ -111,8 +111,9 @@ class Controls:
                 raise UsageError(f"{action}: write 1 (or 'yes') to {action} this project, got {text.strip()!r}")
             from core import lifecycle
 
-            fn: Callable[..., Any] = lifecycle.detach if action == "detach" else lifecycle.archive
-            return f"{action}ed {_describe(fn(inst, ref))}".replace("archiveed", "archived")
+            fn, done = ((lifecycle.detach, "detached") if action == "detach"
+                        else (lifecycle.archive, "archived"))
+            return f"{done} {_describe(fn(inst, ref))}"
         if action == "clear-intermediate":
             from core.cleanup import clear_intermediate
 
