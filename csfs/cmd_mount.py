@@ -24,7 +24,12 @@ symlinks), plus:
       echo J12 > control/export-job      echo 'J12 particles' > control/export-group
 The instance root's control/ has attach (write a path) and unarchive (write 'P<n> <path>').
 Returns once the mount is ready; the server keeps running in the background
-(use -f to stay in the foreground). Unmount with `csfs umount MOUNTPOINT`."""
+(use -f to stay in the foreground). Unmount with `csfs umount MOUNTPOINT`.
+
+FUSE binding: mfusepy on libfuse3 (package fuse3), else fusepy on libfuse2 (package
+libfuse2), with the same behaviour except that under libfuse2 files are read through
+Python (no zero-copy) and SEEK_DATA/SEEK_HOLE see no holes (tar -S still finds them).
+Force one with the environment variable CSFS_FUSE=mfusepy or CSFS_FUSE=fusepy."""
 
 
 def _mount(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from core.errors import CsfsError
 
 from .context import Context
 from .control import Controls
-from .fusecompat import FUSE_MAJOR, FUSE_MINOR, FuseOSError, Operations, fuse_get_context
+from .fusecompat import LSEEK, READ_BUF, FuseOSError, Operations, fuse_get_context
 from . import zerocopy
 from .kcache import KernelCache
 from .instance_view import InstanceView
@@ -311,8 +311,10 @@ class CsfsFS(Operations):
     def removexattr(self, *args: Any) -> int:
         raise FuseOSError(errno.ENOSYS)
 
-    if not zerocopy.supported(FUSE_MAJOR, FUSE_MINOR):   # unknown struct layout: plain read() only
+    if not READ_BUF:   # binding without read_buf (fusepy) or unknown struct layout: plain read()
         del read_buf
+    if not LSEEK:      # libfuse2: the kernel answers SEEK_DATA/SEEK_HOLE itself (all data)
+        del lseek
 
     create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
     chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]

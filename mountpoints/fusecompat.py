@@ -1,43 +1,99 @@
-"""The FUSE binding: mfusepy (libfuse3) when available, else fusepy (libfuse2), same API.
+"""The FUSE binding: mfusepy on libfuse3 when available, else fusepy on libfuse2; same Operations.
 
-Importing never fails: `AVAILABLE` says whether a binding and libfuse were found and
-`PROBLEM` says why not, so the CLI can print one clear line.
+`CSFS_FUSE=mfusepy` or `CSFS_FUSE=fusepy` forces one binding (no fallback); unset or
+`auto` tries mfusepy, then fusepy. Importing never fails: `AVAILABLE` says whether a
+binding and its libfuse were found and `PROBLEM` says why not, so the CLI prints one line.
+
+What the chosen binding can do is detected here, once; the rest of mountpoints reads
+these flags instead of checking the binding itself:
+  READ_BUF    the binding wires `read_buf` and the fuse_bufvec layout is known (zerocopy):
+              libfuse reads data from our fd itself; otherwise plain `read()`
+  LSEEK       `lseek` reaches us (libfuse >= 3.8): SEEK_DATA/SEEK_HOLE answered from the
+              source; otherwise the kernel treats every file as data (tar -S still works,
+              by scanning for zeros)
+  INVALIDATE  libfuse has fuse_invalidate_path (libfuse3): kernel caches of generated files
+              can be dropped after a control action; otherwise only real data keeps its cache
 """
 from __future__ import annotations
 
 import errno
+import os
+from typing import Any
+
+from . import zerocopy
+
+ENV = "CSFS_FUSE"
+CHOICES = ("mfusepy", "fusepy")
 
 AVAILABLE = False
 PROBLEM = ""
-LIBRARY = ""
+LIBRARY = ""           # "mfusepy" or "fusepy"
 FUSE_MAJOR = 0
 FUSE_MINOR = 0
+LIBFUSE: Any = None    # the binding's ctypes handle on libfuse
+READ_BUF = LSEEK = INVALIDATE = False
 
-try:  # mfusepy raises OSError/EnvironmentError when libfuse itself is missing
-    import mfusepy as _fuse  # type: ignore
 
-    LIBRARY = "mfusepy"
-    FUSE_MAJOR = int(getattr(_fuse, "fuse_version_major", 3))
-    FUSE_MINOR = int(getattr(_fuse, "fuse_version_minor", 0))
-    AVAILABLE = True
-except (ImportError, OSError) as e:  # pragma: no cover - depends on the machine
-    PROBLEM = f"mfusepy: {e}"
+def _import_mfusepy() -> Any:
+    """mfusepy, on libfuse3: left alone, mfusepy takes libfuse2 whenever it is installed."""
+    pinned = "FUSE_LIBRARY_PATH" in os.environ or "FUSE_LIBRARY_NAME" in os.environ
+    if not pinned:
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
     try:
-        import fuse as _fuse  # type: ignore  # fusepy
+        import mfusepy  # type: ignore
 
-        LIBRARY = "fusepy"
-        FUSE_MAJOR, FUSE_MINOR = 2, 9
-        AVAILABLE = True
-    except (ImportError, OSError) as e2:
-        PROBLEM += f"; fusepy: {e2}"
-        _fuse = None
+        return mfusepy
+    finally:
+        if not pinned:
+            os.environ.pop("FUSE_LIBRARY_NAME", None)
+
+
+def _import_fusepy() -> Any:
+    import fuse  # type: ignore  # fusepy, on libfuse2
+
+    if not hasattr(fuse, "fuse_operations"):   # some other module called `fuse`
+        raise ImportError("the `fuse` module found is not fusepy")
+    return fuse
+
+
+def _version(lib: Any) -> tuple[int, int]:
+    v = int(lib.fuse_version())   # 29 for 2.9, 314 for 3.14
+    return divmod(v, 10) if v < 100 else divmod(v, 100)
+
+
+def _load() -> Any:
+    """Import the binding CSFS_FUSE asks for (or the first that works); fill in the flags."""
+    global AVAILABLE, PROBLEM, LIBRARY, FUSE_MAJOR, FUSE_MINOR, LIBFUSE, READ_BUF, LSEEK, INVALIDATE
+    wanted = os.environ.get(ENV, "").strip().lower() or "auto"
+    if wanted not in CHOICES + ("auto",):
+        PROBLEM = f"{ENV}={wanted!r} is not one of {', '.join(CHOICES)}, auto"
+        return None
+    problems = []
+    for name in CHOICES if wanted == "auto" else (wanted,):
+        try:   # a binding raises OSError (or AttributeError: wrong version) without its libfuse
+            mod = _import_mfusepy() if name == "mfusepy" else _import_fusepy()
+        except (ImportError, OSError, AttributeError) as e:
+            problems.append(f"{name}: {e}")
+            continue
+        LIBRARY, LIBFUSE, AVAILABLE = name, mod._libfuse, True
+        FUSE_MAJOR, FUSE_MINOR = _version(LIBFUSE)
+        ops = {f[0] for f in mod.fuse_operations._fields_}
+        READ_BUF = "read_buf" in ops and zerocopy.supported(FUSE_MAJOR, FUSE_MINOR)
+        LSEEK = "lseek" in ops
+        INVALIDATE = hasattr(LIBFUSE, "fuse_invalidate_path")
+        return mod
+    PROBLEM = "; ".join(problems)
+    return None
+
+
+_fuse = _load()
 
 if _fuse is not None:
     FUSE = _fuse.FUSE
     Operations = _fuse.Operations
     FuseOSError = _fuse.FuseOSError
     fuse_get_context = _fuse.fuse_get_context
-else:  # pragma: no cover
+else:  # pragma: no cover - depends on the machine
     class FuseOSError(OSError):  # type: ignore[no-redef]
         def __init__(self, code: int) -> None:
             super().__init__(code, errno.errorcode.get(code, str(code)))
@@ -49,3 +105,17 @@ else:  # pragma: no cover
 
     def fuse_get_context() -> tuple[int, int, int]:  # type: ignore[misc]
         return (0, 0, 0)
+
+
+def install_hint() -> str:
+    """What to install for the binding CSFS_FUSE asks for (mfusepy's by default)."""
+    if os.environ.get(ENV, "").strip().lower() == "fusepy":
+        return "install the Debian/Ubuntu package libfuse2 and `pip install fusepy`"
+    return "install the Debian/Ubuntu package fuse3 (apt-get install fuse3) and `pip install mfusepy`"
+
+
+def describe() -> str:
+    """'mfusepy on libfuse 3.14' (or why no binding is available)."""
+    if not AVAILABLE:
+        return f"no FUSE binding ({PROBLEM})"
+    return f"{LIBRARY} on libfuse {FUSE_MAJOR}.{FUSE_MINOR}"

@@ -24,10 +24,12 @@ class KernelCache:
 
     def bind(self) -> None:
         """Call from init(): capture the struct fuse * and the invalidation function."""
-        try:
-            import mfusepy
+        from .fusecompat import INVALIDATE, LIBFUSE as lib
 
-            lib = mfusepy._libfuse
+        if not INVALIDATE:   # libfuse2 (fusepy): no fuse_invalidate_path
+            self._fn = None
+            return
+        try:
             fn = lib.fuse_invalidate_path
             fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
             fn.restype = ctypes.c_int

@@ -68,7 +68,7 @@ def check_fuse() -> None:
     if not os.path.exists("/dev/fuse"):
         raise CsfsError(f"FUSE is unavailable: /dev/fuse is missing; {FUSE_HINT} and load the fuse module")
     if not fusecompat.AVAILABLE:
-        raise CsfsError(f"FUSE is unavailable: libfuse not found ({fusecompat.PROBLEM}); {FUSE_HINT}")
+        raise CsfsError(f"FUSE is unavailable: no binding ({fusecompat.PROBLEM}); {fusecompat.install_hint()}")
     if not (shutil.which("fusermount3") or shutil.which("fusermount")):
         raise CsfsError(f"FUSE is unavailable: fusermount3 not found; {FUSE_HINT}")
 

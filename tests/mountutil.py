@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Iterator
 
@@ -67,3 +70,60 @@ def mounted(home: Path, mountpoint: Path, source: Path | str | None = None,
 def run(cmd: list[str] | str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     """Run a real tool with a timeout (a hung mount fails the test instead of the suite)."""
     return subprocess.run(cmd, capture_output=True, timeout=timeout, shell=isinstance(cmd, str), **kw)
+
+
+def tar_members(data: bytes) -> dict[str, tuple]:
+    """A tar archive's members: name -> (type, link target, permission bits, file bytes)."""
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        for m in tf:
+            body = tf.extractfile(m).read() if m.isfile() else None
+            name = m.name.rstrip("/")
+            out[name] = (m.type if m.type != tarfile.AREGTYPE else tarfile.REGTYPE,
+                         m.linkname or None, m.mode & 0o777, body)
+    return out
+
+
+def write_sparse(path: Path) -> None:
+    """A sparse file: 4 KiB of data, a 4 MiB hole, 4 KiB of data."""
+    with open(path, "wb") as f:
+        f.write(b"head" * 1024)
+        f.seek(4 * 1024 * 1024, os.SEEK_CUR)
+        f.write(b"tail" * 1024)
+
+
+def check_inodes(mnt: Path) -> None:
+    """Every inode in the mount is distinct (hard links aside) and readdir agrees with lstat."""
+    inos: dict[int, str] = {}
+    for dirpath, _dirnames, _filenames in os.walk(mnt):
+        with os.scandir(dirpath) as it:
+            for e in it:
+                st = os.lstat(e.path)
+                assert e.inode() == st.st_ino, e.path
+                if st.st_nlink == 1 or stat.S_ISDIR(st.st_mode):
+                    assert st.st_ino not in inos, (e.path, inos.get(st.st_ino))
+                inos[st.st_ino] = e.path
+
+
+def check_du_and_sizes(home: Path, project: Path, mnt: Path) -> None:
+    """`du -s` of the mounted project is non-zero; sizes/ says what `csfs du` counts; per job,
+    du through the mount equals du of the real directory."""
+    from core.instance import Instance
+    from core.project import Project
+    from core.sizes import project_sizes
+
+    r = run(["du", "-s", str(mnt)])
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[0]) > 0
+    report = project_sizes(Project.open(project), cache_dir=Instance(home).cache_dir)
+    assert int((mnt / "sizes" / "total").read_text()) == report.total > 0
+    for uid, js in report.jobs.items():
+        assert int((mnt / "sizes" / uid).read_text()) == js.bytes
+        # du through the mount counts exactly what du counts natively
+        via = run(["du", "-s", "-B1", str(mnt / uid)]).stdout.split()[0]
+        native = run(["du", "-s", "-B1", str(project / uid)]).stdout.split()[0]
+        assert via == native, uid
+        # and the apparent bytes following links are csfs's accounting plus directory sizes
+        apparent = int(run(["du", "-s", "-b", "-L", str(mnt / uid)]).stdout.split()[0])
+        ndirs = sum(1 for _ in os.walk(mnt / uid, followlinks=True))
+        assert js.bytes <= apparent <= js.bytes + 4096 * ndirs, uid

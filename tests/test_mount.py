@@ -3,16 +3,15 @@ cryosparc-tools. One project mount per module (tests here never change the proje
 from __future__ import annotations
 
 import errno
-import io
 import os
 import stat
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from conftest import copy_demo
-from mountutil import mounted, needs_fuse, run
+from mountutil import (check_du_and_sizes, check_inodes, mounted, needs_fuse, run, tar_members as _tar_members,
+                       write_sparse)
 
 pytestmark = needs_fuse
 
@@ -26,10 +25,7 @@ def env(_demo_master, tmp_path_factory):
     base = tmp_path_factory.mktemp("mount-ro")
     project = copy_demo(_demo_master, base / "demo")
     home = base / "home"
-    with open(project / "J5" / "sparse.bin", "wb") as f:   # data, a 4 MiB hole, data
-        f.write(b"head" * 1024)
-        f.seek(4 * 1024 * 1024, os.SEEK_CUR)
-        f.write(b"tail" * 1024)
+    write_sparse(project / "J5" / "sparse.bin")
     lifecycle.attach(Instance(home), project)
     # every generated export file goes through the on-disk cache made by a child process
     with mounted(home, base / "mnt", project, env={"CSFS_MOUNT_INLINE_MAX": "0"}) as (mnt, _pid):
@@ -102,48 +98,12 @@ def test_ls_find_stat(env):
 
 def test_inodes_distinct_and_readdir_matches(env):
     _home, _project_dir, mnt = env
-    inos: dict[int, str] = {}
-    for dirpath, dirnames, filenames in os.walk(mnt):
-        with os.scandir(dirpath) as it:
-            for e in it:
-                st = os.lstat(e.path)
-                assert e.inode() == st.st_ino, e.path
-                if st.st_nlink == 1 or stat.S_ISDIR(st.st_mode):
-                    assert st.st_ino not in inos, (e.path, inos.get(st.st_ino))
-                inos[st.st_ino] = e.path
+    check_inodes(mnt)
 
 
 def test_du_and_sizes(env):
     home, project, mnt = env
-    from core.instance import Instance
-    from core.sizes import project_sizes
-
-    r = run(["du", "-s", str(mnt)])
-    assert r.returncode == 0, r.stderr
-    assert int(r.stdout.split()[0]) > 0
-    report = project_sizes(_project(project), cache_dir=Instance(home).cache_dir)
-    assert int((mnt / "sizes" / "total").read_text()) == report.total > 0
-    for uid, js in report.jobs.items():
-        assert int((mnt / "sizes" / uid).read_text()) == js.bytes
-        # du through the mount counts exactly what du counts natively
-        via = run(["du", "-s", "-B1", str(mnt / uid)]).stdout.split()[0]
-        native = run(["du", "-s", "-B1", str(project / uid)]).stdout.split()[0]
-        assert via == native
-        # and the apparent bytes following links are csfs's accounting plus directory sizes
-        apparent = int(run(["du", "-s", "-b", "-L", str(mnt / uid)]).stdout.split()[0])
-        ndirs = sum(1 for _ in os.walk(mnt / uid, followlinks=True))
-        assert js.bytes <= apparent <= js.bytes + 4096 * ndirs, uid
-
-
-def _tar_members(data: bytes) -> dict[str, tuple]:
-    out = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-        for m in tf:
-            body = tf.extractfile(m).read() if m.isfile() else None
-            name = m.name.rstrip("/")
-            out[name] = (m.type if m.type != tarfile.AREGTYPE else tarfile.REGTYPE,
-                         m.linkname or None, m.mode & 0o777, body)
-    return out
+    check_du_and_sizes(home, project, mnt)
 
 
 @pytest.mark.parametrize("flags", ["-cf", "-cSf"])
