@@ -2,4 +2,5 @@ import sys
 
 from csfs.main import main
 
-sys.exit(main())
+if __name__ == "__main__":      # guarded: worker processes may import this module
+    sys.exit(main())

@@ -23,7 +23,7 @@ from core.errors import CsfsError
 from .context import Context
 from .control import Controls
 from .fusecompat import LSEEK, READ_BUF, FuseOSError, Operations, fuse_get_context
-from . import zerocopy
+from . import generated, zerocopy
 from .kcache import KernelCache
 from .instance_view import InstanceView
 from .nodes import Node
@@ -131,6 +131,7 @@ class CsfsFS(Operations):
         self.init_with_config(None, None)
 
     def destroy(self, path: str) -> None:
+        generated.shutdown()
         for h in list(self._handles.values()):
             if h.fd >= 0:
                 os.close(h.fd)

@@ -1,31 +1,58 @@
-"""Big generated export files (a joined `_exported.cs`) are made once, in a child process,
-into the instance cache, then served from that file like real data.
+"""Work kept out of the mount process: building export plans (which reads result .cs
+files) and generating big export files (a joined `_exported.cs`).
 
-The child keeps the generator's peak memory out of the long-running mount process and
-the file is read by libfuse itself (read_buf), with page cache, like any source file.
-Export plans themselves are built in a child too (load_plan), for the same reason.
-Run as `python -m mountpoints.generated PROJECT KIND JUID GROUP REL OUT` (make one file)
-or `python -m mountpoints.generated plan PROJECT KIND JUID GROUP` (a plan as JSON).
+Both run in one long-lived worker process (spawned once, recycled after a number of
+tasks), so the mount's own memory stays small and no request pays for a new
+interpreter. A big generated file is written once into the instance cache and then
+served from there like real data (read_buf, page cache).
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
+import multiprocessing
 import os
-import subprocess
-import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core.errors import CsfsError
 
 # generated files up to this size are kept in memory instead (tunable for tests)
 BIG = int(os.environ.get("CSFS_MOUNT_INLINE_MAX", 8 * 1024 * 1024))
 TIMEOUT = 1800.0
+TASKS_PER_WORKER = 200          # recycle the worker so its memory never accumulates
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run fn(*args) in the worker process; its CsfsError reaches the caller as is."""
+    global _pool
+    with _guard:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        max_tasks_per_child=TASKS_PER_WORKER)
+        pool = _pool
+    try:
+        return pool.submit(fn, *args).result(timeout=TIMEOUT)
+    except BrokenProcessPool:
+        with _guard:
+            if _pool is pool:
+                _pool = None
+        raise CsfsError("the mount's export worker died (out of memory?); try again") from None
+
+
+def shutdown() -> None:
+    """Stop the worker (at unmount)."""
+    global _pool
+    with _guard:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def materialize(cache_dir: Path, project: Path, kind: str, juid: str, group: str | None,
@@ -39,11 +66,7 @@ def materialize(cache_dir: Path, project: Path, kind: str, juid: str, group: str
         if out.is_file() and out.stat().st_size == size:
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "mountpoints.generated", str(project), kind, juid, group or "", rel, str(out)]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
-        if r.returncode != 0 or not out.is_file():
-            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise CsfsError(f"generating {rel} failed: {last}")
+        _call(_write_generated, str(project), kind, juid, group, rel, str(out))
         if out.stat().st_size != size:
             raise CsfsError(f"generated {rel} has {out.stat().st_size} bytes, the plan said {size}")
         return out
@@ -51,15 +74,14 @@ def materialize(cache_dir: Path, project: Path, kind: str, juid: str, group: str
 
 class LightPlan:
     """An export plan as the mount keeps it: entries without generators, small generated
-    bytes inline. Made by a child process (load_plan) so building it (which reads the
-    result .cs files) never raises the mount process's memory."""
+    bytes inline. Built in the worker (load_plan), so reading the result .cs files never
+    raises the mount process's memory."""
 
     def __init__(self, name: str, entries: list[list]) -> None:
         self.name = name
         self._by_path: dict[str, tuple] = {}
         self._children: dict[str, list[str]] = {}
-        for path, kind, size, mtime, source, mode, inline in entries:
-            data = base64.b64decode(inline) if inline is not None else None
+        for path, kind, size, mtime, source, mode, data in entries:
             self._by_path[path] = (kind, size, mtime, source, mode, data)
             if path:
                 parent, _, base = path.rpartition("/")
@@ -74,28 +96,14 @@ class LightPlan:
 
 
 def load_plan(project: Path, kind: str, juid: str, group: str | None) -> LightPlan:
-    """Build a job ("jobs") or group ("groups") export plan in a child process."""
-    argv = [sys.executable, "-m", "mountpoints.generated", "plan", str(project), kind, juid, group or ""]
-    r = subprocess.run(argv, capture_output=True, timeout=TIMEOUT)
-    if r.returncode != 0:
-        last = (r.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
-        raise _error(r.returncode, last)
-    doc = json.loads(r.stdout)
-    return LightPlan(doc["name"], doc["entries"])
+    """Build a job ("jobs") or group ("groups") export plan in the worker."""
+    name, entries = _call(_plan_entries, str(project), kind, juid, group)
+    return LightPlan(name, entries)
 
 
-def _error(code: int, message: str) -> CsfsError:
-    """The child's error, as the core error class it reported (exit code 2: usage, else refused)."""
-    from core import errors
+# -- run in the worker process ------------------------------------------------------------
 
-    cls_name, _, msg = message.partition(": ")
-    cls = getattr(errors, cls_name, None)
-    if isinstance(cls, type) and issubclass(cls, CsfsError):
-        return cls(msg)
-    return CsfsError(message)
-
-
-def _build(project: str, kind: str, juid: str, group: str) -> Any:
+def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
     from core import exportplan
     from core.project import Project
 
@@ -104,36 +112,19 @@ def _build(project: str, kind: str, juid: str, group: str) -> Any:
             else exportplan.group_export_plan(proj, juid, group))
 
 
-def _plan_main(project: str, kind: str, juid: str, group: str) -> int:
-    try:
-        plan = _build(project, kind, juid, group)
-    except CsfsError as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    entries = []
-    for e in plan.entries:
-        inline = None
-        if e.kind == "generated" and e.size <= BIG:
-            inline = base64.b64encode(e.generate()).decode()
-        entries.append([e.path, e.kind, e.size, e.mtime, str(e.source) if e.source else None, e.mode, inline])
-    json.dump({"name": plan.name, "entries": entries}, sys.stdout)
-    return 0
+def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tuple[str, list[list]]:
+    plan = _build(project, kind, juid, group)
+    entries = [[e.path, e.kind, e.size, e.mtime, str(e.source) if e.source else None, e.mode,
+                e.generate() if e.kind == "generated" and e.size <= BIG else None]
+               for e in plan.entries]
+    return plan.name, entries
 
 
-def main(argv: list[str]) -> int:
+def _write_generated(project: str, kind: str, juid: str, group: str | None, rel: str, out: str) -> None:
     from core.atomic import write_bytes
 
-    if argv and argv[0] == "plan":
-        return _plan_main(*argv[1:])
-    project, kind, juid, group, rel, out = argv
     plan = _build(project, kind, juid, group)
     entry = plan.lookup(rel)
     if entry is None or entry.generate is None:
-        print(f"{rel}: not a generated entry of {plan.name}", file=sys.stderr)
-        return 2
+        raise CsfsError(f"{rel}: not a generated entry of {plan.name}")
     write_bytes(out, entry.generate())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
