@@ -74,9 +74,24 @@ def _referenced(project: Any, metafile: str, memo: dict[str, list[str]]) -> list
     return memo[metafile]
 
 
+def inputs_unknown(job: Any) -> bool:
+    """True when a job's job.json cannot be read, so the versions its inputs name are unknown."""
+    return bool(job.error or not job.form)
+
+
+def unknown_consumers(project: Any, job: Any) -> list[str]:
+    """Other jobs whose inputs are unknown: which of `job`'s versions they use is unknown."""
+    return [j.uid for j in project.jobs.values() if j.uid != job.uid and inputs_unknown(j)]
+
+
 def clear_plan(project: Any, job: Any) -> JobClear:
     """What clearing `job` would delete (computed only; nothing changes)."""
     out = JobClear(job.uid)
+    unknown = unknown_consumers(project, job)
+    if unknown:
+        out.skipped = (f"the job.json of {', '.join(unknown)} cannot be read, so which versions of "
+                       f"{job.uid} they use is unknown; fix it (csfs verify) before clearing")
+        return out
     keep = kept_versions(project, job)
     drop: list[tuple[str, int, str]] = []
     kept_metafiles: list[str] = []
@@ -176,7 +191,10 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
         except RefusedError as e:
             plans.append(JobClear(job.uid, skipped=str(e)))
             continue
-        plans.append(clear_plan(project, job))
+        plan = clear_plan(project, job)
+        if plan.skipped and juid is not None:
+            raise RefusedError(f"{job.uid}: {plan.skipped}")
+        plans.append(plan)
     if dry_run:
         return plans
     total = sum(len(p.files) for p in plans)

@@ -130,3 +130,17 @@ def test_drop_versions_v4_and_v5_forms():
     doc5 = {"spec": {"outputs": {"volume": {"type": "volume", "results": [r5]}}}}
     cleanup._drop_versions(doc5, {"volume.map": [1]})
     assert r5["versions"] == [0, 2] and r5["metafiles"] == ["a", "c"]
+
+
+def test_unreadable_job_json_elsewhere_blocks_clearing(demo, home):
+    """J7 consumes J6's alignments2D v2: with J7's job.json unreadable, what it uses is unknown,
+    so nothing may be cleared (in J6 or anywhere) until it is fixed."""
+    inst, puid, project = attach(demo, home)
+    (demo / "J7" / "job.json").write_text('{"uid": "J7", "trunc')
+    before = snapshot(demo)
+    with pytest.raises(RefusedError, match="J7"):
+        cleanup.clear_intermediate(inst, puid, "J6")
+    plans = {p.job: p for p in cleanup.clear_intermediate(inst, puid)}
+    assert plans["J6"].skipped and "J7" in plans["J6"].skipped and not plans["J6"].files
+    assert snapshot(demo) == before
+    assert sizes.project_sizes(Project.open(demo), inst.cache_dir).jobs["J6"].clearable == 0
