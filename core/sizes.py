@@ -6,7 +6,8 @@ A project's size is the sum over its jobs plus the files outside job directories
 (there symlinks are not followed: `exports/` holds links to job data already counted).
 
 Per-job results are cached in the instance's cache dir, keyed by the job directory and
-checked against the mtimes of job.json and the job directory; active jobs are always
+checked against the mtimes of job.json and the job directory, and (for the clearable
+bytes) against the versions other jobs' inputs name; active jobs are always
 rescanned, and csfs invalidates a job explicitly after it changes its files.
 """
 from __future__ import annotations
@@ -84,13 +85,27 @@ def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:
     return total, files
 
 
-def _signature(job_dir: Path) -> list[int] | None:
+def _signature(job_dir: Path) -> list[int | str] | None:
     try:
         a = os.stat(job_dir)
         b = os.stat(job_dir / "job.json")
     except OSError:
         return None
     return [a.st_mtime_ns, b.st_mtime_ns, b.st_size, b.st_ino]
+
+
+def _clear_deps(project: Any) -> dict[str, str]:
+    """Per job, a digest of what its clearable bytes depend on outside its own directory:
+    the versions other jobs' inputs name, and which other jobs' inputs are unknown."""
+    from .cleanup import inputs_unknown
+
+    refs: dict[str, set[tuple[str, str, str]]] = {}
+    unknown = [j.uid for j in project.jobs.values() if inputs_unknown(j)]
+    for j in project.jobs.values():
+        for r in j.inputs:
+            refs.setdefault(str(r.job_uid), set()).add((str(r.group_name), str(r.result_name), str(r.version)))
+    return {uid: hashlib.sha1(json.dumps([sorted(refs.get(uid, ())), [u for u in unknown if u != uid]])
+                              .encode()).hexdigest()[:16] for uid in project.jobs}
 
 
 def _cache_file(cache_dir: Path, project_path: Path) -> Path:
@@ -190,9 +205,12 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
     jobs = list(project.jobs.values())
     fresh: dict[str, dict] = {}
     todo: list[Any] = []
+    deps = _clear_deps(project)
     for job in jobs:
         key = str(Path(job.dir).absolute())
         sig = _signature(Path(job.dir))
+        if sig is not None:
+            sig.append(deps[job.uid])
         hit = cached.get(key)
         if hit and sig is not None and hit.get("sig") == sig and not job.is_active:
             report.jobs[job.uid] = JobSize(hit["bytes"], hit["clearable"])

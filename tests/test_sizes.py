@@ -119,3 +119,23 @@ def test_python_walk_matches_du_path(demo, monkeypatch):
     (mkdir / "f").write_bytes(b"1" * 77)
     monkeypatch.setattr(sizes, "_DU", shutil.which("du"))
     assert sizes.du_bytes(mkdir) == sizes.tree_size(mkdir)[0]
+
+
+def test_clearable_follows_changes_in_consuming_jobs(demo, tmp_path):
+    """J6's clearable bytes depend on which of its versions other jobs consume: when J10 starts
+    consuming another version of J6 (J6 itself unchanged), the cached figure must not be used."""
+    cache = tmp_path / "cache"
+    first = sizes.project_sizes(Project.open(demo), cache).jobs["J6"].clearable
+    path = demo / "J10" / "job.json"
+    doc = json.loads(path.read_text())
+    doc["input_slot_groups"][0]["connections"][0]["slots"].append(
+        {"job_uid": "J6", "group_name": "particles", "result_name": "alignments2D", "version": 0})
+    path.write_text(json.dumps(doc))
+    from core.cleanup import clear_plan
+    project = Project.open(demo)
+    want = clear_plan(project, project.job("J6")).bytes
+    assert want < first
+    assert sizes.project_sizes(project, cache).jobs["J6"].clearable == want
+    # a job whose job.json becomes unreadable may consume anything: nothing is clearable
+    (demo / "J7" / "job.json").write_text("{")
+    assert sizes.project_sizes(Project.open(demo), cache).jobs["J6"].clearable == 0
