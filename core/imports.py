@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,11 +112,24 @@ def _find_base(folder: Path, rel: str) -> Path:
     return folder
 
 
+_GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
 def _read_csg_group(csg_path: Path) -> tuple[csg.Csg, np.ndarray, dict[str, str]]:
     """A .csg's group joined by uid across its metafiles: (csg, dataset, slot -> result type)."""
     c = csg.load(csg_path)
+    if not _GROUP_NAME_RE.fullmatch(c.group["name"]):
+        raise FormatError(f"{csg_path}: group name {c.group['name']!r} is not a plain name "
+                          "(letters, digits, _ . -); it would name the new job's files")
     arrays = {m: csfile.load(csg.resolve_metafile(csg_path, m)) for m in c.metafiles()}
+    for m, arr in arrays.items():
+        if "uid" not in (arr.dtype.names or ()):
+            raise FormatError(f"{csg_path}: metafile {m} has no uid field")
     slots = list(c.results)
+    for s in slots:
+        if not any(n.startswith(f"{s}/") for n in arrays[c.results[s]["metafile"]].dtype.names):
+            raise FormatError(f"{csg_path}: metafile {c.results[s]['metafile']} has no {s}/ fields "
+                              f"for result {s!r}")
     order, rows = join_order([arrays[c.results[s]["metafile"]]["uid"] for s in slots])
     descr: list[tuple] = [("uid", "<u8")]
     picks: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -234,7 +248,7 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
 
     src = Path(exported_dir).absolute()
     doc = read_json(src / "job.json")
-    if not isinstance(doc, dict) or not doc.get("type"):
+    if not isinstance(doc, dict) or not doc.get("type") or not isinstance(doc["type"], str):
         raise FormatError(f"{src}/job.json: not a CryoSPARC job document")
     csgs = sorted(src.glob("*/*_exported.csg"))
     project = _open(instance, ref)

@@ -171,3 +171,43 @@ def test_import_a_jobs_own_csg(two):
 def test_cli_kinds_match_core():
     from csfs import cmd_data
     assert sorted(cmd_data.RAW_KINDS) == sorted(imports.RAW_KINDS)
+
+
+def _csg_variant(dest: Path, name: str, old: str, new: str) -> Path:
+    src = dest / "J5_particles_exported.csg"
+    out = dest / name
+    text = src.read_text()
+    assert old in text
+    out.write_text(text.replace(old, new))
+    return out
+
+
+def test_bad_csg_contents_refused_and_nothing_created(two, csfs):
+    """Group names become file names: '../x', 'a/b' or '' are refused before any job is made,
+    as are metafiles without uid or without the slot's columns."""
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    dest = consolidate.export_group(inst_a, puid_a, "J5", "particles")
+    before = sorted(p.name for p in path_b.iterdir())
+    bad = [_csg_variant(dest, f"g{i}.csg", "name: particles", f"name: '{n}'")
+           for i, n in enumerate(["../../evil", "a/b", "", "."])]
+    bad.append(_csg_variant(dest, "slot.csg", "  blob:\n", "  nosuchslot:\n"))
+    arr = np.array(csfile.load(dest / "J5_particles_exported.cs"))
+    names = [n for n in arr.dtype.names if n != "uid"]
+    csfile.save(dest / "nouid.cs", np.array(arr[names]))
+    bad.append(_csg_variant(dest, "nouid.csg", ">J5_particles_exported.cs", ">nouid.cs"))
+    for csg_path in bad:
+        with pytest.raises(FormatError):
+            imports.import_group(inst_b, puid_b, csg_path)
+        r = csfs("group", "import", puid_b, csg_path, home=inst_b.home)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert sorted(p.name for p in path_b.iterdir()) == before
+
+
+def test_job_import_refuses_a_non_string_type(two, tmp_path):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "job.json").write_text(json.dumps({"type": {"a": 1}, "title": "t"}))
+    before = sorted(p.name for p in path_b.iterdir())
+    with pytest.raises(FormatError):
+        imports.import_job(inst_b, puid_b, tmp_path / "x")
+    assert sorted(p.name for p in path_b.iterdir()) == before
