@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING, Any
 
 from core.errors import UsageError
@@ -23,7 +24,8 @@ def register(sub, common) -> None:
     p.add_argument("--head", type=int, metavar="N", default=0,
                    help="also print the first N rows as a table (reads only those rows' data)")
     p.add_argument("--json", action="store_true",
-                   help='machine-readable output: {"format", "rows", "fields": [{name, dtype, shape}], "head"}')
+                   help='machine-readable output: {"format", "rows", "fields": [{name, dtype, shape}], "head"} '
+                        '(NaN and infinities in head are null)')
     p.set_defaults(func=show)
 
 
@@ -39,7 +41,7 @@ def show(args: argparse.Namespace) -> int:
     if args.json:
         out: dict[str, Any] = {"format": info.format, "rows": info.rows, "fields": fields}
         if rows is not None:
-            out["head"] = [{n: _plain(r[n]) for n in r.dtype.names} for r in rows]
+            out["head"] = [{n: _json_cell(r[n]) for n in r.dtype.names} for r in rows]
         print_json(out)
         return 0
     print(f"{args.file}: {info.format} form, {info.rows} rows, {len(fields)} fields")
@@ -68,6 +70,16 @@ def _plain(v: Any) -> Any:
         return v.decode("utf-8", "replace")
     if isinstance(v, list):
         return [_plain(x) for x in v]
+    return v
+
+
+def _json_cell(v: Any) -> Any:
+    """One cell for strict JSON: NaN and infinities (not JSON) become null."""
+    v = _plain(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_json_cell(x) for x in v]
     return v
 
 

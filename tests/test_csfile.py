@@ -359,3 +359,21 @@ def test_cli_bad_file_exit_2(tmp_path, csfs, content):
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and r.stderr.startswith("csfs: ")
     r = csfs("cs", "show", tmp_path / "missing.cs")
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_cli_show_head_json_is_strict_json_with_nan(tmp_path, csfs):
+    """NaN and infinities (common in real .cs files) must not make `--json` output invalid JSON."""
+    arr = np.zeros(3, dtype=[("uid", "<u8"), ("ctf/df1_A", "<f4"), ("alignments3D/pose", "<f4", (3,))])
+    arr["ctf/df1_A"] = [np.nan, np.inf, 1.5]
+    arr["alignments3D/pose"][0] = [np.nan, -np.inf, 2.0]
+    csfile.save(tmp_path / "nan.cs", arr)
+    r = csfs("cs", "show", tmp_path / "nan.cs", "--head", "3", "--json")
+    assert r.returncode == 0, r.stderr
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    head = json.loads(r.stdout, parse_constant=refuse)["head"]
+    assert [h["ctf/df1_A"] for h in head] == [None, None, 1.5]
+    assert head[0]["alignments3D/pose"] == [None, None, 2.0]
+    r = csfs("cs", "show", tmp_path / "nan.cs", "--head", "3")
+    assert r.returncode == 0 and "nan" in r.stdout and "inf" in r.stdout
