@@ -272,3 +272,12 @@ def test_legacy_project_with_a_real_cryosparc_metafile(realdata, tmp_path, home)
     assert all(p.startswith(">J19/extract/") for p in ds["blob/path"][:10])
     assert len(list((dest / "J19" / "extract").iterdir())) == 50
     assert consolidate.export_job(inst, puid, "J24").name == "J24_homo_refine"
+
+
+def test_cli_filesystem_error_is_one_line(attached, home, csfs):
+    """An OS error on the way (here `exports` is a plain file) is one line and exit 1, no traceback."""
+    _, puid, project = attached
+    (project.path / "exports").write_text("not a folder")
+    r = csfs("group", "export", puid, "J5", "particles", home=home)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("csfs: ") and len(r.stderr.splitlines()) == 1 and "exports" in r.stderr
