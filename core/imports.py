@@ -250,6 +250,8 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
     doc = read_json(src / "job.json")
     if not isinstance(doc, dict) or not doc.get("type") or not isinstance(doc["type"], str):
         raise FormatError(f"{src}/job.json: not a CryoSPARC job document")
+    if not _GROUP_NAME_RE.fullmatch(doc["type"]):
+        raise FormatError(f"{src}/job.json: job type {doc['type']!r} is not a plain name")
     csgs = sorted(src.glob("*/*_exported.csg"))
     project = _open(instance, ref)
     loaded = [(p, *_read_csg_group(p)) for p in csgs]

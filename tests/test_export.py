@@ -281,3 +281,33 @@ def test_cli_filesystem_error_is_one_line(attached, home, csfs):
     r = csfs("group", "export", puid, "J5", "particles", home=home)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("csfs: ") and len(r.stderr.splitlines()) == 1 and "exports" in r.stderr
+
+
+@pytest.mark.parametrize("what", ["type", "group"])
+def test_names_from_job_json_never_escape_exports(attached, demo, what):
+    """Export folder names come from job.json (type, group names): '../' in them must not
+    make csfs write outside exports/."""
+    from core.errors import FormatError
+
+    inst, puid, _ = attached
+    path = demo / "J5" / "job.json"
+    doc = json.loads(path.read_text())
+    evil = "x/../../../../evil"
+    if what == "type":
+        doc["type"] = evil
+    else:
+        for g in doc["output_result_groups"]:
+            if g["name"] == "particles":
+                g["name"] = evil
+        for r in doc["output_results"]:
+            if r["group_name"] == "particles":
+                r["group_name"] = evil
+    path.write_text(json.dumps(doc))
+    before = sorted(p.name for p in demo.parent.iterdir())
+    with pytest.raises(FormatError, match="outside the export"):
+        consolidate.export_job(inst, puid, "J5")
+    if what == "group":
+        with pytest.raises(FormatError, match="outside the export"):
+            consolidate.export_group(inst, puid, "J5", evil)
+    assert sorted(p.name for p in demo.parent.iterdir()) == before
+    assert not list((demo / "exports").rglob("*evil*")) if (demo / "exports").exists() else True

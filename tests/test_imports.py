@@ -206,8 +206,9 @@ def test_bad_csg_contents_refused_and_nothing_created(two, csfs):
 def test_job_import_refuses_a_non_string_type(two, tmp_path):
     inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
     (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "job.json").write_text(json.dumps({"type": {"a": 1}, "title": "t"}))
     before = sorted(p.name for p in path_b.iterdir())
-    with pytest.raises(FormatError):
-        imports.import_job(inst_b, puid_b, tmp_path / "x")
+    for bad in ({"a": 1}, "x/../../../evil"):  # the type names the job's export folder
+        (tmp_path / "x" / "job.json").write_text(json.dumps({"type": bad, "title": "t"}))
+        with pytest.raises(FormatError):
+            imports.import_job(inst_b, puid_b, tmp_path / "x")
     assert sorted(p.name for p in path_b.iterdir()) == before
