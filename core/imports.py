@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import csfile, csg, store
+from .cleanup import RECORD_KEY
 from .errors import CsfsError, FormatError, NotFoundError, UsageError
 from .exportplan import join_order
 from .lock import now_iso
@@ -261,7 +262,8 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
     _check_sources(probe)
     keep = {k: v for k, v in doc.items()
             if k not in ("uid", "project_uid", "status", "created_at", "completed_at", "input_slot_groups",
-                         "workspace_uids", "output_result_groups", "output_results", "parents", "children")}
+                         "workspace_uids", "output_result_groups", "output_results", "parents", "children",
+                         "job_dir", RECORD_KEY)}
     keep["imported_from"] = {"project_uid": doc.get("project_uid"), "job_uid": doc.get("uid"), "path": str(src)}
 
     def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
@@ -277,7 +279,7 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
             groups.append(_Group(name, str(c.group.get("type") or ""), str(c.group.get("title") or name),
                                  str(c.group.get("description") or ""), arr, slots))
         _place(sources, jdir, copy, progress)
-        return groups, {}
+        return groups, {"job_dir": juid} if "job_dir" in doc else {}
 
     return _new_job(instance, project, str(doc["type"]), str(doc.get("title") or doc["type"]), keep, fill)
 

@@ -212,3 +212,19 @@ def test_job_import_refuses_a_non_string_type(two, tmp_path):
         with pytest.raises(FormatError):
             imports.import_job(inst_b, puid_b, tmp_path / "x")
     assert sorted(p.name for p in path_b.iterdir()) == before
+
+
+def test_job_import_does_not_keep_the_source_jobs_directory_or_clear_record(two):
+    """job_dir names the job's own folder (CryoSPARC reads it); the source's clear record lists
+    files of another project. Neither may come along."""
+    from core import cleanup
+
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    cleanup.clear_intermediate(inst_a, puid_a, "J8")
+    assert json.loads((proj_a.path / "J8" / "job.json").read_text())["job_dir"] == "J8"
+    dest = consolidate.export_job(inst_a, puid_a, "J8")
+    assert cleanup.RECORD_KEY in json.loads((dest / "job.json").read_text())
+    juid = imports.import_job(inst_b, puid_b, dest)
+    doc = Project.open(path_b).job(juid).doc
+    assert doc.get("job_dir", juid) == juid
+    assert cleanup.RECORD_KEY not in doc
