@@ -7,12 +7,14 @@ current text. Extended attributes answer ENOSYS so the kernel stops asking.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import itertools
 import logging
 import os
 import stat as S
+import sys
 import threading
 import time
 from pathlib import Path
@@ -56,6 +58,10 @@ def _erofs(*_: Any, **__: Any) -> int:
 
 
 PREFETCH = 16 * 1024 * 1024
+# The largest read request: 1 MiB less 4 pages, so that libfuse can splice a whole reply
+# through a pipe of the default maximum size (1 MiB; growing it needs CAP_SYS_RESOURCE).
+# Bigger replies fall back to a copy through a malloc'd buffer.
+MAX_READ = 1024 * 1024 - 4 * 4096
 
 
 class _Handle:
@@ -86,6 +92,7 @@ class CsfsFS(Operations):
     """An instance (source None) or one project directory, served read-only with virtual parts."""
 
     use_ns = True
+    max_read = MAX_READ
 
     def __init__(self, ctx: Context, project: Path | None) -> None:
         self.ctx = ctx
@@ -118,13 +125,16 @@ class CsfsFS(Operations):
             # let libfuse splice file pages to the kernel instead of copying them twice
             want = zerocopy.SPLICE_WRITE | zerocopy.SPLICE_MOVE
             conn_info.want |= want & conn_info.capable
+        if conn_info is not None and hasattr(conn_info, "max_read"):
+            conn_info.max_read = self.max_read   # libfuse3 insists it equals the mount option
         if config_3 is not None:   # libfuse3: these live in the config, not in -o options
             config_3.use_ino = 1
             config_3.attr_timeout = ENTRY_TIMEOUT
             config_3.entry_timeout = ENTRY_TIMEOUT
             config_3.negative_timeout = 0.0
         self.kcache.bind()
-        threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint,), daemon=True).start()
+        threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint, 4 * self.max_read // 1024),
+                         daemon=True).start()
 
     def init(self, path: str) -> None:
         """fusepy (libfuse2) calls init(); mfusepy prefers init_with_config()."""
@@ -143,16 +153,21 @@ class CsfsFS(Operations):
         return self._node(path).attrs
 
     @_errors
-    def readdir(self, path: str, fh: Any) -> list[Any]:
+    def entries(self, path: str) -> list[tuple[str, int, int]]:
+        """(name, file-type bits, inode) of a directory's entries, "." and ".." first."""
         node = self._node(path)
         if node.children is None:
             raise FuseOSError(errno.ENOTDIR)
-        out: list[Any] = [(".", {"st_mode": S.S_IFDIR, "st_ino": node.attrs["st_ino"]}, 0), ".."]
-        for name, mode, ino in node.children():
-            out.append((name, {"st_mode": mode, "st_ino": ino}, 0))
-        return out
+        ino = node.attrs["st_ino"]
+        return [(".", S.S_IFDIR, ino), ("..", S.S_IFDIR, ino)] + node.children()
 
-    # no opendir/releasedir: libfuse then answers them without calling into Python
+    def readdir(self, path: str, fh: Any) -> list[Any]:
+        """The binding's generic readdir (libfuse2); CsfsFUSE.readdir_fuse_3 skips the dicts."""
+        return [(name, {"st_mode": mode, "st_ino": ino}, 0) for name, mode, ino in self.entries(path)]
+
+    # no opendir/releasedir: libfuse then answers them without calling into Python. (The
+    # kernel could cache listings (FOPEN_CACHE_DIR), but libfuse 3.14's high-level API does
+    # not pass an opendir's cache_readdir/keep_cache on to its reply.)
 
     def _after_action(self, project: Path | None) -> None:
         """A control action changed something: drop kernel caches of that project folder."""
@@ -203,7 +218,9 @@ class CsfsFS(Operations):
             h = _Handle(fd=os.open(src, os.O_RDONLY | os.O_CLOEXEC))
             st = os.fstat(h.fd)
             h.size, h.sparse = st.st_size, st.st_blocks * 512 < st.st_size
-            os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)   # larger read-ahead below us
+            # larger read-ahead below us; none for sparse sources, whose read-ahead would
+            # only fill the source's page cache with zeroed holes we never read
+            os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_RANDOM if h.sparse else os.POSIX_FADV_SEQUENTIAL)
             fi.keep_cache = self._keep(path, node)
             h.keep = bool(fi.keep_cache)
         else:
@@ -245,12 +262,14 @@ class CsfsFS(Operations):
         if h is None:
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
-            hole = zerocopy.hole_length(h.fd, offset, size) if h.sparse else 0
-            if hole and hole >= min(size, max(0, h.size - offset)):
-                # all hole up to the request's end (or EOF): zeros without touching the source
-                zerocopy.hand_over(bufpp, min(size, max(0, h.size - offset)), zeros=True)
-                return 0
-            h.prefetch(offset, size, h.keep)
+            if h.sparse:
+                want = min(size, max(0, h.size - offset))
+                if zerocopy.hole_length(h.fd, offset, size) >= want:
+                    # all hole up to the request's end (or EOF): zeros without touching the source
+                    zerocopy.hand_over(bufpp, want, zeros=True)
+                    return 0
+            else:
+                h.prefetch(offset, size, h.keep)
             zerocopy.hand_over(bufpp, size, fd=h.fd, pos=offset)
         else:
             zerocopy.hand_over(bufpp, size, data=self.read(path, size, offset, fi))
@@ -321,8 +340,9 @@ class CsfsFS(Operations):
     chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
 
 
-def _tune_readahead(mountpoint: str, wait: float = 10.0) -> None:
-    """Raise the mount's read-ahead to 1 MiB (libfuse3 then sends 1 MiB reads).
+def _tune_readahead(mountpoint: str, kb: int, wait: float = 10.0) -> None:
+    """Raise the mount's read-ahead to `kb` KiB (four max_read requests): libfuse3 then
+    sends max_read-sized reads, and a small file needs fewer read-ahead rounds.
 
     Reads /proc/self/mountinfo only: the FUSE process must never touch its own mount."""
     from .mounting import find_mount
@@ -338,9 +358,9 @@ def _tune_readahead(mountpoint: str, wait: float = 10.0) -> None:
             path = f"/sys/class/bdi/{m.devno}/read_ahead_kb"
             try:
                 with open(path) as f:
-                    if f.read().strip() != "1024":
+                    if f.read().strip() != str(kb):
                         with open(path, "w") as w:
-                            w.write("1024")
+                            w.write(str(kb))
             except OSError:
                 return   # not root, or no such bdi: the default still works
             if time.monotonic() > settled:
@@ -350,10 +370,34 @@ def _tune_readahead(mountpoint: str, wait: float = 10.0) -> None:
 
 
 def fuse_class() -> Any:
-    """The binding's FUSE class, plus the lseek callback mfusepy does not wrap itself."""
+    """The binding's FUSE class, plus the lseek callback mfusepy does not wrap itself, a
+    leaner readdir, and Python thread states kept across requests."""
     from .fusecompat import FUSE
 
+    pinned = threading.local()
+    c_stat = sys.modules[FUSE.__module__].c_stat
+
     class CsfsFUSE(FUSE):  # type: ignore[misc, valid-type]
+        def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+            # ctypes creates and destroys a Python thread state around every callback from
+            # a libfuse thread (an mmap/munmap pair and more, per request); holding one extra
+            # reference per thread keeps it. libfuse keeps its worker threads (<= 10).
+            if not getattr(pinned, "done", False):
+                ctypes.pythonapi.PyGILState_Ensure()
+                pinned.done = True
+            return super()._wrapper(func, *args, **kwargs)
+
+        def readdir_fuse_3(self, path: bytes, buf: Any, filler: Any, offset: int, fip: Any,
+                           flags: int) -> int:
+            # mfusepy's generic loop costs ~3.5 us per entry; this one about half
+            st = c_stat()
+            enc, errs = self.encoding, self.errors
+            for name, mode, ino in self.operations.entries(path.decode(enc, errs)):
+                st.st_mode, st.st_ino = mode, ino
+                if filler(buf, name.encode(enc, errs), st, 0, 0):
+                    break
+            return 0
+
         def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
             decoded = None if path is None else path.decode(self.encoding, self.errors)
             return self.operations.lseek(decoded, offset, whence, fip.contents)

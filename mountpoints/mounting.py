@@ -125,6 +125,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
     opts.update(options)
+    fs.max_read = int(opts.setdefault("max_read", fs.max_read))   # type: ignore[call-overload]
     fuse_class()(fs, mountpoint, foreground=True, raw_fi=True, **opts)
 
 

@@ -32,6 +32,8 @@ _libc.malloc.argtypes = [ctypes.c_size_t]
 _libc.calloc.restype = ctypes.c_void_p
 _libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
 _SIZE = ctypes.sizeof(FuseBufvec)
+ZERO_SPAN = 64 * 1024 * 1024   # larger than any read request (the kernel caps them at a few MiB)
+_zero_fd = -1
 
 
 def supported(fuse_major: int, fuse_minor: int) -> bool:
@@ -55,10 +57,15 @@ def hand_over(bufpp: object, size: int, fd: int = -1, pos: int = 0, data: bytes 
     """Store a malloc'd one-buffer fuse_bufvec in *bufpp (libfuse frees it).
 
     An fd buffer (data None) makes libfuse pread `size` bytes at `pos` itself; `zeros`
-    hands over `size` zero bytes from calloc (a hole: nothing is read at all); otherwise
-    `data` is copied into a malloc'd memory buffer."""
+    hands over `size` zero bytes (a hole: nothing is read at all); otherwise `data` is
+    copied into a malloc'd memory buffer."""
     if zeros:
-        mem = _libc.calloc(1, max(1, size))   # big callocs are fresh mmaps: zero pages, no writes
+        if size <= ZERO_SPAN:
+            # an fd buffer on an empty memfd: its holes are spliced to the kernel as the
+            # shared zero page, with no allocation or memset here
+            _store(bufpp, size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, None, zero_fd(), 0)
+            return
+        mem = _libc.calloc(1, size)
         if not mem:
             raise MemoryError("calloc failed")
         _store(bufpp, size, 0, mem, -1, 0)
@@ -71,6 +78,16 @@ def hand_over(bufpp: object, size: int, fd: int = -1, pos: int = 0, data: bytes 
         raise MemoryError("malloc failed")
     ctypes.memmove(mem, data, len(data))
     _store(bufpp, len(data), 0, mem, -1, 0)
+
+
+def zero_fd() -> int:
+    """A shared, never written memfd of ZERO_SPAN bytes: reads of it are all zeros."""
+    global _zero_fd
+    if _zero_fd < 0:
+        fd = os.memfd_create("csfs-zeros", os.MFD_CLOEXEC)
+        os.ftruncate(fd, ZERO_SPAN)
+        _zero_fd = fd
+    return _zero_fd
 
 
 def _store(bufpp: object, size: int, flags: int, mem: int | None, fd: int, pos: int) -> None:
