@@ -51,13 +51,17 @@ class _Group:
 # ---------------------------------------------------------------------------- data placement
 
 def _place(sources: dict[str, Path], jdir: Path, copy: bool, progress: Progress | None) -> None:
-    """Create jdir/<rel> for each rel -> source: an absolute symlink, or a copy."""
+    """Create jdir/<rel> for each rel -> source: a symlink (relative when the source lies in
+    the project itself, so the project can move; else absolute), or a copy."""
+    project_real = os.path.realpath(jdir.parent) + os.sep
     for i, (rel, src) in enumerate(sources.items()):
         dst = jdir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         real = os.path.realpath(src)
         if copy:
             shutil.copy2(real, dst)
+        elif real.startswith(project_real):
+            os.symlink(os.path.relpath(real, os.path.realpath(dst.parent)), dst)
         else:
             os.symlink(real, dst)
         if progress:

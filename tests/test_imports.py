@@ -228,3 +228,26 @@ def test_job_import_does_not_keep_the_source_jobs_directory_or_clear_record(two)
     doc = Project.open(path_b).job(juid).doc
     assert doc.get("job_dir", juid) == juid
     assert cleanup.RECORD_KEY not in doc
+
+
+def test_imports_from_the_same_project_link_relatively(two, tmp_path):
+    """Data imported from inside the project itself is linked relatively: the project can then
+    be archived, moved and unarchived without breaking the new job's links."""
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    dest = consolidate.export_group(inst_a, puid_a, "J5", "particles")
+    juid = imports.import_group(inst_a, puid_a, dest / "J5_particles_exported.csg")
+    vol = proj_a.path / "J8" / "J8_003_volume_map.mrc"
+    juid_raw = imports.import_raw(inst_a, puid_a, "volume", [vol])
+    links = [p for p in (proj_a.path / juid).rglob("*") if p.is_symlink()]
+    links += [p for p in (proj_a.path / juid_raw).rglob("*") if p.is_symlink()]
+    assert links and all(not os.path.isabs(os.readlink(p)) for p in links)
+    assert all(p.resolve().is_relative_to(proj_a.path.resolve()) for p in links)
+    doc = json.loads((proj_a.path / "J9" / "job.json").read_text())
+    (proj_a.path / "J9" / "job.json").write_text(json.dumps({**doc, "status": "killed"}))
+    lifecycle.archive(inst_a, puid_a)
+    moved = tmp_path / "moved" / proj_a.path.name
+    moved.parent.mkdir()
+    os.rename(proj_a.path, moved)
+    lifecycle.unarchive(inst_a, puid_a, moved)
+    problems = verify.verify(Project.open(moved))
+    assert not [p for p in problems if p.job in (juid, juid_raw)], problems
