@@ -542,6 +542,8 @@ def make_demo(dir: str | os.PathLike, scale: str = "tiny", seed: int = 0,
     """
     if scale not in SCALES:
         raise UsageError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    if not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"--seed must be a whole number >= 0, not {seed!r}")
     dir = Path(dir).expanduser().absolute()
     root, raw = dir / PROJECT_DIR, dir / "raw"
     for p in (root, raw):

@@ -180,3 +180,11 @@ def test_mrc_roundtrip(tmp_path):
     assert mrcfile.validate(str(tmp_path / "v.mrc"), print_file=open(os.devnull, "w"))
     with mrcfile.open(tmp_path / "s.mrc") as m:
         assert m.is_image_stack() and m.data.shape == (5, 8, 8)
+
+
+def test_negative_seed_is_a_usage_error(tmp_path, csfs):
+    with pytest.raises(UsageError, match="seed"):
+        make_demo(tmp_path / "x", seed=-1)
+    assert not (tmp_path / "x").exists()
+    r = csfs("demo", tmp_path / "y", "--seed", "-1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
