@@ -63,14 +63,15 @@ def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
     return keep
 
 
-def _referenced(project: Any, metafile: str, memo: dict[str, list[str]]) -> list[str]:
-    """Data files a metafile names (several results usually share one metafile: read it once)."""
+def _referenced(project: Any, metafile: str, memo: dict[str, list[str] | None]) -> list[str] | None:
+    """Data files a metafile names, None if it cannot be read (several results usually share
+    one metafile: read it once)."""
     from .project import referenced_files
     if metafile not in memo:
         try:
             memo[metafile] = referenced_files(project, metafile)
         except CsfsError:
-            memo[metafile] = []
+            memo[metafile] = None
     return memo[metafile]
 
 
@@ -110,17 +111,21 @@ def clear_plan(project: Any, job: Any) -> JobClear:
         return out  # nothing to clear: no metafile needs reading
     root = Path(project.path)
     jrel = os.path.relpath(job.dir, root)
-    memo: dict[str, list[str]] = {}
+    memo: dict[str, list[str] | None] = {}
     candidates: dict[str, None] = {}
     for key, v, mf in drop:
         out.versions.setdefault(key, []).append(v)
-        for rel in [os.path.normpath(mf)] + _referenced(project, mf, memo):
+        for rel in [os.path.normpath(mf)] + (_referenced(project, mf, memo) or []):
             if rel.startswith(jrel + "/"):
                 candidates.setdefault(rel, None)
     candidates = {rel: None for rel in candidates if rel not in kept_metafiles}
     if candidates:
         for mf in dict.fromkeys(kept_metafiles):
-            for rel in _referenced(project, mf, memo):
+            refs = _referenced(project, mf, memo)
+            if refs is None:
+                return JobClear(job.uid, skipped=f"{mf}, of a version that is kept, cannot be read, so the "
+                                                 "files it needs are unknown; fix it (csfs verify) first")
+            for rel in refs:
                 candidates.pop(rel, None)
     jreal = os.path.realpath(job.dir)
     seen: set[tuple[int, int]] = set()

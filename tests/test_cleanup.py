@@ -144,3 +144,24 @@ def test_unreadable_job_json_elsewhere_blocks_clearing(demo, home):
     assert plans["J6"].skipped and "J7" in plans["J6"].skipped and not plans["J6"].files
     assert snapshot(demo) == before
     assert sizes.project_sizes(Project.open(demo), inst.cache_dir).jobs["J6"].clearable == 0
+
+
+def test_unreadable_kept_metafile_refuses_the_job(demo, home):
+    """The files a kept version needs are known only from its metafile: when it cannot be read,
+    clearing could delete them (here v0 shares the final map), so the job is refused."""
+    inst, puid, project = attach(demo, home)
+    r = project.job("J8").group("volume").result("map")
+    first, final = demo / r.metafile(r.versions[0]), demo / r.final_metafile
+    arr = np.array(csfile.load(first))
+    shared = csfile.load(final)["map/path"][0]
+    arr["map/path"] = shared
+    csfile.save(first, arr.astype(arr.dtype))
+    final.write_bytes(b"garbage")
+    before = snapshot(demo)
+    with pytest.raises(RefusedError, match="J8_003_volume.cs"):
+        cleanup.clear_intermediate(inst, puid, "J8")
+    plans = {p.job: p for p in cleanup.clear_intermediate(inst, puid)}
+    assert plans["J8"].skipped and not plans["J8"].files
+    assert (demo / shared.decode()).exists()
+    assert {k: v for k, v in snapshot(demo).items() if k.startswith("J8/")} == \
+        {k: v for k, v in before.items() if k.startswith("J8/")}
