@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import struct
+import tokenize
 from dataclasses import dataclass
 from typing import IO, Callable, Iterator, Sequence
 
@@ -131,7 +132,7 @@ def _numpy_header(f: IO[bytes], path) -> tuple[np.dtype, int, int]:
             raise ValueError(f"unsupported .npy version {version}")
         reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _fortran, dtype = reader(f, max_header_size=MAX_HEADER)
-    except (ValueError, SyntaxError, TypeError, EOFError) as e:
+    except (ValueError, SyntaxError, TypeError, EOFError, tokenize.TokenError) as e:
         raise CsFormatError(f"{path}: bad .npy header ({e})") from None
     if dtype.hasobject:
         raise CsFormatError(f"{path}: holds Python objects (a pickled array); refusing to load it")
@@ -272,7 +273,7 @@ def _column_dtype(path, name: str, dstr: str) -> np.dtype:
     """The stored element dtype of a column (strings are stored as u64 heap offsets)."""
     try:
         dt = np.dtype("<u8" if dstr in ("|O", "O") else dstr)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):
         raise CsFormatError(f"{path}: field {name!r} has unknown dtype {dstr!r}") from None
     if dt.hasobject or dt.names is not None or dt.shape:
         raise CsFormatError(f"{path}: field {name!r} has unsupported dtype {dstr!r}")

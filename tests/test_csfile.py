@@ -377,3 +377,25 @@ def test_cli_show_head_json_is_strict_json_with_nan(tmp_path, csfs):
     assert head[0]["alignments3D/pose"] == [None, None, 2.0]
     r = csfs("cs", "show", tmp_path / "nan.cs", "--head", "3")
     assert r.returncode == 0 and "nan" in r.stdout and "inf" in r.stdout
+
+
+def test_numpy_header_with_unclosed_bracket(tmp_path, csfs):
+    """A damaged header numpy cannot tokenize is a format error (was a tokenize traceback)."""
+    data = csfile.dumps(synthetic(5))
+    end = data.index(b"}")
+    path = tmp_path / "t.cs"
+    path.write_bytes(data[:end] + b" " + data[end + 1:])
+    for call in (csfile.info, csfile.load):
+        with pytest.raises(CsFormatError, match="header"):
+            call(path)
+    r = csfs("cs", "show", path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_csdat_dtype_numpy_cannot_parse(tmp_path):
+    """'08f' makes numpy raise SyntaxError: still a format error, not a traceback."""
+    data = csfile.dumps(synthetic(), compressed=True)
+    path = patched(tmp_path, data, b'["ctf/df1_A", "<f4"]', b'["ctf/df1_A", "08f"]')
+    for call in (csfile.info, csfile.load):
+        with pytest.raises(CsFormatError, match="dtype"):
+            call(path)
