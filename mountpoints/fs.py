@@ -24,8 +24,8 @@ from core.errors import CsfsError
 
 from .context import Context
 from .control import Controls
-from .fusecompat import LSEEK, READ_BUF, FuseOSError, Operations, fuse_get_context
-from . import generated, zerocopy
+from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, READ_BUF, FuseOSError, Operations, fuse_get_context
+from . import dircache, generated, zerocopy
 from .kcache import KernelCache
 from .instance_view import InstanceView
 from .nodes import Node
@@ -93,6 +93,7 @@ class CsfsFS(Operations):
 
     use_ns = True
     max_read = MAX_READ
+    dircache = False   # listings cached by the kernel (dircache.install worked)
 
     def __init__(self, ctx: Context, project: Path | None) -> None:
         self.ctx = ctx
@@ -133,6 +134,7 @@ class CsfsFS(Operations):
             config_3.entry_timeout = ENTRY_TIMEOUT
             config_3.negative_timeout = 0.0
         self.kcache.bind()
+        self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
         threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint, 4 * self.max_read // 1024),
                          daemon=True).start()
 
@@ -165,9 +167,17 @@ class CsfsFS(Operations):
         """The binding's generic readdir (libfuse2); CsfsFUSE.readdir_fuse_3 skips the dicts."""
         return [(name, {"st_mode": mode, "st_ino": ino}, 0) for name, mode, ino in self.entries(path)]
 
-    # no opendir/releasedir: libfuse then answers them without calling into Python. (The
-    # kernel could cache listings (FOPEN_CACHE_DIR), but libfuse 3.14's high-level API does
-    # not pass an opendir's cache_readdir/keep_cache on to its reply.)
+    @_errors
+    def opendir(self, path: str) -> int:
+        """Immutable directories: the kernel keeps their listing (dircache) until a control
+        action drops it (kcache), so a second walk lists them without calling us."""
+        if self.dircache and self.kcache.enabled:
+            node = self._node(path)
+            if node.immutable and node.children is not None and dircache.keep_listing():
+                self.kcache.record(path)
+        return 0
+
+    # no releasedir: libfuse then answers it without calling into Python
 
     def _after_action(self, project: Path | None) -> None:
         """A control action changed something: drop kernel caches of that project folder."""

@@ -39,6 +39,11 @@ class KernelCache:
             self._fn = None
 
     @property
+    def fuse(self) -> int | None:
+        """The struct fuse * captured by bind() (None without libfuse3)."""
+        return self._fuse
+
+    @property
     def enabled(self) -> bool:
         return self._fn is not None and bool(self._fuse)
 
