@@ -196,25 +196,36 @@ def _libfuse() -> str:
     return f"{fusecompat.FUSE_MAJOR}.{fusecompat.FUSE_MINOR} via {fusecompat.LIBRARY}"
 
 
-NOTES = """Where the time goes (from strace/perf and FUSE debug traces while writing this):
+NOTES = """Where the time goes (strace/perf, the kernel's fuse_request_send/end trace events, py-spy):
 - Sequential reads are served by libfuse itself from our fd (`read_buf` with an fd buffer,
   spliced to the kernel), the source is prefetched ahead of the kernel's out-of-order
-  requests and dropped behind, and the mount's read-ahead is raised to 1 MiB: cold reads
-  run at disk speed, warm ones from the kernel's page cache (`keep_cache`).
-- The demo's particle stacks are sparse (12.4 GiB apparent, ~100 MiB on disk). Natively tar
-  reads their holes at memory speed; through FUSE every zero byte still crosses /dev/fuse,
-  and each 2.6 MB file costs several round trips into Python (lookup, open, a few reads
-  as the kernel's read-ahead grows, release). That per-file cost, not bandwidth (a single
-  big sparse file reads faster through the mount than natively), is why the cold tar of
-  this export misses the 0.8× target. Holes are served as zeros without reading the
-  source (SEEK_DATA), and `tar -S` skips them through our lseek(SEEK_HOLE).
-- Metadata: the kernel caches attributes and entries for 60 s, but each directory still
-  costs one readdir and one getattr in Python (asking for `cache_readdir` through the
-  high-level API had no effect with libfuse 3.14 when we tried), so `find`, which only
-  lists directories, stays at 3–4× native, while `du` and `ls -lR`, dominated by per-file
-  stats the kernel answers itself, stay under 3×.
-- Peak RSS: plans and big generated files (a joined `_exported.cs`) are built by child
-  processes, the lstat/listing caches are bounded, and malloc uses two arenas."""
+  requests and dropped behind, and the mount's read-ahead is raised to four requests: cold
+  reads run at disk speed, warm ones from the kernel's page cache (`keep_cache`).
+- Requests are capped at 1 MiB - 16 KiB (`max_read`): libfuse splices a reply through a
+  pipe, which cannot grow past 1 MiB without CAP_SYS_RESOURCE (root in this VM lacks it);
+  full 1 MiB replies silently fell back to a malloc'd buffer and an extra copy.
+- The export's 5,000 particle stacks are sparse (2.6 MB apparent, 4 KiB of data each), so
+  natively tar reads zero pages. Through FUSE every zero byte is still copied into the
+  mount's page cache, but holes are now handed to libfuse as an fd buffer on an empty memfd
+  (spliced as the shared zero page: no calloc/memset, no munmap), and sparse sources get no
+  read-ahead (it zero-filled 12 GiB of the source's page cache: 10 s of the daemon's system
+  time, also under `tar -S`). ctypes used to create and destroy a Python thread state
+  around every callback (an mmap/munmap pair per request); the mount keeps one per libfuse
+  thread. Each 2.6 MB file still costs ~10 round trips (lookup, open, 4-5 reads as the
+  kernel's read-ahead ramps up, getattr after the read, release; ~0.1-0.2 ms each) plus one
+  copy more than native on a 2-CPU machine, which is why this tar stays below native speed:
+  0.26x before these changes (36 s), 0.63-0.78x after them (16-21 s against 10-14 s native
+  over several runs; the machine was shared with other test runs, so single cold runs vary).
+- Metadata: the kernel caches attributes and entries for 60 s, and now also the listings of
+  immutable directories (completed jobs, exports). libfuse 3.14's high-level API drops the
+  `cache_readdir`/`keep_cache` an opendir sets (fuse_lib_opendir does not copy them into its
+  reply: why an earlier attempt "had no effect"), so the mount wraps the session's low-level
+  opendir and sets them there (mountpoints/dircache.py); control actions drop them. Warm
+  `find` then never reaches Python. A first walk still lists every directory in Python:
+  ~2 us per entry, mostly the ctypes call of libfuse's filler (mfusepy's generic readdir
+  loop took ~3.5 us).
+- Peak RSS: plans and big generated files (a joined `_exported.cs`) are built by a child
+  process, the lstat/listing caches are bounded, and malloc uses two arenas."""
 
 
 def write_section(header: str, table: str) -> None:
