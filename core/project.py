@@ -470,10 +470,17 @@ def timestamp(iso: str | None) -> float | None:
 
 # -- parsing helpers -------------------------------------------------------------------------
 
+def _name(v: Any, what: str) -> str:
+    """A group or result name: a non-empty string (it becomes file names and field prefixes)."""
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"{what} name {v!r} is not a non-empty string")
+    return v
+
+
 def _v4_groups(group_docs: list, result_docs: list) -> list[OutputGroup]:
     groups: dict[str, OutputGroup] = {}
     for g in group_docs:
-        groups[g["name"]] = OutputGroup(
+        groups[_name(g["name"], "output group")] = OutputGroup(
             name=g["name"], type=str(g.get("type", "")), title=str(g.get("title") or ""),
             description=str(g.get("description") or ""), num_items=int(g.get("num_items") or 0),
             passthrough=bool(g.get("passthrough", False)))
@@ -488,6 +495,7 @@ def _v4_groups(group_docs: list, result_docs: list) -> list[OutputGroup]:
 def _v5_groups(outputs: dict) -> list[OutputGroup]:
     groups = []
     for name, o in outputs.items():
+        _name(name, "output group")
         gtype = str(o.get("type", ""))
         g = OutputGroup(name=name, type=gtype, title=str(o.get("title") or ""),
                         description=str(o.get("description") or ""),
@@ -500,6 +508,7 @@ def _v5_groups(outputs: dict) -> list[OutputGroup]:
 
 
 def _result(name: str, type: str, group_name: str, r: dict) -> OutputResult:
+    _name(name, f"output result of {group_name}")
     versions = [int(v) for v in r.get("versions") or []]
     metafiles = [str(m) for m in r.get("metafiles") or []]
     num_items = [int(n) for n in r.get("num_items") or []]

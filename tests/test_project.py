@@ -294,3 +294,21 @@ def test_cli_jobs_errors(tmp_path, csfs):
     assert r.returncode == 2 and "not a CryoSPARC project" in r.stderr and "Traceback" not in r.stderr
     r = csfs("jobs", tmp_path / "nope")
     assert r.returncode == 2 and "no such directory" in r.stderr
+
+
+@pytest.mark.parametrize("where", ["group", "result", "group_name"])
+def test_non_string_output_names_are_malformed(demo, where):
+    """Group and result names become file names and field prefixes: a list or a number there
+    makes the job malformed (was a TypeError in exports, du and clear-intermediate)."""
+    path = demo / "J8" / "job.json"
+    doc = json.loads(path.read_text())
+    if where == "group":
+        doc["output_result_groups"][0]["name"] = ["particles"]
+    elif where == "result":
+        doc["output_results"][0]["name"] = 7
+    else:
+        doc["output_results"][0]["group_name"] = None
+    path.write_text(json.dumps(doc))
+    p = Project.open(demo)
+    assert "malformed" in p.job("J8").error and p.job("J8").groups == []
+    assert p.job("J6").error is None
