@@ -215,10 +215,10 @@ def _open(instance: Any, ref: str) -> Any:
 
 
 def _check_sources(sources: dict[str, Path]) -> None:
-    missing = [str(p) for p in sources.values() if not os.path.exists(p)]
+    missing = [str(p) for p in sources.values() if not os.path.isfile(p)]
     if missing:
-        raise NotFoundError(f"{len(missing)} data file(s) to import are missing (first: {missing[0]}); "
-                            "nothing imported")
+        raise NotFoundError(f"{len(missing)} data file(s) to import are missing or not files "
+                            f"(first: {missing[0]}); nothing imported")
 
 
 # ---------------------------------------------------------------------------- public

@@ -251,3 +251,20 @@ def test_imports_from_the_same_project_link_relatively(two, tmp_path):
     lifecycle.unarchive(inst_a, puid_a, moved)
     problems = verify.verify(Project.open(moved))
     assert not [p for p in problems if p.job in (juid, juid_raw)], problems
+
+
+def test_data_path_naming_a_directory_is_refused(two, tmp_path):
+    """A `*/path` value must name a file: a directory is refused before any job is made
+    (with --copy it was a failed job left behind)."""
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    (tmp_path / "g" / "sub").mkdir(parents=True)
+    arr = np.zeros(2, dtype=[("uid", "<u8"), ("blob/path", "|S5"), ("blob/idx", "<u4")])
+    arr["uid"], arr["blob/path"] = [1, 2], b">sub"
+    csfile.save(tmp_path / "g" / "x.cs", arr)
+    (tmp_path / "g" / "x.csg").write_text("group: {name: particles, type: particle}\nresults:\n"
+                                          "  blob: {metafile: '>x.cs', num_items: 2, type: particle.blob}\n")
+    before = sorted(p.name for p in path_b.iterdir())
+    for copy in (False, True):
+        with pytest.raises(NotFoundError, match="sub"):
+            imports.import_group(inst_b, puid_b, tmp_path / "g" / "x.csg", copy=copy)
+    assert sorted(p.name for p in path_b.iterdir()) == before
