@@ -26,7 +26,7 @@ from typing import Any, Callable
 from . import atomic
 
 Progress = Callable[[int, "int | None"], None]
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 SCAN_THREADS = 3
 _DU = shutil.which("du")
 
@@ -85,7 +85,7 @@ def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:
     return total, files
 
 
-def _signature(job_dir: Path) -> list[int | str] | None:
+def _signature(job_dir: Path) -> list[int] | None:
     try:
         a = os.stat(job_dir)
         b = os.stat(job_dir / "job.json")
@@ -162,11 +162,12 @@ def du_bytes(path: str | os.PathLike) -> int | None:
         return None
 
 
-def job_size(project: Any, job: Any) -> JobSize:
-    """Walk one job now: its size and its clearable intermediate bytes."""
+def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
+    """One job now: its size (walked, unless `total` is given) and its clearable intermediate bytes."""
     from .cleanup import clear_plan
 
-    total = du_bytes(job.dir)
+    if total is None:
+        total = du_bytes(job.dir)
     if total is None:
         total = tree_size(job.dir)[0]
     clearable = 0
@@ -209,32 +210,33 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
     for job in jobs:
         key = str(Path(job.dir).absolute())
         sig = _signature(Path(job.dir))
-        if sig is not None:
-            sig.append(deps[job.uid])
         hit = cached.get(key)
         if hit and sig is not None and hit.get("sig") == sig and not job.is_active:
-            report.jobs[job.uid] = JobSize(hit["bytes"], hit["clearable"])
-            if sig is not None:
+            if hit.get("deps") == deps[job.uid]:
+                report.jobs[job.uid] = JobSize(hit["bytes"], hit["clearable"])
                 fresh[key] = hit
+            else:  # only what other jobs consume changed: the size stands, clearable is redone
+                todo.append((job, key, sig, hit["bytes"]))
         else:
-            todo.append((job, key, sig))
+            todo.append((job, key, sig, None))
     done = len(jobs) - len(todo)
     if progress:
         progress(done, len(jobs))
     # walks wait on stat() and numpy reads release the GIL: a few threads overlap them
     with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(todo)))) as pool:
-        for (job, key, sig), size in zip(todo, pool.map(lambda t: job_size(project, t[0]), todo)):
+        for (job, key, sig, known), size in zip(todo, pool.map(lambda t: job_size(project, t[0], t[3]), todo)):
             report.jobs[job.uid] = size
-            report.scanned.append(job.uid)
+            if known is None:
+                report.scanned.append(job.uid)
             if sig is not None and not job.is_active:
-                fresh[key] = {"sig": sig, **asdict(size)}
+                fresh[key] = {"sig": sig, "deps": deps[job.uid], **asdict(size)}
             done += 1
             if progress:
                 progress(done, len(jobs))
     report.jobs = {j.uid: report.jobs[j.uid] for j in jobs}
     report.other = other_size(project)
     report.total = sum(j.bytes for j in report.jobs.values()) + report.other
-    if cache_path and (report.scanned or set(fresh) != set(cached)):
+    if cache_path and (todo or set(fresh) != set(cached)):
         _write_cache(cache_path, fresh)
     return report
 

@@ -135,7 +135,9 @@ def test_clearable_follows_changes_in_consuming_jobs(demo, tmp_path):
     project = Project.open(demo)
     want = clear_plan(project, project.job("J6")).bytes
     assert want < first
-    assert sizes.project_sizes(project, cache).jobs["J6"].clearable == want
+    report = sizes.project_sizes(project, cache)
+    assert report.jobs["J6"].clearable == want
+    assert "J6" not in report.scanned  # its size still comes from the cache: no walk
     # a job whose job.json becomes unreadable may consume anything: nothing is clearable
     (demo / "J7" / "job.json").write_text("{")
     assert sizes.project_sizes(Project.open(demo), cache).jobs["J6"].clearable == 0
