@@ -242,7 +242,7 @@ def _resolve_value(value: bytes, metafile: str) -> str:
     s = value.decode("utf-8", "surrogateescape")
     if s.startswith(">"):
         return posixpath.normpath(posixpath.join(posixpath.dirname(metafile), s[1:]))
-    return s
+    return posixpath.normpath(s)
 
 
 @dataclass

@@ -311,3 +311,23 @@ def test_names_from_job_json_never_escape_exports(attached, demo, what):
             consolidate.export_group(inst, puid, "J5", evil)
     assert sorted(p.name for p in demo.parent.iterdir()) == before
     assert not list((demo / "exports").rglob("*evil*")) if (demo / "exports").exists() else True
+
+
+def test_unnormalised_data_paths_export(attached, demo):
+    """'J5/extract//x' and './J5/extract/x' name the same files: exported normalised, not refused."""
+    inst, puid, project = attached
+    mf = demo / project.job("J5").group("particles").result("blob").final_metafile
+    arr = csfile.load(mf)
+    descr = [(n, "|S300") if n == "blob/path" else (n, *arr.dtype.descr[i][1:])
+             for i, n in enumerate(arr.dtype.names)]
+    new = np.zeros(len(arr), dtype=descr)
+    for n in arr.dtype.names:
+        new[n] = arr[n]
+    new["blob/path"] = [(b"./" + v) if i % 2 else v.replace(b"/extract/", b"/extract//")
+                        for i, v in enumerate(np.asarray(arr["blob/path"]))]
+    csfile.save(mf, new)
+    dest = consolidate.export_group(inst, puid, "J5", "particles")
+    out = csfile.load(dest / "J5_particles_exported.cs")
+    want = sorted({">" + v.decode() for v in np.asarray(arr["blob/path"])})
+    assert sorted(set(v.decode() for v in out["blob/path"])) == want
+    assert all((dest / v[1:]).is_file() for v in want)
