@@ -260,6 +260,11 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
     csgs = sorted(src.glob("*/*_exported.csg"))
     project = _open(instance, ref)
     loaded = [(p, *_read_csg_group(p)) for p in csgs]
+    names = [str(c.group["name"]) for _, c, _, _ in loaded]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise FormatError(f"{src}: output group {twice[0]!r} is exported twice (a copied group folder?); "
+                          "remove the extra folder")
     probe: dict[str, Path] = {}
     for p, _, data, _ in loaded:
         _rewrite_paths(data, p.parent, "J0", str(p), probe)

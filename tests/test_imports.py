@@ -268,3 +268,17 @@ def test_data_path_naming_a_directory_is_refused(two, tmp_path):
         with pytest.raises(NotFoundError, match="sub"):
             imports.import_group(inst_b, puid_b, tmp_path / "g" / "x.csg", copy=copy)
     assert sorted(p.name for p in path_b.iterdir()) == before
+
+
+def test_job_import_refuses_two_groups_of_one_name(two):
+    """A stray copy of a group folder in the export (same group name twice) would overwrite the
+    first group's .cs and list the group twice: refused, nothing created."""
+    import shutil
+
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+    dest = consolidate.export_job(inst_a, puid_a, "J8")
+    shutil.copytree(dest / "J8_particles", dest / "J8_particles.bak", symlinks=True)
+    before = sorted(p.name for p in path_b.iterdir())
+    with pytest.raises(FormatError, match="particles"):
+        imports.import_job(inst_b, puid_b, dest)
+    assert sorted(p.name for p in path_b.iterdir()) == before
