@@ -8,14 +8,13 @@ The export is built in a temporary sibling folder and renamed into place.
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from . import exportplan, faults
 from .atomic import fsync_dir
-from .errors import FormatError, RefusedError
+from .errors import RefusedError
 from .exportplan import Plan
 
 Progress = Callable[[int, "int | None"], None]
@@ -191,20 +190,6 @@ def _refuse_missing(plan: Plan) -> None:
                            f"(first: {plan.missing[0]}); run `csfs verify` and fix them first")
 
 
-def _inside(rel: str) -> bool:
-    """Is `rel` a normalised relative path that stays below its root?"""
-    return rel == "" or (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel != "..")
-
-
-def _refuse_unsafe(plan: Plan) -> None:
-    """Export names come from job.json (type, group names): refuse any that would leave exports/."""
-    bad = [plan.name] if "/" in plan.name or plan.name in ("", ".", "..") else []
-    bad += [e.path for e in plan.entries if not _inside(e.path)][:1]
-    if bad:
-        raise FormatError(f"{plan.name}: {bad[0]!r} would lead outside the export folder (a job type or "
-                          "group name in job.json is not a plain name); fix job.json, nothing written")
-
-
 def _export(instance: Any, ref: str, build: Callable[[Any], Plan], kind: str,
             progress: Progress | None, stats: dict | None) -> Path:
     from . import store
@@ -214,7 +199,6 @@ def _export(instance: Any, ref: str, build: Callable[[Any], Plan], kind: str,
     store.check_writable(instance, rec.path)
     project = Project.open(rec.path)
     plan = build(project)
-    _refuse_unsafe(plan)
     _refuse_missing(plan)
     return write_plan(plan, project.path / "exports" / kind / plan.name, project.path, progress, stats)
 

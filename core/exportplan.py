@@ -27,7 +27,7 @@ import numpy as np
 
 from . import csfile, csg
 from .atomic import dumps_json
-from .errors import ActiveJobError, CsfsError, NotFoundError, RefusedError
+from .errors import ActiveJobError, CsfsError, FormatError, NotFoundError, RefusedError
 
 # keys removed from job.json in a job export (DESIGN.md §4)
 STRIPPED_JOB_KEYS = ("queued_to_lane", "resources_allocated", "interactive_hostname", "ui_layouts",
@@ -55,6 +55,7 @@ class Plan:
     def __init__(self, name: str, entries: Iterable[Entry], missing: Sequence[str] = ()) -> None:
         self.name = name
         self.entries: list[Entry] = sorted(entries, key=lambda e: _sort_key(e.path))
+        _refuse_unsafe(name, self.entries)
         self.missing = list(missing)  # project-relative data files named by outputs but absent
         self._by_path = {e.path: e for e in self.entries}
         self._children: dict[str, list[str]] = {}
@@ -77,6 +78,26 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"Plan({self.name!r}, {len(self.entries)} entries)"
+
+
+def _inside(rel: str) -> bool:
+    """Is `rel` a normalised relative path that stays below its root?"""
+    return rel == "" or (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel != "..")
+
+
+def plain_name(name: str) -> bool:
+    """Can `name` (an export folder name built from job.json) be one path component?"""
+    return "/" not in name and "\0" not in name and name not in ("", ".", "..")
+
+
+def _refuse_unsafe(name: str, entries: Sequence[Entry]) -> None:
+    """Export names come from job.json (type, group names): refuse any that would leave the
+    export folder, so neither the physical nor the virtual rendering ever sees one."""
+    bad = [] if plain_name(name) else [name]
+    bad += [e.path for e in entries if not _inside(e.path)][:1]
+    if bad:
+        raise FormatError(f"{name}: {bad[0]!r} would lead outside the export folder (a job type or "
+                          "group name in job.json is not a plain name); fix job.json, nothing written")
 
 
 def _norm(rel: str) -> str:

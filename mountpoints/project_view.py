@@ -56,9 +56,11 @@ class ProjectView:
             for uid, job in jobs.items():
                 if job.error or job.status != "completed":
                     continue
-                idx["jobs"][exportplan.job_export_name(job)] = (uid, None)
-                for g in job.groups:
-                    idx["groups"][exportplan.group_export_name(job, g.name)] = (uid, g.name)
+                names = [("jobs", exportplan.job_export_name(job), None)]
+                names += [("groups", exportplan.group_export_name(job, g.name), g.name) for g in job.groups]
+                for kind, name, group in names:
+                    if exportplan.plain_name(name):     # a '/' in job.json's names: not listable
+                        idx[kind][name] = (uid, group)
             return idx
         return self.ctx.obj(("exports", str(self.path)), compute)
 

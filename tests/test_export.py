@@ -311,6 +311,11 @@ def test_names_from_job_json_never_escape_exports(attached, demo, what):
             consolidate.export_group(inst, puid, "J5", evil)
     assert sorted(p.name for p in demo.parent.iterdir()) == before
     assert not list((demo / "exports").rglob("*evil*")) if (demo / "exports").exists() else True
+    # the plan itself refuses, so the mount's virtual view can never serve such a path either
+    project = Project.open(demo)
+    with pytest.raises(FormatError, match="outside the export"):
+        exportplan.job_export_plan(project, "J5")
+    assert exportplan.plain_name("J5_extract") and not exportplan.plain_name(f"J5_{evil}")
 
 
 def test_unnormalised_data_paths_export(attached, demo):
