@@ -19,9 +19,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-
-from . import csfile, csg
 from .errors import CsfsError, FormatError, NotFoundError
 
 ACTIVE_STATUSES = frozenset({"queued", "launched", "started", "running", "waiting"})
@@ -212,6 +209,8 @@ class Job:
 
     def _load_csgs(self) -> bool:
         """Without job.json, read the outputs from the job's .csg files (old exports)."""
+        from . import csg   # on use: opening a project needs neither yaml nor numpy
+
         paths = sorted(self.dir.glob("*.csg"))
         if not paths:
             return False
@@ -344,6 +343,8 @@ class Project:
 
 def load_paths(cs_path: Path, slots: Sequence[str] | None = None) -> list[str]:
     """Raw values of the `*/path` columns of a .cs file (optionally only `slots`), unique, order kept."""
+    from . import csfile
+
     cols = [name for name, *_ in csfile.info(cs_path).fields if name.endswith("/path")]
     if slots is not None:
         cols = [c for c in cols if c.rsplit("/", 1)[0] in slots]
