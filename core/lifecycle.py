@@ -25,7 +25,7 @@ from .atomic import write_json
 from .errors import ActiveJobError, ArchivedError, FormatError, ForeignLockError, NotFoundError, RefusedError, UsageError
 from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
-from .project import FINAL_STATUSES, Project
+from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
 from .store import (check_writable, commit, export, job_row, owned_lock, read_doc, refuse_foreign,
                     serialized, workspace_rows)
 
@@ -76,7 +76,8 @@ def _refuse_active(rec_uid: str, proj: Project, action: str) -> None:
     if active:
         names = ", ".join(f"{j.uid} ({j.status})" for j in active)
         raise ActiveJobError(f"{rec_uid}: cannot {action} while a job is active: {names}; "
-                             "wait for it to finish or kill it in CryoSPARC")
+                             "wait for it to finish or kill it in CryoSPARC (if its instance is gone: "
+                             f"csfs job mark-killed {rec_uid} {active[0].uid})")
 
 
 # -- create / attach -----------------------------------------------------------------------
@@ -376,17 +377,30 @@ def _rescue_steps(path: Path, info: lock.LockInfo) -> str:
 @_serial
 def mark_completed(instance: Instance, ref: str | os.PathLike, juid: str) -> str:
     """Mark a killed or failed job completed (CryoSPARC's "mark as completed"). Returns its UID."""
+    return _mark(instance, ref, juid, "completed", FINAL_STATUSES, "killed or failed")
+
+
+@_serial
+def mark_killed(instance: Instance, ref: str | os.PathLike, juid: str) -> str:
+    """Mark an active job killed: for a job whose process is gone (its instance died or was
+    stopped), which would otherwise block detach and archive for ever. Returns its UID."""
+    return _mark(instance, ref, juid, "killed", ACTIVE_STATUSES, "queued, launched, started, running or waiting")
+
+
+def _mark(instance: Instance, ref: str | os.PathLike, juid: str, status: str,
+          allowed: frozenset[str], which: str) -> str:
+    """Set a job's status (and `<status>_at`) after checking the lock and its current status."""
     rec = instance.resolve(ref)
     check_writable(instance, rec.path)
     proj = Project.open(rec.path)
     job = proj.job(juid)
     if job.error:
         raise FormatError(f"{rec.uid}: {job.error}")
-    if job.status == "completed":
-        raise UsageError(f"{rec.uid} {job.uid} is already completed")
-    if job.status not in FINAL_STATUSES:
-        raise RefusedError(f"{rec.uid} {job.uid} is {job.status or 'without status'}; only killed or "
-                           "failed jobs can be marked completed")
-    doc = {**job.doc, "status": "completed", "completed_at": now_iso()}
+    if job.status == status:
+        raise UsageError(f"{rec.uid} {job.uid} is already {status}")
+    if job.status not in allowed:
+        raise RefusedError(f"{rec.uid} {job.uid} is {job.status or 'without status'}; only {which} "
+                           f"jobs can be marked {status}")
+    doc = {**job.doc, "status": status, f"{status}_at": now_iso()}
     commit(instance, proj, job_docs={job.uid: doc})
     return job.uid

@@ -201,7 +201,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         p.set_defaults(func=func)
         return p
 
-    job = group(sub, "job", "jobs of a project: list, mark-completed, export, import")
+    job = group(sub, "job", "jobs of a project: list, mark-completed, mark-killed, export, import")
     p = leaf(job, "export", "consolidate a completed job's export under exports/jobs/J<N>_<type>/",
              _cmd_job_export,
              "Writes the stripped job.json, events.bson, gridfs_data/ and one J<N>_<group>/ folder per\n"

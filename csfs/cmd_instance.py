@@ -1,4 +1,4 @@
-"""`csfs instance …`, `csfs project …` lifecycle commands, `csfs job list|mark-completed`."""
+"""`csfs instance …`, `csfs project …` lifecycle commands, `csfs job list|mark-completed|mark-killed`."""
 from __future__ import annotations
 
 import argparse
@@ -175,6 +175,13 @@ def _cmd_mark_completed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mark_killed(args: argparse.Namespace) -> int:
+    inst = _instance(args)
+    juid = _lifecycle().mark_killed(inst, args.project, args.job)
+    print(f"{inst.resolve(args.project).uid} {juid} marked killed")
+    return 0
+
+
 # -- registration --------------------------------------------------------------------------
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -238,7 +245,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
              _cmd_show, "PROJECT may also be any project directory not registered here.", json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
 
-    job = group(sub, "job", "jobs of a project: list, mark-completed, export, import")
+    job = group(sub, "job", "jobs of a project: list, mark-completed, mark-killed, export, import")
     p = leaf(job, "list", "list a project's jobs with type, status and title", _cmd_job_list,
              "PROJECT may also be any project directory not registered here.", json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
@@ -246,5 +253,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = leaf(job, "mark-completed", "mark a killed or failed job as completed", _cmd_mark_completed,
              "CryoSPARC's \"mark as completed\": the job's status becomes completed so its\n"
              "outputs can be used. Only for killed or failed jobs of a project attached here.")
+    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+    p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")
+
+    p = leaf(job, "mark-killed", "mark an active job whose process is gone as killed", _cmd_mark_killed,
+             "For a job left queued/running/... by an instance that died or was stopped: its status\n"
+             "becomes killed, so detach and archive are no longer blocked by it. Nothing is signalled:\n"
+             "make sure no CryoSPARC process still works on it. Only for a project attached here.")
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
     p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")

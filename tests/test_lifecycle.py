@@ -106,6 +106,14 @@ def test_demo_attaches_with_all_jobs_and_active_job_blocks(cli, home, demo):
     assert [r["uid"] for r in rows] == list(proj.jobs)
     table = ok(cli("job", "list", demo, home=home)).stdout.splitlines()
     assert table[0].split()[:4] == ["UID", "TYPE", "STATUS", "TITLE"] and len(table) == len(proj.jobs) + 1
+    # a job left running by a dead instance: marking it killed unblocks detach
+    for uid in active:
+        ok(cli("job", "mark-killed", "P1", uid, home=home))
+        doc = json.loads((demo / uid / "job.json").read_text())
+        assert doc["status"] == "killed" and doc["killed_at"]
+    refused(cli("job", "mark-killed", "P1", active[0], home=home), 2, "already killed")
+    ok(cli("project", "detach", "P1", home=home))
+    assert not (demo / "cs.lock").exists()
 
 
 def test_refusals_change_nothing(cli, homes, tmp_path):
@@ -125,6 +133,9 @@ def test_refusals_change_nothing(cli, homes, tmp_path):
     refused(cli("job", "mark-completed", "P1", "J3", home=A), 1, "running")
     refused(cli("job", "mark-completed", "P1", "J1", home=A), 2, "already completed")
     refused(cli("job", "mark-completed", "P1", "J9", home=A), 2, "J9")
+    # only active jobs can be marked killed
+    refused(cli("job", "mark-killed", "P1", "J1", home=A), 1, "completed")
+    refused(cli("job", "mark-killed", "P1", "J2", home=A), 1, "failed")
     # forget of an attached project; unarchive of a project that is not archived
     refused(cli("project", "forget", "P1", home=A), 1, "detach")
     refused(cli("project", "unarchive", "P1", path, home=A), 1, "not archived")
