@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -11,13 +10,12 @@ from core.errors import NotFoundError
 from core.instance import Instance, norm_path
 
 from .config import resolve_home
-from .main import group
+from .main import PROJECT_REF, group, leaf as main_leaf
 from .output import Progress, human_bytes, print_json, print_table
 
 if TYPE_CHECKING:
     from core.project import Project
 
-PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
 RAW_KINDS = ("micrographs", "movies", "particles", "volume")  # core.imports.RAW_KINDS (checked in a test)
 # core modules are imported inside the commands: `csfs du` then starts faster
 
@@ -193,12 +191,9 @@ def _cmd_relink(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     def leaf(g: argparse._SubParsersAction, name: str, help: str, func, desc: str = "",
              project: bool = True) -> argparse.ArgumentParser:
-        p = g.add_parser(name, help=help, description=f"{help}.\n\n{desc}".strip(), parents=[common],
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        p = main_leaf(g, common, name, help, func, desc, json=True)
         if project:
             p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
-        p.set_defaults(func=func)
         return p
 
     job = group(sub, "job", "jobs of a project: list, mark-completed, mark-killed, export, import")

@@ -10,10 +10,9 @@ from core.errors import NotFoundError
 from core.instance import Instance, ProjectRecord, norm_path
 
 from .config import resolve_home
-from .main import group
+from .main import PROJECT_REF, group, leaf as main_leaf
 from .output import print_json, print_table
 
-PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
 
 
 def _lifecycle():
@@ -185,14 +184,9 @@ def _cmd_mark_killed(args: argparse.Namespace) -> int:
 # -- registration --------------------------------------------------------------------------
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    def leaf(g: argparse._SubParsersAction, name: str, help: str, func, desc: str | None = None,
+    def leaf(g: argparse._SubParsersAction, name: str, help: str, func, desc: str = "",
              json: bool = False) -> argparse.ArgumentParser:
-        p = g.add_parser(name, help=help, description=f"{help}.\n\n{desc}" if desc else help, parents=[common],
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        if json:
-            p.add_argument("--json", action="store_true", help="print JSON instead of text")
-        p.set_defaults(func=func)
-        return p
+        return main_leaf(g, common, name, help, func, desc, json)
 
     inst = group(sub, "instance", "this csfs instance (its id and project registry in CSFS_HOME)")
     leaf(inst, "info", "show the instance id, home, registry and project counts", _cmd_info, json=True)

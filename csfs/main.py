@@ -5,6 +5,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import Callable
 
 from core.errors import CsfsError
 
@@ -28,6 +29,21 @@ def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._Su
         p = sub.add_parser(name, help=help, description=help)
         _groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
     return _groups[name]
+
+
+PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
+
+
+def leaf(g: argparse._SubParsersAction, common: argparse.ArgumentParser, name: str, help: str,
+         func: Callable[[argparse.Namespace], int | None], desc: str = "",
+         json: bool = False) -> argparse.ArgumentParser:
+    """A subcommand of group `g`: help, full description, --home (via `common`), optional --json."""
+    p = g.add_parser(name, help=help, description=f"{help}.\n\n{desc}".strip() if desc else help,
+                     parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
+    if json:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=func)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
