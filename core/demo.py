@@ -562,7 +562,8 @@ def make_demo(dir: str | os.PathLike, scale: str = "tiny", seed: int = 0,
 
 def summarize(project_dir: str | os.PathLike) -> dict:
     """Counts for a demo (or any) project: jobs, particles in J5, files and apparent bytes."""
-    from .project import Project, walk_entries
+    from .project import Project
+    from .walk import walk_entries
 
     root = Path(project_dir)
     files = size = 0

@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from .errors import CsfsError, FormatError, NotFoundError
+from .walk import walk_entries, walk_files
 
 ACTIVE_STATUSES = frozenset({"queued", "launched", "started", "running", "waiting"})
 FINAL_STATUSES = frozenset({"completed", "killed", "failed"})
@@ -411,33 +412,6 @@ def unreferenced_files(project: Project, job: Job) -> list[str]:
             continue
         out.append(rel)
     return sorted(out)
-
-
-def walk_files(top: Path, root: Path) -> Iterable[str]:
-    """Every non-directory entry under `top` (symlinks not followed), relative to `root`."""
-    root_s = str(root).rstrip("/") + "/"
-    for e in walk_entries(top):
-        yield e.path[len(root_s):] if e.path.startswith(root_s) else e.path
-
-
-def walk_entries(top: Path) -> Iterable[os.DirEntry]:
-    """Every non-directory entry under `top`, depth first, symlinks not followed."""
-    stack = [str(top)]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                else:
-                    yield e
-
-
-_walk_entries = walk_entries  # old private name, still imported by core/verify.py
 
 
 # -- time helpers ----------------------------------------------------------------------------

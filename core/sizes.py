@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import atomic
+from .walk import scan
 
 Progress = Callable[[int, "int | None"], None]
 CACHE_VERSION = 2
@@ -60,28 +61,21 @@ def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:
     if not stat.S_ISDIR(st.st_mode):
         return st.st_size, 1
     total, files = st.st_size, 0
-    stack = [os.fspath(top)]
-    while stack:
-        d = stack.pop()
+    enter: set[str] = set()          # folders seen for the first time: walk into them
+    for e in scan(top, lambda e: e.path in enter):
         try:
-            it = os.scandir(d)
+            st = e.stat(follow_symlinks=follow)
         except OSError:
+            continue  # dangling link or vanished file: nothing to count
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
             continue
-        with it:
-            for e in it:
-                try:
-                    st = e.stat(follow_symlinks=follow)
-                except OSError:
-                    continue  # dangling link or vanished file: nothing to count
-                key = (st.st_dev, st.st_ino)
-                if key in seen:
-                    continue
-                seen.add(key)
-                total += st.st_size
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(e.path)
-                else:
-                    files += 1
+        seen.add(key)
+        total += st.st_size
+        if stat.S_ISDIR(st.st_mode):
+            enter.add(e.path)
+        else:
+            files += 1
     return total, files
 
 

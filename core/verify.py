@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import CsfsError, RefusedError, UsageError
+from .walk import walk_entries
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -30,8 +31,7 @@ class Problem:
 
 def _symlinks(top: Path) -> Iterable[Path]:
     """Every symlink under `top` (links to folders are reported, not descended)."""
-    from .project import _walk_entries
-    return (Path(e.path) for e in _walk_entries(top) if e.is_symlink())
+    return (Path(e.path) for e in walk_entries(top) if e.is_symlink())
 
 
 def _rel(project: Any, path: Path) -> str:
