@@ -6,15 +6,15 @@ import os
 
 from typing import TYPE_CHECKING
 
-from core.errors import NotFoundError
-from core.instance import Instance, norm_path
+from csfs.core.errors import NotFoundError
+from csfs.core.instance import Instance, norm_path
 
 from .config import resolve_home
 from .main import PROJECT_REF, group, leaf as main_leaf
 from .output import Progress, human_bytes, print_json, print_table
 
 if TYPE_CHECKING:
-    from core.project import Project
+    from csfs.core.project import Project
 
 RAW_KINDS = ("micrographs", "movies", "particles", "volume")  # core.imports.RAW_KINDS (checked in a test)
 # core modules are imported inside the commands: `csfs du` then starts faster
@@ -26,7 +26,7 @@ def _instance(args: argparse.Namespace) -> Instance:
 
 def _open_readonly(inst: Instance, ref: str) -> "Project":
     """A registered project, or any project directory (read-only commands)."""
-    from core.project import Project
+    from csfs.core.project import Project
 
     try:
         return Project.open(inst.resolve(ref).path)
@@ -48,7 +48,7 @@ def _report_export(args: argparse.Namespace, stats: dict) -> int:
 
 
 def _cmd_job_export(args: argparse.Namespace) -> int:
-    from core import consolidate
+    from csfs.core import consolidate
 
     stats: dict = {}
     with Progress(f"export {args.job}") as bar:
@@ -57,7 +57,7 @@ def _cmd_job_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_group_export(args: argparse.Namespace) -> int:
-    from core import consolidate
+    from csfs.core import consolidate
 
     stats: dict = {}
     with Progress(f"export {args.job} {args.group}") as bar:
@@ -76,7 +76,7 @@ def _report_import(args: argparse.Namespace, juid: str, what: str) -> int:
 
 
 def _cmd_group_import(args: argparse.Namespace) -> int:
-    from core import imports
+    from csfs.core import imports
 
     with Progress("import") as bar:
         juid = imports.import_group(_instance(args), args.project, args.csg, copy=args.copy, progress=bar)
@@ -84,7 +84,7 @@ def _cmd_group_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_job_import(args: argparse.Namespace) -> int:
-    from core import imports
+    from csfs.core import imports
 
     with Progress("import") as bar:
         juid = imports.import_job(_instance(args), args.project, args.dir, copy=args.copy, progress=bar)
@@ -92,7 +92,7 @@ def _cmd_job_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_raw(args: argparse.Namespace) -> int:
-    from core import imports
+    from csfs.core import imports
 
     with Progress("import") as bar:
         juid = imports.import_raw(_instance(args), args.project, args.kind, args.paths, progress=bar)
@@ -102,7 +102,7 @@ def _cmd_import_raw(args: argparse.Namespace) -> int:
 # -- sizes ---------------------------------------------------------------------------------
 
 def _cmd_du(args: argparse.Namespace) -> int:
-    from core import sizes
+    from csfs.core import sizes
 
     inst = _instance(args)
     project = _open_readonly(inst, args.project)
@@ -126,7 +126,7 @@ def _cmd_du(args: argparse.Namespace) -> int:
 # -- clear, verify, relink -----------------------------------------------------------------
 
 def _cmd_clear(args: argparse.Namespace) -> int:
-    from core import cleanup
+    from csfs.core import cleanup
 
     with Progress("clear") as bar:
         plans = cleanup.clear_intermediate(_instance(args), args.project, args.job, dry_run=args.dry_run,
@@ -155,7 +155,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from core import verify
+    from csfs.core import verify
 
     inst = _instance(args)
     project = _open_readonly(inst, args.project)
@@ -172,7 +172,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_relink(args: argparse.Namespace) -> int:
-    from core import verify
+    from csfs.core import verify
 
     with Progress("relink") as bar:
         changes = verify.relink(_instance(args), args.project, args.old, args.new, dry_run=args.dry_run,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from csfs.output import Progress, human_bytes, print_json, print_table
 
 if TYPE_CHECKING:
-    from core.project import Job
+    from csfs.core.project import Job
 
 SCALES = ("tiny", "small", "large")   # core.demo.SCALES, named here so --help needs no numpy
 
@@ -52,7 +52,7 @@ def register(sub, common) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from core import demo
+    from csfs.core import demo
 
     t0 = time.monotonic()
     with Progress(f"writing {args.scale} demo") as progress:
@@ -92,7 +92,7 @@ def _job_json(job: Job) -> dict:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from core.project import Project
+    from csfs.core.project import Project
 
     proj = Project.open(args.project_dir)
     if args.json:

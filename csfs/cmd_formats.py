@@ -5,7 +5,7 @@ import argparse
 import math
 from typing import TYPE_CHECKING, Any
 
-from core.errors import UsageError
+from csfs.core.errors import UsageError
 from csfs.main import group
 from csfs.output import print_json, print_table
 
@@ -30,7 +30,7 @@ def register(sub, common) -> None:
 
 
 def show(args: argparse.Namespace) -> int:
-    from core import csfile
+    from csfs.core import csfile
 
     if args.head < 0:
         raise UsageError("--head takes a number of rows >= 0")
@@ -56,7 +56,7 @@ def show(args: argparse.Namespace) -> int:
 def _head(path: str, n: int) -> np.ndarray:
     import numpy as np
 
-    from core import csfile
+    from csfs.core import csfile
 
     arr = csfile.load(path)
     return np.array(arr[:n])        # the classic form is memory-mapped: copies n rows only

@@ -6,8 +6,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from core.errors import NotFoundError
-from core.instance import Instance, ProjectRecord, norm_path
+from csfs.core.errors import NotFoundError
+from csfs.core.instance import Instance, ProjectRecord, norm_path
 
 from .config import resolve_home
 from .main import PROJECT_REF, group, leaf as main_leaf
@@ -17,7 +17,7 @@ from .output import print_json, print_table
 
 def _lifecycle():
     """core.lifecycle, imported on use so `csfs --help` and other commands start fast."""
-    from core import lifecycle
+    from csfs.core import lifecycle
     return lifecycle
 
 
@@ -102,8 +102,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def project_facts(inst: Instance, ref: str) -> dict:
     """What `project show` reports: registry row, lock owner, project.json, job counts, problems."""
-    from core import lock
-    from core.project import Project, iso_time
+    from csfs.core import lock
+    from csfs.core.project import Project, iso_time
 
     rec, path = _locate(inst, ref)
     info = lock.read(path) if path.is_dir() else None
@@ -152,7 +152,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 # -- job -----------------------------------------------------------------------------------
 
 def _cmd_job_list(args: argparse.Namespace) -> int:
-    from core.project import Project
+    from csfs.core.project import Project
 
     _, path = _locate(_instance(args), args.project)
     proj = Project.open(path)

@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from core.errors import UsageError
+from csfs.core.errors import UsageError
 from csfs.config import resolve_home
 from csfs.output import print_json, print_table
 
@@ -33,7 +33,7 @@ Force one with the environment variable CSFS_FUSE=mfusepy or CSFS_FUSE=fusepy.""
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from mountpoints import mounting
+    from csfs.mountpoints import mounting
 
     if args.list:
         return _list(args)
@@ -48,7 +48,7 @@ def _mount(args: argparse.Namespace) -> int:
     mounting.check_fuse()
     mounting.check_mountpoint(mountpoint)
     if project is None:
-        from core.instance import Instance
+        from csfs.core.instance import Instance
 
         Instance(home)  # create the instance (id, registry) before serving it
     if args.foreground:
@@ -66,10 +66,10 @@ def _resolve_source(source: str | None, home: Path) -> Path | None:
     """None for an instance mount, else the project directory (checked to be a project)."""
     if source is None:
         return None
-    from core.project import Project
+    from csfs.core.project import Project
 
     if re.fullmatch(r"P\d+", source):
-        from core.instance import Instance
+        from csfs.core.instance import Instance
 
         path = Path(Instance(home).resolve(source).path)
     else:
@@ -79,14 +79,14 @@ def _resolve_source(source: str | None, home: Path) -> Path | None:
 
 
 def _umount(args: argparse.Namespace) -> int:
-    from mountpoints import mounting
+    from csfs.mountpoints import mounting
 
     print(f"{mounting.unmount(args.mountpoint)}: {os.path.abspath(args.mountpoint)}")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from mountpoints import mounting
+    from csfs.mountpoints import mounting
 
     rows = [{"mountpoint": m.mountpoint, "source": m.source.removeprefix("csfs:"),
              "state": mounting.probe(m.mountpoint)} for m in mounting.mounts()]

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Callable
 
-from core.errors import CsfsError
+from csfs.core.errors import CsfsError
 
 # Each module defines register(subparsers, common) adding its subcommands; each
 # subcommand sets func=callable(args) -> int | None.

@@ -69,7 +69,7 @@ class Context:
     def instance(self) -> Any:
         """The csfs instance (core.instance.Instance) this mount acts for."""
         if self._instance is None:
-            from core.instance import Instance
+            from csfs.core.instance import Instance
 
             self._instance = Instance(self.home)
         return self._instance

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from core.errors import CsfsError, UsageError
+from csfs.core.errors import CsfsError, UsageError
 
 from .context import Context
 from .nodes import ns
@@ -90,7 +90,7 @@ class Controls:
     def _dispatch(self, action: str, text: str, project: Path | None) -> str:
         ctx = self.ctx
         if action in INSTANCE_ACTIONS:
-            from core import lifecycle
+            from csfs.core import lifecycle
 
             if action == "attach":
                 (path,) = _words(text, action, 1, "a project directory path")
@@ -109,18 +109,18 @@ class Controls:
             word = text.strip().lower()
             if word not in _YES and word != action:
                 raise UsageError(f"{action}: write 1 (or 'yes') to {action} this project, got {text.strip()!r}")
-            from core import lifecycle
+            from csfs.core import lifecycle
 
             fn, done = ((lifecycle.detach, "detached") if action == "detach"
                         else (lifecycle.archive, "archived"))
             return f"{done} {_describe(fn(inst, ref))}"
         if action == "clear-intermediate":
-            from core.cleanup import clear_intermediate
+            from csfs.core.cleanup import clear_intermediate
 
             (word,) = _words(text, action, 1, "'all' or a job uid")
             juid = None if word.lower() == "all" else _job(word, action)
             return f"cleared {_describe(clear_intermediate(inst, ref, juid))}"
-        from core import consolidate
+        from csfs.core import consolidate
 
         if action == "export-job":
             (word,) = _words(text, action, 1, "a job uid")

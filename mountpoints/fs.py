@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from core.errors import CsfsError
+from csfs.core.errors import CsfsError
 
 from .context import Context
 from .control import Controls

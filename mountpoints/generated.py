@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable
 
-from core.errors import CsfsError
+from csfs.core.errors import CsfsError
 
 # generated files up to this size are kept in memory instead (tunable for tests)
 BIG = int(os.environ.get("CSFS_MOUNT_INLINE_MAX", 8 * 1024 * 1024))
@@ -104,8 +104,8 @@ def load_plan(project: Path, kind: str, juid: str, group: str | None) -> LightPl
 # -- run in the worker process ------------------------------------------------------------
 
 def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
-    from core import exportplan
-    from core.project import Project
+    from csfs.core import exportplan
+    from csfs.core.project import Project
 
     proj = Project.open(project)
     return (exportplan.job_export_plan(proj, juid) if kind == "jobs"
@@ -121,7 +121,7 @@ def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tupl
 
 
 def _write_generated(project: str, kind: str, juid: str, group: str | None, rel: str, out: str) -> None:
-    from core.atomic import write_bytes
+    from csfs.core.atomic import write_bytes
 
     plan = _build(project, kind, juid, group)
     entry = plan.lookup(rel)

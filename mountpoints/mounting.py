@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import CsfsError, NotFoundError, RefusedError, UsageError
+from csfs.core.errors import CsfsError, NotFoundError, RefusedError, UsageError
 
 FSTYPE = "fuse.csfs"
 READY_TIMEOUT = 30.0

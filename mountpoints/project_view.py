@@ -7,7 +7,7 @@ import stat as S
 from pathlib import Path
 from typing import Any, Callable
 
-from core.errors import CsfsError
+from csfs.core.errors import CsfsError
 
 from . import generated
 from .context import Context
@@ -31,7 +31,7 @@ class ProjectView:
 
     # -- core objects (cached) ---------------------------------------------------
     def project(self) -> Any:
-        from core.project import Project
+        from csfs.core.project import Project
 
         return self.ctx.obj(("project", str(self.path)), lambda: Project.open(self.path))
 
@@ -46,7 +46,7 @@ class ProjectView:
     def export_index(self) -> dict[str, dict[str, tuple[str, str | None]]]:
         """{"jobs": {name: (juid, None)}, "groups": {name: (juid, group)}} for completed jobs."""
         def compute() -> dict[str, dict[str, tuple[str, str | None]]]:
-            from core import exportplan
+            from csfs.core import exportplan
 
             idx: dict[str, dict[str, tuple[str, str | None]]] = {"jobs": {}, "groups": {}}
             try:
@@ -71,7 +71,7 @@ class ProjectView:
                             lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
 
     def sizes(self) -> Any:
-        from core.sizes import project_sizes
+        from csfs.core.sizes import project_sizes
 
         def compute() -> Any:
             cache_dir = None

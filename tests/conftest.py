@@ -23,7 +23,7 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def _demo_master(tmp_path_factory) -> Path:
     """One tiny demo (project + raw data) per session; tests copy it."""
-    from core.demo import make_demo
+    from csfs.core.demo import make_demo
 
     root = tmp_path_factory.mktemp("demo-master")
     make_demo(root, scale="tiny", seed=1)

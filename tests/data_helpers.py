@@ -5,9 +5,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from core import lifecycle
-from core.instance import Instance
-from core.project import Project
+from csfs.core import lifecycle
+from csfs.core.instance import Instance
+from csfs.core.project import Project
 
 
 def attach(project_dir: Path, home: Path) -> tuple[Instance, str, Project]:

@@ -9,8 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from core import lock
-from core.instance import Instance
+from csfs.core import lock
+from csfs.core.instance import Instance
 
 
 def make_project(parent: Path, name: str = "CS-hand-made", statuses: tuple[str, ...] = ("completed",) * 3,

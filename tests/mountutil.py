@@ -108,9 +108,9 @@ def check_inodes(mnt: Path) -> None:
 def check_du_and_sizes(home: Path, project: Path, mnt: Path) -> None:
     """`du -s` of the mounted project is non-zero; sizes/ says what `csfs du` counts; per job,
     du through the mount equals du of the real directory."""
-    from core.instance import Instance
-    from core.project import Project
-    from core.sizes import project_sizes
+    from csfs.core.instance import Instance
+    from csfs.core.project import Project
+    from csfs.core.sizes import project_sizes
 
     r = run(["du", "-s", str(mnt)])
     assert r.returncode == 0, r.stderr

@@ -7,15 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from core import cleanup, csfile, sizes, verify
-from core.errors import ActiveJobError, RefusedError
-from core.project import Project
+from csfs.core import cleanup, csfile, sizes, verify
+from csfs.core.errors import ActiveJobError, RefusedError
+from csfs.core.project import Project
 
 from data_helpers import attach, snapshot
 
 
 def _files_of(project: Project, juid: str, group: str, result: str, version: int) -> set[str]:
-    from core.project import referenced_files
+    from csfs.core.project import referenced_files
     r = project.job(juid).group(group).result(result)
     mf = r.metafile(version)
     return {mf} | {f for f in referenced_files(project, mf) if f.startswith(juid + "/")}

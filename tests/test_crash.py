@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from core import lifecycle, lock, store
-from core.errors import UsageError
-from core.instance import Instance
-from core.project import Project
+from csfs.core import lifecycle, lock, store
+from csfs.core.errors import UsageError
+from csfs.core.instance import Instance
+from csfs.core.project import Project
 from lifecycle_helpers import all_json_parses, check_agree, job_data, make_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_crash_then_rerun_repairs(tmp_path, action, fault):
 def test_new_job_crash_leaves_no_half_job(tmp_path, fault):
     inst = Instance(tmp_path / "home")
     rec = lifecycle.attach(inst, make_project(tmp_path, statuses=("completed",)))
-    code = ("import sys; from core.instance import Instance; from core import store; "
+    code = ("import sys; from csfs.core.instance import Instance; from csfs.core import store; "
             f"store.new_job(Instance({str(inst.home)!r}), {str(rec.path)!r}, 'import_particles', 'x')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        env=_env(CSFS_FAULT=fault), timeout=60)

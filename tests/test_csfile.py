@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from core import csfile
-from core.csfile import CsFormatError
-from core.errors import NotFoundError, UsageError
+from csfs.core import csfile
+from csfs.core.csfile import CsFormatError
+from csfs.core.errors import NotFoundError, UsageError
 
 cryosparc_dataset = pytest.importorskip("cryosparc.dataset")
 Dataset = cryosparc_dataset.Dataset

@@ -5,8 +5,8 @@ import datetime
 
 import pytest
 
-from core import csg
-from core.errors import FormatError, NotFoundError
+from csfs.core import csg
+from csfs.core.errors import FormatError, NotFoundError
 
 # The shape of a .csg CryoSPARC writes next to an exported group.
 EXPORTED = """\

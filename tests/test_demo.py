@@ -9,10 +9,10 @@ import bson
 import numpy as np
 import pytest
 
-from core import csfile, csg, mrc
-from core.demo import PROJECT_DIR, SCALES, make_demo, summarize
-from core.errors import RefusedError, UsageError
-from core.project import Project, referenced_files
+from csfs.core import csfile, csg, mrc
+from csfs.core.demo import PROJECT_DIR, SCALES, make_demo, summarize
+from csfs.core.errors import RefusedError, UsageError
+from csfs.core.project import Project, referenced_files
 
 
 def test_project_files(demo):

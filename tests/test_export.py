@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import consolidate, csfile, csg, exportplan, lifecycle
-from core.errors import ActiveJobError, NotFoundError, RefusedError
-from core.project import Project
+from csfs.core import consolidate, csfile, csg, exportplan, lifecycle
+from csfs.core.errors import ActiveJobError, NotFoundError, RefusedError
+from csfs.core.project import Project
 
 from data_helpers import attach, read_tree
 
@@ -287,7 +287,7 @@ def test_cli_filesystem_error_is_one_line(attached, home, csfs):
 def test_names_from_job_json_never_escape_exports(attached, demo, what):
     """Export folder names come from job.json (type, group names): '../' in them must not
     make csfs write outside exports/."""
-    from core.errors import FormatError
+    from csfs.core.errors import FormatError
 
     inst, puid, _ = attached
     path = demo / "J5" / "job.json"

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import consolidate, csfile, exportplan, imports, lifecycle, mrc, verify
-from core.errors import FormatError, NotFoundError, UsageError
-from core.instance import Instance
-from core.project import Project
+from csfs.core import consolidate, csfile, exportplan, imports, lifecycle, mrc, verify
+from csfs.core.errors import FormatError, NotFoundError, UsageError
+from csfs.core.instance import Instance
+from csfs.core.project import Project
 
 from data_helpers import attach
 
@@ -217,7 +217,7 @@ def test_job_import_refuses_a_non_string_type(two, tmp_path):
 def test_job_import_does_not_keep_the_source_jobs_directory_or_clear_record(two):
     """job_dir names the job's own folder (CryoSPARC reads it); the source's clear record lists
     files of another project. Neither may come along."""
-    from core import cleanup
+    from csfs.core import cleanup
 
     inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
     cleanup.clear_intermediate(inst_a, puid_a, "J8")

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from core import lifecycle, lock, store
-from core.errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
-from core.instance import Instance, parse_uid
-from core.project import Project
+from csfs.core import lifecycle, lock, store
+from csfs.core.errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
+from csfs.core.instance import Instance, parse_uid
+from csfs.core.project import Project
 from lifecycle_helpers import make_project, snapshot
 
 

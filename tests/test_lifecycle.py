@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from core import lock, store
-from core.errors import ArchivedError
-from core.instance import Instance
-from core.project import Project
+from csfs.core import lock, store
+from csfs.core.errors import ArchivedError
+from csfs.core.instance import Instance
+from csfs.core.project import Project
 from lifecycle_helpers import check_agree, job_data, make_legacy, make_project, run_main, snapshot
 
 

@@ -19,8 +19,8 @@ pytestmark = needs_fuse
 @pytest.fixture(scope="module")
 def env(_demo_master, tmp_path_factory):
     """(home, real project dir, mounted project folder): the demo attached, mounted alone."""
-    from core import lifecycle
-    from core.instance import Instance
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
 
     base = tmp_path_factory.mktemp("mount-ro")
     project = copy_demo(_demo_master, base / "demo")
@@ -33,7 +33,7 @@ def env(_demo_master, tmp_path_factory):
 
 
 def _project(path: Path):
-    from core.project import Project
+    from csfs.core.project import Project
 
     return Project.open(path)
 
@@ -125,8 +125,8 @@ def test_virtual_export_equals_physical(env, demo, tmp_path, sparse):
     """tar of exports/jobs/<J> (and of a group export) equals tar -ch of the consolidation
     (with -S too: the same members come out sparse)."""
     _home, _project_dir, mnt = env
-    from core import consolidate, lifecycle
-    from core.instance import Instance
+    from csfs.core import consolidate, lifecycle
+    from csfs.core.instance import Instance
 
     inst = Instance(tmp_path / "home-phys")
     lifecycle.attach(inst, demo)

@@ -23,8 +23,8 @@ pytestmark = needs_fuse
 @pytest.fixture
 def inst_mount(demo, tmp_path):
     """(instance, project dir, instance mountpoint, project folder in the mount, server pid)."""
-    from core import lifecycle
-    from core.instance import Instance
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
 
     inst = Instance(tmp_path / "home")
     lifecycle.attach(inst, demo)
@@ -132,8 +132,8 @@ def test_export_and_clear_through_control(inst_mount):
     assert (project / "exports" / "groups" / "J8_particles").is_dir()
     # O_TRUNC and truncate(2) work on control files, nowhere else
     os.truncate(folder / "control" / "export-job", 0)
-    from core.exportplan import job_export_plan, job_export_name
-    from core.project import Project
+    from csfs.core.exportplan import job_export_plan, job_export_name
+    from csfs.core.project import Project
 
     jj = folder / "exports" / "jobs" / job_export_name(Project.open(project).job("J8")) / "job.json"
     old_doc = jj.read_bytes()                                  # now in the kernel's page cache
@@ -180,8 +180,8 @@ def test_eight_tar_readers_while_an_action_runs(inst_mount):
 
 
 def test_killed_server_then_umount_recovers(demo, tmp_path):
-    from core.instance import Instance
-    from core import lifecycle
+    from csfs.core.instance import Instance
+    from csfs.core import lifecycle
 
     inst = Instance(tmp_path / "home")
     lifecycle.attach(inst, demo)
@@ -223,8 +223,8 @@ def test_mount_errors_are_one_line(demo, tmp_path):
 
 
 def test_missing_fuse_names_the_package(monkeypatch):
-    from core.errors import CsfsError
-    from mountpoints import mounting
+    from csfs.core.errors import CsfsError
+    from csfs.mountpoints import mounting
 
     real_exists = os.path.exists
     monkeypatch.setattr(mounting.os.path, "exists", lambda p: False if p == "/dev/fuse" else real_exists(p))
@@ -239,8 +239,8 @@ def test_missing_fuse_names_the_package(monkeypatch):
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root and runuser")
 def test_allow_other_reads_but_only_the_owner_acts(demo):
     """--allow-other: another user reads the mount, gets EACCES on control, EROFS elsewhere."""
-    from core import lifecycle
-    from core.instance import Instance
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
 
     base = Path(tempfile.mkdtemp(prefix="csfs-other-"))   # outside pytest's private tmp dirs
     try:

@@ -42,8 +42,8 @@ def _libfuses(pid: int) -> set[str]:
 @pytest.fixture(scope="module")
 def env(_demo_master, tmp_path_factory):
     """(home, real project dir, mountpoint, server pid): the demo attached, mounted via fusepy."""
-    from core import lifecycle
-    from core.instance import Instance
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
 
     base = tmp_path_factory.mktemp("mount-fusepy")
     project = copy_demo(_demo_master, base / "demo")
@@ -55,7 +55,7 @@ def env(_demo_master, tmp_path_factory):
 
 
 def test_binding_is_chosen_once_and_reported(tmp_path):
-    code = ("from mountpoints import fusecompat as f; "
+    code = ("from csfs.mountpoints import fusecompat as f; "
             "print(f.describe(), f.READ_BUF, f.LSEEK, f.INVALIDATE)")
     out = {}
     for choice in ("fusepy", "mfusepy", "auto", "nonsense"):
@@ -164,8 +164,8 @@ def _gone(pid: int, timeout: float = 20) -> bool:
 
 def test_umount_clean_and_stale(demo, tmp_path):
     """`csfs umount` ends a fusepy mount, and recovers one whose server was killed."""
-    from core import lifecycle
-    from core.instance import Instance
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
 
     home = tmp_path / "home"
     lifecycle.attach(Instance(home), demo)

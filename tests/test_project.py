@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import csfile
-from core.errors import FormatError, NotFoundError
-from core.project import (ACTIVE_STATUSES, FINAL_STATUSES, Project, iso_time, referenced_files,
+from csfs.core import csfile
+from csfs.core.errors import FormatError, NotFoundError
+from csfs.core.project import (ACTIVE_STATUSES, FINAL_STATUSES, Project, iso_time, referenced_files,
                           timestamp, unreferenced_files)
 
 

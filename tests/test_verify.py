@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from core import consolidate, verify
-from core.errors import RefusedError, UsageError
-from core.project import Project
+from csfs.core import consolidate, verify
+from csfs.core.errors import RefusedError, UsageError
+from csfs.core.project import Project
 
 from data_helpers import attach
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_results import write_section  # noqa: E402
-from core import csfile  # noqa: E402
+from csfs.core import csfile  # noqa: E402
 
 ALIGN = ["split:<u4", "shift:<f4:2", "pose:<f4:3", "psize_A", "error", "error_min", "resid_pow", "slice_pow",
          "image_pow", "cross_cor", "alpha", "alpha_min", "weight", "pose_ess", "shift_ess", "class_posterior",
@@ -92,7 +92,7 @@ MEM_PROBE = """
 import json, sys
 sys.path.insert(0, {repo!r})
 import numpy as np
-from core import csfile
+from csfs.core import csfile
 from cryosparc.dataset import Dataset
 
 def status(key):

@@ -22,8 +22,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_results import write_section  # noqa: E402
-from core.demo import make_demo, summarize  # noqa: E402
-from core.project import Project, referenced_files  # noqa: E402
+from csfs.core.demo import make_demo, summarize  # noqa: E402
+from csfs.core.project import Project, referenced_files  # noqa: E402
 
 
 def _disk(path: Path) -> int:

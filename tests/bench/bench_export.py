@@ -26,9 +26,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core import consolidate, csfile, exportplan, lifecycle  # noqa: E402
-from core.instance import Instance  # noqa: E402
-from core.project import Project  # noqa: E402
+from csfs.core import consolidate, csfile, exportplan, lifecycle  # noqa: E402
+from csfs.core.instance import Instance  # noqa: E402
+from csfs.core.project import Project  # noqa: E402
 from bench_results import write_section  # noqa: E402
 
 STACK_BYTES = 1 << 20

@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     ap.add_argument("--no-results", action="store_true", help="do not rewrite RESULTS.md")
     args = ap.parse_args(argv)
 
-    from core import consolidate, lifecycle
-    from core.demo import make_demo
-    from core.exportplan import group_export_plan, job_export_plan
-    from core.instance import Instance
-    from core.project import Project
+    from csfs.core import consolidate, lifecycle
+    from csfs.core.demo import make_demo
+    from csfs.core.exportplan import group_export_plan, job_export_plan
+    from csfs.core.instance import Instance
+    from csfs.core.project import Project
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> list[tuple]:
 
 
 def _libfuse() -> str:
-    from mountpoints import fusecompat
+    from csfs.mountpoints import fusecompat
 
     return f"{fusecompat.FUSE_MAJOR}.{fusecompat.FUSE_MINOR} via {fusecompat.LIBRARY}"
 

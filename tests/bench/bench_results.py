@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core import atomic
+from csfs.core import atomic
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
