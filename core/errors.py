@@ -51,3 +51,9 @@ class ArchivedError(RefusedError):
     """The project is archived and therefore read-only."""
 
     errno = _errno.EROFS
+
+
+class AlreadyError(RefusedError):
+    """The project or job is already in the state asked for (exit 1, like any refusal)."""
+
+    errno = _errno.EINVAL

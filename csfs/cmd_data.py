@@ -6,9 +6,10 @@ import os
 
 from typing import TYPE_CHECKING
 
-from csfs.core.errors import NotFoundError
-from csfs.core.instance import Instance, norm_path
+from csfs.core.instance import Instance
 
+from . import schema
+from .cmd_instance import locate, project_json
 from .config import resolve_home
 from .main import PROJECT_REF, group, leaf as main_leaf
 from .output import Progress, human_bytes, print_json, print_table
@@ -24,23 +25,29 @@ def _instance(args: argparse.Namespace) -> Instance:
     return Instance(resolve_home(args.home))
 
 
-def _open_readonly(inst: Instance, ref: str) -> "Project":
-    """A registered project, or any project directory (read-only commands)."""
+def _open_readonly(inst: Instance, ref: str) -> tuple[dict, "Project"]:
+    """A registered project, or any project directory (read-only commands): its schema
+    object and the opened project."""
     from csfs.core.project import Project
 
-    try:
-        return Project.open(inst.resolve(ref).path)
-    except NotFoundError:
-        if os.path.isdir(ref):
-            return Project.open(norm_path(ref))
-        raise
+    rec, path = locate(inst, ref)
+    return project_json(rec, path), Project.open(path)
+
+
+def _project_of(inst: Instance, ref: str) -> dict:
+    """The schema object of a registered project (after a command changed it)."""
+    return schema.project_of(inst.resolve(ref))
 
 
 # -- exports -------------------------------------------------------------------------------
 
-def _report_export(args: argparse.Namespace, stats: dict) -> int:
+def _report_export(args: argparse.Namespace, inst: Instance, stats: dict, group: str | None = None) -> int:
     if args.json:
-        print_json(stats)
+        out = {"action": "export", "project": _project_of(inst, args.project), "job": schema.job(args.job),
+               **({"group": {"name": group}} if group else {}), "path": stats["path"],
+               "entry_count": stats["entries"], "link_count": stats["links"], "data_bytes": stats["data_bytes"],
+               "written_bytes": stats["bytes_written"]}
+        print_json(out)
     else:
         print(f"exported to {stats['path']}: {stats['entries']} entries, {stats['links']} data links "
               f"({human_bytes(stats['data_bytes'])} of data), {human_bytes(stats['bytes_written'])} written")
@@ -51,52 +58,65 @@ def _cmd_job_export(args: argparse.Namespace) -> int:
     from csfs.core import consolidate
 
     stats: dict = {}
+    inst = _instance(args)
     with Progress(f"export {args.job}") as bar:
-        consolidate.export_job(_instance(args), args.project, args.job, progress=bar, stats=stats)
-    return _report_export(args, stats)
+        consolidate.export_job(inst, args.project, args.job, progress=bar, stats=stats)
+    return _report_export(args, inst, stats)
 
 
 def _cmd_group_export(args: argparse.Namespace) -> int:
     from csfs.core import consolidate
 
     stats: dict = {}
+    inst = _instance(args)
     with Progress(f"export {args.job} {args.group}") as bar:
-        consolidate.export_group(_instance(args), args.project, args.job, args.group, progress=bar, stats=stats)
-    return _report_export(args, stats)
+        consolidate.export_group(inst, args.project, args.job, args.group, progress=bar, stats=stats)
+    return _report_export(args, inst, stats, args.group)
 
 
 # -- imports -------------------------------------------------------------------------------
 
-def _report_import(args: argparse.Namespace, juid: str, what: str) -> int:
+def _report_import(args: argparse.Namespace, inst: Instance, juid: str, source: dict) -> int:
+    """The new job, its output groups and item counts, as text or JSON."""
+    from csfs.core.project import Project
+
+    rec = inst.resolve(args.project)
+    job = Project.open(rec.path).job(juid)
+    groups = [{"name": g.name, "type": g.type, "num_items": g.num_items} for g in job.groups]
     if args.json:
-        print_json({"job": juid, "imported": what})
+        print_json({"action": "import", "project": schema.project_of(rec),
+                    "job": schema.job(juid, type=job.type, status=job.status, groups=groups), "source": source})
     else:
-        print(f"imported {what} as {juid}")
+        items = ", ".join(f"{g['name']} ({g['num_items']} items)" for g in groups) or "no outputs"
+        print(f"imported as {rec.uid} {juid} ({job.type}): {items}")
     return 0
 
 
 def _cmd_group_import(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
+    inst = _instance(args)
     with Progress("import") as bar:
-        juid = imports.import_group(_instance(args), args.project, args.csg, copy=args.copy, progress=bar)
-    return _report_import(args, juid, args.csg)
+        juid = imports.import_group(inst, args.project, args.csg, copy=args.copy, progress=bar)
+    return _report_import(args, inst, juid, {"path": os.path.abspath(args.csg), "copy": args.copy})
 
 
 def _cmd_job_import(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
+    inst = _instance(args)
     with Progress("import") as bar:
-        juid = imports.import_job(_instance(args), args.project, args.dir, copy=args.copy, progress=bar)
-    return _report_import(args, juid, args.dir)
+        juid = imports.import_job(inst, args.project, args.dir, copy=args.copy, progress=bar)
+    return _report_import(args, inst, juid, {"path": os.path.abspath(args.dir), "copy": args.copy})
 
 
 def _cmd_import_raw(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
+    inst = _instance(args)
     with Progress("import") as bar:
-        juid = imports.import_raw(_instance(args), args.project, args.kind, args.paths, progress=bar)
-    return _report_import(args, juid, f"{len(args.paths)} path(s) of {args.kind}")
+        juid = imports.import_raw(inst, args.project, args.kind, args.paths, progress=bar)
+    return _report_import(args, inst, juid, {"kind": args.kind, "paths": args.paths})
 
 
 # -- sizes ---------------------------------------------------------------------------------
@@ -105,11 +125,14 @@ def _cmd_du(args: argparse.Namespace) -> int:
     from csfs.core import sizes
 
     inst = _instance(args)
-    project = _open_readonly(inst, args.project)
+    pobj, project = _open_readonly(inst, args.project)
     with Progress("du") as bar:
         report = sizes.project_sizes(project, inst.cache_dir, progress=bar)
     if args.json:
-        print_json({"project": str(project.path), **report.as_dict()})
+        jobs = [schema.job(uid, type=project.jobs[uid].type, status=project.jobs[uid].status, bytes=s.bytes,
+                           clearable_bytes=s.clearable) for uid, s in report.jobs.items()]
+        print_json({"project": pobj, "bytes": report.total, "other_bytes": report.other,
+                    "clearable_bytes": sum(j.clearable for j in report.jobs.values()), "jobs": jobs})
         return 0
     clearable = sum(j.clearable for j in report.jobs.values())
     if args.jobs:
@@ -132,7 +155,11 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         plans = cleanup.clear_intermediate(_instance(args), args.project, args.job, dry_run=args.dry_run,
                                            progress=bar)
     if args.json:
-        print_json({"dry_run": args.dry_run, "jobs": [p.as_dict() for p in plans],
+        jobs = [schema.job(p.job, skipped=p.skipped, bytes=p.bytes,
+                           versions=[{"result": k, "versions": v} for k, v in p.versions.items()],
+                           files=[{"path": f.path, "bytes": f.bytes} for f in p.files]) for p in plans]
+        print_json({"action": "clear-intermediate", "dry_run": args.dry_run,
+                    "project": _project_of(_instance(args), args.project), "jobs": jobs,
                     "bytes": sum(p.bytes for p in plans)})
         return 0
     verb = "would delete" if args.dry_run else "deleted"
@@ -158,11 +185,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from csfs.core import verify
 
     inst = _instance(args)
-    project = _open_readonly(inst, args.project)
+    pobj, project = _open_readonly(inst, args.project)
     with Progress("verify") as bar:
         problems = verify.verify(project, progress=bar)
     if args.json:
-        print_json({"project": str(project.path), "ok": not problems, "problems": [p.as_dict() for p in problems]})
+        print_json({"project": pobj, "ok": not problems,
+                    "problems": [{**p.as_dict(), "job": schema.job_ref(p.job)} for p in problems]})
     elif problems:
         print_table([(p.job or "-", p.kind, p.message) for p in problems], ["JOB", "PROBLEM", "DETAIL"])
         print(f"{len(problems)} problem(s) in {project.path}")
@@ -174,11 +202,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_relink(args: argparse.Namespace) -> int:
     from csfs.core import verify
 
+    inst = _instance(args)
     with Progress("relink") as bar:
-        changes = verify.relink(_instance(args), args.project, args.old, args.new, dry_run=args.dry_run,
-                                progress=bar)
+        changes = verify.relink(inst, args.project, args.old, args.new, dry_run=args.dry_run, progress=bar)
     if args.json:
-        print_json({"dry_run": args.dry_run, "links": [c.as_dict() for c in changes]})
+        print_json({"action": "relink", "dry_run": args.dry_run, "project": _project_of(inst, args.project),
+                    "links": [c.as_dict() for c in changes]})
         return 0
     for c in changes:
         print(f"{c.link}: {c.old_target} -> {c.new_target}")

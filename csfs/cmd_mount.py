@@ -58,7 +58,11 @@ def _mount(args: argparse.Namespace) -> int:
                               args.allow_other)
     log = home / "logs" / ("mount" + re.sub(r"[^A-Za-z0-9]+", "_", mountpoint) + ".log")
     pid = mounting.spawn(argv, mountpoint, log)
-    print(f"mounted {project or 'instance ' + str(home)} at {mountpoint} (pid {pid})")
+    if args.json:
+        print_json({"action": "mount", "mountpoint": mountpoint, "source": str(project or home),
+                    "pid": pid, "log": str(log)})
+    else:
+        print(f"mounted {project or 'instance ' + str(home)} at {mountpoint} (pid {pid})")
     return 0
 
 
@@ -81,7 +85,11 @@ def _resolve_source(source: str | None, home: Path) -> Path | None:
 def _umount(args: argparse.Namespace) -> int:
     from csfs.mountpoints import mounting
 
-    print(f"{mounting.unmount(args.mountpoint)}: {os.path.abspath(args.mountpoint)}")
+    done = mounting.unmount(args.mountpoint)
+    if args.json:
+        print_json({"action": "umount", "mountpoint": os.path.abspath(args.mountpoint), "result": done})
+    else:
+        print(f"{done}: {os.path.abspath(args.mountpoint)}")
     return 0
 
 
@@ -91,7 +99,7 @@ def _list(args: argparse.Namespace) -> int:
     rows = [{"mountpoint": m.mountpoint, "source": m.source.removeprefix("csfs:"),
              "state": mounting.probe(m.mountpoint)} for m in mounting.mounts()]
     if getattr(args, "json", False):
-        print_json(rows)
+        print_json({"mounts": rows})
     else:
         print_table([(r["mountpoint"], r["source"], r["state"]) for r in rows],
                     ["MOUNTPOINT", "SOURCE", "STATE"])
@@ -111,13 +119,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="let other users read the mount (adds default_permissions; "
                         "needs user_allow_other in /etc/fuse.conf for non-root)")
     p.add_argument("--list", action="store_true", help="list active csfs mounts instead (= csfs mounts)")
-    p.add_argument("--json", action="store_true", help="with --list: print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (what was mounted, or with --list the mounts)")
     p.set_defaults(func=_mount)
 
     u = sub.add_parser("umount", parents=[common], help="unmount a csfs mount (also a stale one)",
                        description="Unmount a csfs mount. Works on a stale mount whose server died "
                                    "(\"Transport endpoint is not connected\"); refuses when busy.")
     u.add_argument("mountpoint", help="where the mount is")
+    u.add_argument("--json", action="store_true", help="print JSON")
     u.set_defaults(func=_umount)
 
     m = sub.add_parser("mounts", parents=[common], help="list active csfs mounts",

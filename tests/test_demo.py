@@ -153,7 +153,8 @@ def test_cli_demo(tmp_path, csfs):
     r = csfs("demo", tmp_path, "--seed", "3", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["path"] == str(tmp_path / PROJECT_DIR) and info["jobs"] == 10 and info["files"] > 100
+    assert info["project"]["path"] == str(tmp_path / PROJECT_DIR) and info["job_count"] == 10
+    assert info["file_count"] > 100
     assert info["scale"] == "tiny" and info["seed"] == 3
     r = csfs("demo", tmp_path)
     assert r.returncode == 1 and "already exists" in r.stderr and "Traceback" not in r.stderr

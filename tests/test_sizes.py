@@ -97,12 +97,13 @@ def test_cli_du(demo, home, csfs):
     r = csfs("du", puid, "--json", home=home)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["jobs"]["J8"]["bytes"] == du_apparent(demo / "J8")
-    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + doc["other"]
+    jobs = {j["uid"]: j for j in doc["jobs"]}
+    assert jobs["J8"]["bytes"] == du_apparent(demo / "J8")
+    assert doc["bytes"] == sum(j["bytes"] for j in jobs.values()) + doc["other_bytes"]
     r = csfs("du", puid, "--jobs", home=home)
     assert r.returncode == 0 and "J8" in r.stdout and "CLEARABLE" in r.stdout
     r = csfs("du", str(demo), home=home)  # a directory path works too
-    assert r.returncode == 0 and str(doc["total"]) in r.stdout
+    assert r.returncode == 0 and str(doc["bytes"]) in r.stdout
     r = csfs("du", "P99", home=home)
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
