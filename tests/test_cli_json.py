@@ -17,7 +17,7 @@ from csfs.main import build_parser
 from mountutil import fuse_missing, force_unmount
 
 # Subcommands that report nothing a script would parse (they print a document or a script).
-NO_JSON: set[tuple[str, ...]] = set()
+NO_JSON = {("man",), ("completion",)}
 UID_KEY = re.compile(r"^[PJW]\d+$")
 
 
