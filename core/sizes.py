@@ -91,15 +91,17 @@ def _signature(job_dir: Path) -> list[int] | None:
 def _clear_deps(project: Any) -> dict[str, str]:
     """Per job, a digest of what its clearable bytes depend on outside its own directory:
     the versions other jobs' inputs name, and which other jobs' inputs are unknown."""
-    from .cleanup import inputs_unknown
+    from .cleanup import unknown_consumers
 
     refs: dict[str, set[tuple[str, str, str]]] = {}
-    unknown = [j.uid for j in project.jobs.values() if inputs_unknown(j)]
+    broken = [j for j in project.jobs.values() if j.error]
+    csg_jobs = [j.uid for j in project.jobs.values() if j.form == "csg"]
     for j in project.jobs.values():
         for r in j.inputs:
             refs.setdefault(str(r.job_uid), set()).add((str(r.group_name), str(r.result_name), str(r.version)))
-    return {uid: hashlib.sha1(json.dumps([sorted(refs.get(uid, ())), [u for u in unknown if u != uid]])
-                              .encode()).hexdigest()[:16] for uid in project.jobs}
+    return {j.uid: hashlib.sha1(json.dumps([sorted(refs.get(j.uid, ())),
+                                            unknown_consumers(project, j) if broken else [], csg_jobs])
+                                .encode()).hexdigest()[:16] for j in project.jobs.values()}
 
 
 def _cache_file(cache_dir: Path, project_path: Path) -> Path:
