@@ -273,7 +273,7 @@ def load_paths(cs_path: Path, slots: Sequence[str] | None = None) -> list[str]:
     """Raw values of the `*/path` columns of a .cs file (optionally only `slots`), unique, order kept."""
     from . import csfile
 
-    cols = [name for name, *_ in csfile.info(cs_path).fields if name.endswith("/path")]
+    cols = [name for name, *_ in csfile.info(cs_path).fields if csfile.is_path_field(name)]
     if slots is not None:
         cols = [c for c in cols if c.rsplit("/", 1)[0] in slots]
     if not cols:
