@@ -24,7 +24,16 @@ symlinks), plus:
       echo J12 > control/export-job      echo 'J12 particles' > control/export-group
 The instance root's control/ has attach (write a path) and unarchive (write 'P<n> <path>').
 Returns once the mount is ready; the server keeps running in the background
-(use -f to stay in the foreground). Unmount with `csfs umount MOUNTPOINT`.
+(use -f to stay in the foreground; Ctrl-C, SIGTERM or SIGHUP unmount it and exit 0).
+Unmount with `csfs umount MOUNTPOINT`. The server's log is
+$CSFS_HOME/logs/mount_<mountpoint>.log.
+
+/etc/fstab (mount(8) runs `csfs SOURCE MOUNTPOINT -o OPTIONS` through mount.fuse3):
+  /data/CS-apoferritin  /mnt/p1  fuse.csfs  defaults,_netdev,home=/root/.local/share/csfs  0 0
+  csfs                  /mnt/cs  fuse.csfs  defaults,_netdev,allow_other  0 0
+SOURCE is a project directory, P<n>, or `csfs` for the whole instance; -o home=DIR
+names the instance (else $CSFS_HOME or ~/.local/share/csfs of the user mounting).
+`csfs` must be in /usr/local/bin, /usr/bin or /bin (mount runs helpers without PATH).
 
 FUSE binding: mfusepy on libfuse3 (package fuse3), else fusepy on libfuse2 (package
 libfuse2), with the same behaviour except that under libfuse2 files are read through
@@ -39,20 +48,30 @@ def _mount(args: argparse.Namespace) -> int:
         return _list(args)
     if not args.paths or len(args.paths) > 2:
         raise UsageError("usage: csfs mount [SOURCE] MOUNTPOINT (see csfs mount --help)")
+    options = mounting.parse_options(args.options)
+    if options.get("home"):       # -o home=DIR: an fstab line names the instance this way
+        args.home = str(options["home"])
+    if options.pop("allow_other", False):
+        args.allow_other = True
+    args.options = ",".join(k if v is True else f"{k}={v}" for k, v in options.items() if k != "home") or None
     home = resolve_home(args.home)
     source = args.paths[0] if len(args.paths) == 2 else None
+    if source in INSTANCE_SOURCES:   # a folder of that name is ./csfs
+        source = None
     mountpoint = os.path.abspath(args.paths[-1])
+    if source is None:
+        _refuse_forgotten_mountpoint(args.paths[-1])
     project = _resolve_source(source, home)
     if project is not None and (Path(mountpoint) == project or project in Path(mountpoint).parents):
         raise UsageError(f"{mountpoint}: the mountpoint must not be inside the project it shows")
     mounting.check_fuse()
-    mounting.check_mountpoint(mountpoint)
+    mounting.check_mountpoint(mountpoint, nonempty=bool(options.get("nonempty")))
     if project is None:
         from csfs.core.instance import Instance
 
         Instance(home)  # create the instance (id, registry) before serving it
     if args.foreground:
-        mounting.serve(project, mountpoint, home, mounting.parse_options(args.options), args.allow_other)
+        mounting.serve(project, mountpoint, home, options, args.allow_other)
         return 0
     argv = mounting.main_argv(str(project) if project else None, mountpoint, home, args.options,
                               args.allow_other)
@@ -64,6 +83,18 @@ def _mount(args: argparse.Namespace) -> int:
     else:
         print(f"mounted {project or 'instance ' + str(home)} at {mountpoint} (pid {pid})")
     return 0
+
+
+INSTANCE_SOURCES = ("csfs", "instance")   # SOURCE words for the whole instance (an fstab line needs one)
+
+
+def _refuse_forgotten_mountpoint(arg: str) -> None:
+    """`csfs mount P1` or `csfs mount /data/CS-x`: a source given without its mountpoint."""
+    from csfs.core.instance import parse_uid
+
+    if (parse_uid(arg) is not None and not os.path.isdir(arg)) or os.path.isfile(os.path.join(arg, "project.json")):
+        raise UsageError(f"{arg} is a project, and the mountpoint is missing: "
+                         f"csfs mount {arg} MOUNTPOINT (an existing, empty directory)")
 
 
 def _resolve_source(source: str | None, home: Path) -> Path | None:
@@ -110,11 +141,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("mount", parents=[common], help="mount an instance or a project (FUSE)",
                        description=MOUNT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="[SOURCE] MOUNTPOINT",
-                   help="optional project directory or P<n>, then the (existing, empty) mountpoint")
+                   help="optional project directory, P<n> or `csfs` (the whole instance), then the "
+                        "(existing, empty) mountpoint")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground (Ctrl-C unmounts)")
     p.add_argument("-o", dest="options", metavar="OPTS",
-                   help="extra FUSE options, comma separated (e.g. -o debug)")
+                   help="FUSE and mount options, comma separated (e.g. -o debug, -o nonempty to mount over a "
+                        "non-empty directory, -o home=DIR, -o allow_other; fstab's defaults, _netdev, "
+                        "nofail, x-* are accepted and ignored)")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users read the mount (adds default_permissions; "
                         "needs user_allow_other in /etc/fuse.conf for non-root)")

@@ -108,8 +108,21 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, format="%(asctime)s csfs %(levelname)s %(message)s")
 
 
+def mount_helper_argv(argv: list[str], commands: set[str]) -> list[str]:
+    """`csfs SOURCE MOUNTPOINT [-o OPTS]`, as mount(8) runs a `fuse.csfs` fstab line through
+    mount.fuse3 (like sshfs), becomes `csfs mount SOURCE MOUNTPOINT [-o OPTS]`. Only when
+    SOURCE is no command and MOUNTPOINT an existing absolute directory, so typos stay errors."""
+    if (len(argv) >= 2 and argv[0] not in commands and not argv[0].startswith("-")
+            and os.path.isabs(argv[1]) and os.path.isdir(argv[1])):
+        return ["mount", *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    argv = mount_helper_argv(argv, set(sub.choices))
     if "_ARGCOMPLETE" in os.environ:   # the shell asks for completions (csfs completion bash|zsh)
         import argcomplete
 
