@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections import Counter
 
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,9 @@ from .output import Progress, human_bytes, print_json, print_table
 if TYPE_CHECKING:
     from csfs.core.project import Project
 
-RAW_KINDS = ("micrographs", "movies", "particles", "volume")  # core.imports.RAW_KINDS (checked in a test)
+from csfs.core.rawfiles import PATTERNS as RAW_PATTERNS   # no numpy: --help stays fast
+
+RAW_KINDS = tuple(sorted(RAW_PATTERNS))   # = core.imports.RAW_KINDS (checked in a test)
 # core modules are imported inside the commands: `csfs du` then starts faster
 
 
@@ -86,9 +89,15 @@ def _report_import(args: argparse.Namespace, inst: Instance, juid: str, source: 
     if args.json:
         print_json({"action": "import", "project": schema.project_of(rec),
                     "job": schema.job(juid, type=job.type, status=job.status, groups=groups), "source": source})
-    else:
-        items = ", ".join(f"{g['name']} ({g['num_items']} items)" for g in groups) or "no outputs"
-        print(f"imported as {rec.uid} {juid} ({job.type}): {items}")
+        return 0
+    items = ", ".join(f"{g['name']} ({g['num_items']} items)" for g in groups) or "no outputs"
+    files = f"{source['file_count']} {args.kind} file(s) " if "file_count" in source else ""
+    print(f"imported {files}as {rec.uid} {juid} ({job.type}): {items}")
+    skipped = source.get("skipped") or []
+    if skipped:
+        kinds = Counter(os.path.splitext(p)[1].lower() or "(no suffix)" for p in skipped)
+        print(f"skipped {len(skipped)} other file(s) in the folder(s): "
+              + ", ".join(f"{n} {ext}" for ext, n in sorted(kinds.items())))
     return 0
 
 
@@ -114,9 +123,11 @@ def _cmd_import_raw(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
     inst = _instance(args)
+    report: dict = {}
     with Progress("import") as bar:
-        juid = imports.import_raw(inst, args.project, args.kind, args.paths, progress=bar)
-    return _report_import(args, inst, juid, {"kind": args.kind, "paths": args.paths})
+        juid = imports.import_raw(inst, args.project, args.kind, args.paths, progress=bar, report=report)
+    return _report_import(args, inst, juid, {"kind": args.kind, "paths": args.paths, **report,
+                                             "skipped_count": len(report["skipped"])})
 
 
 # -- sizes ---------------------------------------------------------------------------------
@@ -257,10 +268,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     imp = group(sub, "import", "import raw data into a project as a new import job")
     p = leaf(imp, "raw", "create an import job holding symlinks to raw data", _cmd_import_raw,
-             "Like CryoSPARC's import jobs: J<M>/imported/<name> links to each file (a directory\n"
-             "PATH means the files in it); shapes and pixel sizes are read from MRC headers.")
+             "Like CryoSPARC's import jobs: J<M>/imported/<name> links to each file.\n"
+             "PATH is a file, a glob pattern (quote it: '/raw/session1/*.tif') or a folder, which\n"
+             "means its files of the kind (default patterns below); EPU sidecars (.jpg, .xml) and\n"
+             "other files there are skipped and counted. Every file's header is read and checked\n"
+             "(MRC, TIFF, EER): a file that is not what its name says is refused by name, and\n"
+             "nothing is imported. Shapes (frames) and MRC pixel sizes go into the dataset.\n\n"
+             "default patterns:\n" + "\n".join(f"  {k:<12} {' '.join(v)}" for k, v in RAW_PATTERNS.items()))
     p.add_argument("--kind", required=True, choices=RAW_KINDS, help="what the files are")
-    p.add_argument("paths", metavar="PATH", nargs="+", help="files or directories to import")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="files, folders or quoted glob patterns to import")
 
     p = leaf(sub, "du", "sizes by CryoSPARC's accounting, per job and for the project", _cmd_du,
              "A job's size (CryoSPARC's rule): the files in its directory, symlinks followed, each\n"

@@ -296,7 +296,8 @@ def test_imported_raw_job_document_shape(demo, home, form, tmp_path):
         make_v5(demo)
     inst, puid, _ = attach(demo, home)
     raw = tmp_path / "raw.mrc"
-    raw.write_bytes(b"\0" * 1024)
+    from csfs.core import mrc
+    mrc.write(raw, shape=(4, 4, 4), volume=True)
     from csfs.core import imports
     juid = imports.import_raw(inst, puid, "volume", [raw])
     doc = json.loads((demo / juid / "job.json").read_text())
