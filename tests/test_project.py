@@ -19,7 +19,7 @@ def test_demo_jobs_types_statuses(demo):
     p = Project.open(demo)
     assert p.layout == "v4" and p.uid == "P1" and p.title == "csfs demo"
     assert p.doc["synthetic"] is True and p.problems == []
-    assert [w["uid"] for w in p.workspaces] == ["W1"]
+    assert [w["uid"] for w in p.workspaces] == ["W1", "S1"]          # S1: a Live session
     assert list(p.jobs) == [f"J{i}" for i in range(1, 11)]
     types = {u: j.type for u, j in p.jobs.items()}
     assert types["J1"] == "import_movies" and types["J5"] == "extract_micrographs_multi"
