@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_demo
-from doc_variants import make_legacy, make_v5
 from mountutil import check_du_and_sizes, mounted, needs_fuse, run
-
-MAKE = {"legacy": make_legacy, "v4": lambda p: p, "v5": make_v5}
 
 
 def _ok(r, what: str) -> str:
@@ -23,10 +20,10 @@ def _ok(r, what: str) -> str:
 
 
 @pytest.mark.parametrize("version,target", [("legacy", "v5"), ("v4", "v5"), ("v5", "v4")])
-def test_cli_life_of_a_project(_demo_master, tmp_path, csfs, version, target):
+def test_cli_life_of_a_project(demo_masters, tmp_path, csfs, version, target):
     """`version`'s project, its exports imported into a project of `target`'s version."""
-    src = MAKE[version](copy_demo(_demo_master, tmp_path / "src"))
-    dst = MAKE[target](copy_demo(_demo_master, tmp_path / "dst"))
+    src = copy_demo(demo_masters(version), tmp_path / "src")
+    dst = copy_demo(demo_masters(target), tmp_path / "dst")
     home_a, home_b = tmp_path / "A", tmp_path / "B"
     attached = json.loads(_ok(csfs("project", "attach", src, "--json", home=home_a), "attach"))
     puid = attached.get("uid") or attached["project"]["uid"]
