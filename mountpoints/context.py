@@ -23,8 +23,9 @@ PROJECT_TTL = 5.0
 
 
 class Context:
-    def __init__(self, home: Path, mountpoint: str) -> None:
+    def __init__(self, home: Path, mountpoint: str, plain: bool = False) -> None:
         self.home = home
+        self.plain = plain      # the project(s) only: no exports/, sizes/, control/
         self.mountpoint = os.path.abspath(mountpoint)
         self.uid = os.getuid()
         self.gid = os.getgid()

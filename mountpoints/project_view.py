@@ -84,6 +84,8 @@ class ProjectView:
 
     # -- resolution ----------------------------------------------------------------
     def resolve(self, parts: list[str]) -> Node:
+        if self.ctx.plain:
+            return self._real(parts)
         if parts and parts[0] in VIRTUAL_TOP:
             return getattr(self, "_" + parts[0])(parts[1:])
         if not parts:
@@ -123,9 +125,12 @@ class ProjectView:
         if st is None:
             if missing_ok:
                 return self._vdir(parts, lambda: self._merged(parts, None, extra, merge))
+            if not parts:   # the project directory itself moved away: an empty folder
+                return self._vdir(parts, lambda: [])
             raise _enoent()
         dev = st[T_DEV]
-        node = Node("real", real_attrs(st, self.ctx.inodes.real(dev, st[T_INO])), real=real, immutable=long)
+        attrs = real_attrs(st, self.ctx.inodes.real(dev, st[T_INO]), shared=not self.ctx.plain)
+        node = Node("real", attrs, real=real, immutable=long)
         if S.S_ISDIR(st[T_MODE]):
             node.kind = "dir"
             node.children = lambda: self._merged(parts, real, extra, merge, long, dev)
@@ -133,21 +138,22 @@ class ProjectView:
 
     def _merged(self, parts: list[str], real: str | None, extra: tuple[str, ...],
                 merge: frozenset[str], long: bool = False, dev: int = 0) -> list[tuple[str, int, int]]:
-        """Virtual `extra` directories first, then the real entries they do not shadow.
+        """The real entries, then the virtual `extra` directories (which shadow real ones).
 
+        Real first: a walk (tar, rsync -H, cp -a) meets a project file before its copies
+        under exports/, so the file is archived and its copies become the hard links.
         A name in `merge` that also exists for real is a merged directory: it keeps the
         real inode (getattr resolves it through _real too)."""
         listing = self.ctx.cached(("list", real), lambda: _scan(real), long) if real else []
-        real_ino = {name: ino for name, _, ino in listing if name in merge}
-        out = []
-        for n in extra:
-            if n in real_ino:
-                out.append((n, S.S_IFDIR, self.ctx.inodes.real(dev, real_ino[n])))
-            else:
-                out.append(self._child_entry(parts, n, True))
         hidden = set(extra)
         real_ino = self.ctx.inodes.real
-        out += [(name, mode, real_ino(dev, ino)) for name, mode, ino in listing if name not in hidden]
+        out = [(name, mode, real_ino(dev, ino)) for name, mode, ino in listing if name not in hidden]
+        merged = {name: ino for name, _, ino in listing if name in merge}
+        for n in extra:
+            if n in merged:
+                out.append((n, S.S_IFDIR, real_ino(dev, merged[n])))
+            else:
+                out.append(self._child_entry(parts, n, True))
         return out
 
     # -- virtual trees -------------------------------------------------------------
@@ -179,17 +185,21 @@ class ProjectView:
                 out = []
                 for name in plan.children(rel):
                     sub = plan.lookup(f"{rel}/{name}" if rel else name)
-                    out.append(self._child_entry(parts, name, sub is not None and sub[0] == "dir"))
+                    st = self._source_stat(sub[3]) if sub is not None and sub[0] == "file" else None
+                    if st is not None:
+                        out.append((name, S.S_IFREG, self.ctx.inodes.real(st[T_DEV], st[T_INO])))
+                    else:
+                        out.append(self._child_entry(parts, name, sub is not None and sub[0] == "dir"))
                 return out
             return self._vdir(parts, children, mtime, mode, immutable=True)
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("file", size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=mode)
         if kind == "file":
-            # the source's real block count: du matches the data on disk, and tar -S finds
-            # the holes of sparse particle stacks exactly as with the physical export
-            st = self.ctx.cached(("stat", source), lambda: _stat(source), True)
-            if st is not None and st.st_size == size:
-                attrs["st_blocks"] = st.st_blocks
+            # a copy of a source file: its very stat (inode, link count, blocks, times), as a
+            # hard link has; du counts the data once, tar -S finds the holes of sparse stacks
+            st = self._source_stat(source)
+            if st is not None:
+                attrs = real_attrs(st, self.ctx.inodes.real(st[T_DEV], st[T_INO]), shared=True)
             return Node("file", attrs, source=source, immutable=True)
         if inline is not None:
             return Node("file", attrs, data=lambda: inline, immutable=True)
@@ -197,6 +207,10 @@ class ProjectView:
         juid, group = self.export_index()[export_kind][name]
         return Node("file", attrs, immutable=True, source_fn=lambda: str(generated.materialize(
             self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s)))
+
+    def _source_stat(self, source: str) -> tuple | None:
+        """The compact stat of an export's data file (its real path, symlinks resolved)."""
+        return self.ctx.cached(("stat", source), lambda: _stat(source), True)
 
     def _sizes(self, rest: list[str]) -> Node:
         report = self.sizes()
@@ -222,9 +236,9 @@ class ProjectView:
         return node
 
 
-def _stat(path: str) -> os.stat_result | None:
+def _stat(path: str) -> tuple | None:
     try:
-        return os.stat(path)
+        return compact(os.stat(path))
     except OSError:
         return None
 

@@ -92,6 +92,18 @@ def write_sparse(path: Path) -> None:
         f.write(b"tail" * 1024)
 
 
+def ls_links_shared(listing: bytes) -> bytes:
+    """Native `ls -l` output as a default mount shows it: each regular file has one link more
+    (the mount may show it again under exports/, as a hard link)."""
+    out = []
+    for line in listing.split(b"\n"):
+        if line.startswith(b"-"):
+            perms, links, rest = line.split(b" ", 2)
+            line = b" ".join([perms, str(int(links) + 1).encode(), rest])
+        out.append(line)
+    return b"\n".join(out)
+
+
 def check_inodes(mnt: Path) -> None:
     """Every inode in the mount is distinct (hard links aside) and readdir agrees with lstat."""
     inos: dict[int, str] = {}
