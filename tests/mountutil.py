@@ -47,10 +47,12 @@ def force_unmount(mountpoint: Path, pid: int | None) -> None:
 
 @contextlib.contextmanager
 def mounted(home: Path, mountpoint: Path, source: Path | str | None = None,
-            timeout: float = 60, env: dict | None = None) -> Iterator[tuple[Path, int]]:
-    """Mount with `csfs mount` (background), yield (mountpoint, server pid), always unmount."""
+            timeout: float = 60, env: dict | None = None,
+            extra: list[str] | None = None) -> Iterator[tuple[Path, int]]:
+    """Mount with `csfs mount` (background; `extra` options such as --plain), yield
+    (mountpoint, server pid), always unmount."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    args = ["mount"] + ([str(source)] if source else []) + [str(mountpoint)]
+    args = ["mount"] + list(extra or []) + ([str(source)] if source else []) + [str(mountpoint)]
     r = run_csfs(*args, home=home, timeout=timeout, env=env)
     m = re.search(r"\(pid (\d+)\)", r.stdout)
     pid = int(m.group(1)) if m else None
