@@ -43,6 +43,10 @@ class InstanceView:
             v = self._views[name] = ProjectView(self.ctx, self.controls, path, "/" + name)
         return v
 
+    def views(self) -> list[ProjectView]:
+        """The project folders resolved so far."""
+        return list(self._views.values())
+
     def resolve(self, parts: list[str]) -> Node:
         if not parts:
             top = [] if self.ctx.plain else [("control", S.S_IFDIR, self._ino("/control"))]

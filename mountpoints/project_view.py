@@ -28,6 +28,7 @@ class ProjectView:
         self.controls = controls
         self.path = Path(path)
         self.key = key          # mount-relative prefix, unique per project folder
+        ctx.watch(self.path)
 
     # -- core objects (cached) ---------------------------------------------------
     def project(self) -> Any:
@@ -206,7 +207,8 @@ class ProjectView:
         export_kind, name = base[-2], base[-1]
         juid, group = self.export_index()[export_kind][name]
         return Node("file", attrs, immutable=True, source_fn=lambda: str(generated.materialize(
-            self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s)))
+            self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s,
+            plan.version)))
 
     def _source_stat(self, source: str) -> tuple | None:
         """The compact stat of an export's data file (its real path, symlinks resolved)."""
