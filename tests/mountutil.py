@@ -27,6 +27,18 @@ def fuse_missing() -> str | None:
     return None
 
 
+def fusepy_missing() -> str | None:
+    """Why the fusepy binding cannot be tested here, or None."""
+    import ctypes.util
+    import importlib.util
+
+    if importlib.util.find_spec("fuse") is None:
+        return "fusepy is not installed (pip install fusepy, or pip install -e '.[test]')"
+    if ctypes.util.find_library("fuse") is None:
+        return "libfuse2 is missing (apt-get install libfuse2)"
+    return None
+
+
 needs_fuse = [pytest.mark.fuse, pytest.mark.skipif(fuse_missing() is not None, reason=str(fuse_missing()))]
 
 
