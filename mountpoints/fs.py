@@ -393,7 +393,7 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
             return os.lseek(h.fd, offset, whence)
-        size = len(h.data if h.data is not None else b"")
+        size = len(h.data if h.data is not None else self.read(path, 1 << 30, 0, fi))  # control: its outcome
         if offset >= size and whence in (os.SEEK_DATA, os.SEEK_HOLE):
             raise FuseOSError(errno.ENXIO)
         return offset if whence == os.SEEK_DATA else size
