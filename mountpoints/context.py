@@ -86,6 +86,12 @@ class Context:
                 for key in [k for k in list(c.keys()) if hit(k)]:
                     c.pop(key, None)
 
+    def drop(self, key: Any) -> None:
+        """Forget one cached object."""
+        with self._lock:
+            for c in (self._long, self._short, self._objects, self._plans):
+                c.pop(key, None)
+
     def watch(self, path: Path | str, recursive: bool = True) -> None:
         """Watch a directory tree for changes made behind the mount's back (once running)."""
         if self.watcher is not None:

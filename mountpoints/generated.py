@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -81,6 +82,7 @@ class LightPlan:
     def __init__(self, name: str, entries: list[list], version: str = "") -> None:
         self.name = name
         self.version = version    # identities of the files the plan was built from
+        self.checked = time.monotonic()   # when `version` was last compared with the files
         self._by_path: dict[str, tuple] = {}
         self._children: dict[str, list[str]] = {}
         for path, kind, size, mtime, source, mode, data in entries:
@@ -121,10 +123,10 @@ def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tupl
     entries = [[e.path, e.kind, e.size, e.mtime, str(e.source) if e.source else None, e.mode,
                 e.generate() if e.kind == "generated" and e.size <= BIG else None]
                for e in plan.entries]
-    return plan.name, entries, _inputs_version(Project.open(project), juid)
+    return plan.name, entries, inputs_version(Project.open(project), juid)
 
 
-def _inputs_version(project: Any, juid: str) -> str:
+def inputs_version(project: Any, juid: str) -> str:
     """What generated export files are made of: the job's job.json and final metafiles
     (inode, size, mtime of each), hashed."""
     job = project.job(juid)

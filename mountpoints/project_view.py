@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import stat as S
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from csfs.core.errors import CsfsError
 
 from . import generated
-from .context import Context
+from .context import PROJECT_TTL, Context
 from .control import PROJECT_ACTIONS, Controls
 from .nodes import T_DEV, T_INO, T_MODE, Node, compact, ns, real_attrs, virtual_attrs
 
@@ -66,10 +67,23 @@ class ProjectView:
         return self.ctx.obj(("exports", str(self.path)), compute)
 
     def plan(self, kind: str, name: str) -> Any:
+        """An export's plan, kept for minutes; every PROJECT_TTL seconds its inputs (job.json,
+        final metafiles) are stat'ed, and a plan built from older ones is rebuilt (changes
+        inotify does not see: another host writing to a network filesystem)."""
         juid, group = self.export_index()[kind][name]
-
-        return self.ctx.obj(("plan", str(self.path), kind, name),
-                            lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
+        key = ("plan", str(self.path), kind, name)
+        plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
+        now = time.monotonic()
+        if now - plan.checked > PROJECT_TTL:
+            plan.checked = now
+            try:
+                stale = generated.inputs_version(self.project(), juid) != plan.version
+            except (CsfsError, OSError):
+                stale = True
+            if stale:
+                self.ctx.drop(key)
+                plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
+        return plan
 
     def sizes(self) -> Any:
         from csfs.core.sizes import project_sizes

@@ -235,3 +235,26 @@ def test_reader_mid_change_gets_old_bytes(live):
     new_doc = (export / "job.json").read_bytes()
     assert b'"title": "t"' in new_doc and os.stat(export / "job.json").st_size == len(new_doc)
     assert new_doc != old[export / "job.json"]
+
+
+def test_plan_rebuilt_when_its_inputs_change_unseen(demo, tmp_path):
+    """Without inotify (another host writing to a network filesystem), an export's plan is
+    checked against its inputs every PROJECT_TTL seconds and rebuilt when they changed."""
+    from csfs.mountpoints import generated
+    from csfs.mountpoints.context import Context
+    from csfs.mountpoints.control import Controls
+    from csfs.mountpoints.project_view import ProjectView
+
+    ctx = Context(tmp_path / "home", str(tmp_path / "mnt"))
+    view = ProjectView(ctx, Controls(ctx), demo, "")
+    (name,) = [n for n in view.export_index()["jobs"] if n.startswith("J8_")]
+    plan = view.plan("jobs", name)
+    assert view.plan("jobs", name) is plan
+    _set_job(demo, "J8", title="renamed elsewhere")
+    assert view.plan("jobs", name) is plan            # within PROJECT_TTL: kept
+    plan.checked -= 60
+    ctx.drop(("project", str(demo)))                  # the project model's own 5 s
+    new = view.plan("jobs", name)
+    assert new is not plan and new.version != plan.version
+    assert b"renamed elsewhere" in new.lookup("job.json")[5]
+    generated.shutdown()
