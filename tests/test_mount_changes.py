@@ -228,6 +228,7 @@ def test_reader_mid_change_gets_old_bytes(live):
     src = next(p for p in project.rglob(data.name) if os.lstat(p).st_ino == ino)
     _rewrite(src, b"N" * 1000)
     time.sleep(1.0)                                        # the watcher has dropped caches
+    assert os.stat(data).st_size == len(old[data])         # still being read: the old size
     for p, (fd, head, size) in readers.items():
         assert len(head) == size // 2 and head + _rest(fd) == old[p], p
     _eventually(lambda: data.read_bytes() == b"N" * 1000)

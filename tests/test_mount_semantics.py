@@ -1,6 +1,7 @@
 """SEMANTICS.md, row by row, for what other test files do not show already: each POSIX
-operation on each tree of a mounted project (the real project, exports/, sizes/, control/).
-One mount of the tiny demo for the module; nothing here changes the project."""
+operation on each tree of a mounted project (the real project, exports/, sizes/, control/),
+under both bindings (mfusepy on libfuse3, fusepy on libfuse2). One mount of the tiny demo
+per binding; nothing here changes the project."""
 from __future__ import annotations
 
 import errno
@@ -12,15 +13,16 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_demo
-from mountutil import mounted, needs_fuse, run
+from mountutil import fusepy_missing, mounted, needs_fuse, run
 
 pytestmark = needs_fuse
 
 TREES = ("real", "copy", "generated", "sizes", "control")
 
 
-@pytest.fixture(scope="module")
-def env(_demo_master, tmp_path_factory):
+@pytest.fixture(scope="module", params=["mfusepy", pytest.param("fusepy", marks=pytest.mark.skipif(
+    fusepy_missing() is not None, reason=str(fusepy_missing())))])
+def env(_demo_master, tmp_path_factory, request):
     from csfs.core import lifecycle
     from csfs.core.instance import Instance
 
@@ -28,7 +30,7 @@ def env(_demo_master, tmp_path_factory):
     project = copy_demo(_demo_master, base / "demo")
     home = base / "home"
     lifecycle.attach(Instance(home), project)
-    with mounted(home, base / "mnt", project) as (mnt, _pid):
+    with mounted(home, base / "mnt", project, env={"CSFS_FUSE": request.param}) as (mnt, _pid):
         export = next((mnt / "exports" / "jobs").glob("J8_*"))
         paths = {
             "real": mnt / "J8" / "job.log",
