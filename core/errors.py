@@ -57,3 +57,12 @@ class AlreadyError(RefusedError):
     """The project or job is already in the state asked for (exit 1, like any refusal)."""
 
     errno = _errno.EINVAL
+
+
+class FaultError(CsfsError):
+    """The file system failed under an action (disk full, I/O error); says what was undone."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        if errno is not None:
+            self.errno = errno

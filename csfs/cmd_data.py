@@ -168,7 +168,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         plans = cleanup.clear_intermediate(_instance(args), args.project, args.job, dry_run=args.dry_run,
                                            progress=bar)
     if args.json:
-        jobs = [schema.job(p.job, skipped=p.skipped, bytes=p.bytes,
+        jobs = [schema.job(p.job, skip_reason=p.skipped, bytes=p.bytes,
                            versions=[{"result": k, "versions": v} for k, v in p.versions.items()],
                            files=[{"path": f.path, "bytes": f.bytes} for f in p.files]) for p in plans]
         print_json({"action": "clear-intermediate", "dry_run": args.dry_run,

@@ -43,6 +43,7 @@ def _cmd_man(args: argparse.Namespace) -> int:
 def _esc(text: str) -> str:
     """Text safe in roff: backslashes escaped, hyphens literal, no line starting with . or '."""
     text = text.replace("\\", "\\e").replace("-", "\\-")
+    text = "".join(c if ord(c) < 128 else f"\\[u{ord(c):04X}]" for c in text)
     return "\n".join(("\\&" + ln if ln.startswith((".", "'")) else ln) for ln in text.split("\n"))
 
 

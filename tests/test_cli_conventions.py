@@ -34,17 +34,15 @@ def test_help_documents_exit_codes_environment_and_log(csfs):
 def test_exit_codes_are_what_help_says(csfs, home, tmp_path):
     assert csfs("project", "show", "P9", home=home).returncode == 2            # bad input
     assert csfs("no-such-command", home=home).returncode == 2                 # usage
-    r = csfs("project", "create", "X", "--dir", tmp_path, home=home)
-    assert r.returncode == 0
-    r = csfs("project", "archive", "P1", home=home)
-    assert r.returncode == 0
-    # the same kind of refusal, the same code: already archived / not archived / already attached
-    assert csfs("project", "archive", "P1", home=home).returncode == 1
-    assert csfs("project", "detach", "P1", home=home).returncode == 1
-    r = csfs("project", "unarchive", "P1", tmp_path / "CS-x", home=home)
-    assert r.returncode == 0
-    assert csfs("project", "unarchive", "P1", tmp_path / "CS-x", home=home).returncode == 1
-    assert csfs("project", "attach", tmp_path / "CS-x", home=home).returncode == 1
+    assert csfs("project", "create", "X", "--dir", tmp_path, home=home).returncode == 0
+    path = tmp_path / "CS-x"
+    assert csfs("project", "forget", "P1", home=home).returncode == 1           # refused: attached
+    # asking for the state a project is already in: done (0), and said so, for every action
+    for args in (("project", "archive", "P1"), ("project", "unarchive", "P1", path),
+                 ("project", "detach", "P1"), ("project", "attach", path)):
+        first, again = csfs(*args, home=home), csfs(*args, home=home)
+        assert first.returncode == 0 and again.returncode == 0 and "already" in again.stdout, again.stdout
+    assert csfs("project", "rescue", path, home=home).returncode == 1           # refused: nothing to rescue
 
 
 def test_interrupt_exits_130(home):

@@ -55,7 +55,7 @@ def check_conventions(obj, where: str = "$") -> None:
                     f"{here}: not a list of job objects"
             elif k == "group":
                 assert isinstance(v, dict) and "name" in v, here
-            elif k in ("groups", "problems", "links", "files", "mounts"):
+            elif k in ("groups", "problems", "links", "files", "mounts", "skipped"):
                 assert isinstance(v, list), f"{here}: not a list"
             elif k == "bytes" or k.endswith("_bytes") or k.endswith("_count") or k in ("pid", "num_items"):
                 assert isinstance(v, int) and not isinstance(v, bool), f"{here}: not an integer: {v!r}"
@@ -91,6 +91,7 @@ SCENARIO: list[tuple[tuple[str, ...], list[str], set[str]]] = [
     (("project", "list"), [], {"projects"}),
     (("project", "show"), ["P1"], {"project", "lock", "job_count", "job_status", "active_jobs", "problems"}),
     (("job", "list"), ["P1"], {"project", "jobs"}),
+    (("instance", "recover"), [], {"action", "projects", "skipped"}),
     (("du",), ["P1"], {"project", "bytes", "other_bytes", "clearable_bytes", "jobs"}),
     (("verify",), ["P1"], {"project", "ok", "problems"}),
     (("job", "export"), ["P1", "J5"], {"action", "project", "job", "path", "link_count", "data_bytes", "written_bytes"}),
