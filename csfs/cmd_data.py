@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from collections import Counter
 
 from typing import TYPE_CHECKING
@@ -201,12 +202,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     pobj, project = _open_readonly(inst, args.project)
     with Progress("verify") as bar:
         problems = verify.verify(project, progress=bar)
+    ref = pobj["uid"] or shlex.quote(str(project.path))
+    hints = [{"from": h.prefix, "link_count": h.links,
+              "command": f"csfs relink {ref} --from {shlex.quote(h.prefix)} --to NEWDIR --dry-run"}
+             for h in verify.relink_hints(problems)]
     if args.json:
         print_json({"project": pobj, "ok": not problems,
-                    "problems": [{**p.as_dict(), "job": schema.job_ref(p.job)} for p in problems]})
+                    "problems": [{**p.as_dict(), "job": schema.job_ref(p.job)} for p in problems],
+                    "relink": hints})
     elif problems:
         print_table([(p.job or "-", p.kind, p.message) for p in problems], ["JOB", "PROBLEM", "DETAIL"])
         print(f"{len(problems)} problem(s) in {project.path}")
+        for h in hints:
+            print(f"{h['link_count']} broken link(s) point into {h['from']}, which is gone. If it moved, "
+                  f"repair them with (NEWDIR: where it is now; drop --dry-run to do it):\n  {h['command']}")
     else:
         print(f"ok: {project.path} ({len(project.jobs)} jobs, no problems)")
     return 1 if problems else 0
@@ -301,7 +310,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = leaf(sub, "relink", "repoint symlinks after raw data moved", _cmd_relink,
              "Every symlink in the job directories whose target starts with OLD_PREFIX is pointed at\n"
-             "NEW_PREFIX + the rest. Refused (nothing changed) when any new target does not exist.")
+             "NEW_PREFIX + the rest. Relative prefixes are taken from the current folder. Refused\n"
+             "(nothing changed) when any new target does not exist, or no link points into\n"
+             "OLD_PREFIX. `csfs verify` prints the OLD_PREFIX that repairs the broken links.")
     p.add_argument("--from", dest="old", metavar="OLD_PREFIX", required=True, help="the old target prefix")
     p.add_argument("--to", dest="new", metavar="NEW_PREFIX", required=True, help="the new target prefix")
     p.add_argument("--dry-run", action="store_true", help="list the changes, make none")
