@@ -33,3 +33,14 @@ def test_tidy_up_after_the_demo(tmp_path, home):
     assert not d.exists()
     r = subprocess.run(["csfs", "project", "list", "--json"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and '"projects": []' in r.stdout
+
+
+def test_ci_finds_the_test_command():
+    """.ci/run runs the second ```sh block: it must stay the test command (other recipes use
+    other fence names), and install the apt packages the suite needs."""
+    r = subprocess.run(["awk", r"/^```sh$/{n++; next} /^```$/{if (n==2) exit} n==2", "README.md"],
+                       capture_output=True, text=True, cwd=REPO)
+    cmd = r.stdout.strip()
+    assert "pip install -q -e '.[test]'" in cmd and "python3 -m pytest" in cmd, cmd
+    for apt in ("fuse3", "libfuse2", "rsync", "groff-base"):
+        assert re.search(rf"apt-get install .*\b{apt}\b", cmd), apt
