@@ -141,11 +141,7 @@ def _cmd_du(args: argparse.Namespace) -> int:
     with Progress("du") as bar:
         report = sizes.project_sizes(project, inst.cache_dir, progress=bar)
     if args.json:
-        jobs = [schema.job(uid, type=project.jobs[uid].type, status=project.jobs[uid].status, bytes=s.bytes,
-                           clearable_bytes=s.clearable) for uid, s in report.jobs.items()]
-        print_json({"project": pobj, "bytes": report.total, "other_bytes": report.other,
-                    "clearable_bytes": sum(j.clearable for j in report.jobs.values()), "jobs": jobs,
-                    "sessions": [{"uid": name, "bytes": n} for name, n in report.sessions.items()]})
+        print_json(schema.sizes(pobj, project, report))
         return 0
     clearable = sum(j.clearable for j in report.jobs.values())
     if args.jobs:

@@ -36,3 +36,12 @@ def job(uid: str, **extra: Any) -> dict:
 def job_ref(uid: str | None) -> dict | None:
     """A job object naming just its uid, or null (a problem of the project itself)."""
     return None if uid is None else job(uid)
+
+
+def sizes(project_obj: dict, project: Any, report: Any) -> dict:
+    """`csfs du --json` (and csfs.api's Project.sizes()): a project's sizes by CryoSPARC's rule."""
+    return {"project": project_obj, "bytes": report.total, "other_bytes": report.other,
+            "clearable_bytes": sum(j.clearable for j in report.jobs.values()),
+            "jobs": [job(uid, type=project.jobs[uid].type, status=project.jobs[uid].status, bytes=s.bytes,
+                         clearable_bytes=s.clearable) for uid, s in report.jobs.items()],
+            "sessions": [{"uid": name, "bytes": n} for name, n in report.sessions.items()]}
