@@ -62,7 +62,7 @@ def v5_job(doc: dict) -> dict:
         "autodump": False, "uid_num": num, "project_uid_num": int(doc["project_uid"][1:]),
         "status_num": 6, "build_errors": [], "job_dir_size": 0,
         "job_dir_size_last_updated": "2025-06-01T12:00:00.000Z", "version": V5_VERSION,
-        "spec": {"type": doc["type"], "params": {k: v.get("value") for k, v in (doc.get("params_spec") or {}).items()},
+        "spec": {"type": doc.get("type") or doc["job_type"], "params": {k: v.get("value") for k, v in (doc.get("params_spec") or {}).items()},
                  "inputs": inputs, "outputs": outputs, "ui_tile_width": 1, "ui_tile_height": 1,
                  "resource_spec": {"cpu": 1, "gpu": 0, "ram": 1, "ssd": False}},
     })
@@ -105,5 +105,5 @@ def make_numbered(project: Path, num: int = 12, old_dir: str = "/old/place/CS-cs
               lambda ws: [{**w, "project_uid": f"P{num}", "project_uid_num": num} for w in ws])
     for jj in sorted(project.glob("J*/job.json")):
         edit_json(jj, lambda d: {**d, "project_uid": f"P{num}", "project_uid_num": num,
-                                 "uid_num": int(d["uid"][1:]), "job_type": d["type"]})
+                                 "uid_num": int(d["uid"][1:]), "job_type": d.get("type") or d["job_type"]})
     return project

@@ -87,14 +87,11 @@ def test_int_num_items_and_no_groups(demo, home):
 
 
 def test_group_passthrough_names_an_input(demo):
-    def named(d: dict) -> dict:
-        for g in d["output_result_groups"]:
-            g["passthrough"] = "micrographs" if g["passthrough"] else False
-        return d
-    edit_json(demo / "J5" / "job.json", named)
-    j5 = Project.open(demo).job("J5")
-    assert j5.error is None
-    assert j5.group("micrographs").passthrough == "micrographs" and j5.group("particles").passthrough == ""
+    """The v4 demo writes a group's passthrough as CryoSPARC does: False, or the forwarding input's name."""
+    p = Project.open(demo)
+    assert json.loads((demo / "J5" / "job.json").read_text())["output_result_groups"][1]["passthrough"] == "micrographs"
+    assert p.job("J5").error is None and p.job("J5").group("micrographs").passthrough == "micrographs"
+    assert p.job("J8").group("particles").passthrough == "particles" and p.job("J8").group("volume").passthrough == ""
 
 
 def test_final_metafile_names(tmp_path):

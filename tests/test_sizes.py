@@ -43,7 +43,7 @@ def test_job_sizes_follow_cryosparc_rule(demo, tmp_path):
     # import job links to raw data outside the project: their targets are counted
     raw = sum(os.stat(p).st_size for p in (demo / "J1").rglob("*") if p.is_symlink())
     assert raw > 0 and report.jobs["J1"].bytes > raw
-    assert report.total == sum(j.bytes for j in report.jobs.values()) + report.other
+    assert report.total == sum(j.bytes for j in report.jobs.values()) + report.other + sum(report.sessions.values())
     assert report.other >= (demo / "project.json").stat().st_size
 
 
@@ -67,6 +67,7 @@ def test_each_inode_once_and_loops(tmp_path):
 def test_live_sessions_are_rows_of_their_own(demo, tmp_path, home, csfs):
     """A CryoSPARC Live session folder (S<N>/ with exposures.bson) is sized like a job, not lumped
     into "other"; a folder named S2 without exposures.bson stays "other"."""
+    shutil.rmtree(demo / "S1")                        # the demo's own session: this test makes its own
     before = sizes.project_sizes(Project.open(demo), tmp_path / "c1")
     s1 = demo / "S1"
     (s1 / "thumbnails").mkdir(parents=True)
@@ -131,7 +132,8 @@ def test_cli_du(demo, home, csfs):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["jobs"]["J8"]["bytes"] == files_size(demo / "J8")
-    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + doc["other"]
+    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + doc["other"] + sum(doc["sessions"].values())
+    assert doc["sessions"] == {"S1": files_size(demo / "S1")}      # the demo's Live session
     r = csfs("du", puid, "--jobs", home=home)
     assert r.returncode == 0 and "J8" in r.stdout and "CLEARABLE" in r.stdout
     r = csfs("du", str(demo), home=home)  # a directory path works too
