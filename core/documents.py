@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import email.utils
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -364,8 +365,13 @@ def _result(name: Any, type: str, group_name: str, r: Mapping[str, Any]) -> Outp
 
 
 def _metafile(m: Any) -> str:
+    """A metafile path: relative to the project and staying inside it (csfs reads and deletes
+    metafiles by these paths, so one that leaves the project makes the document unusable)."""
     if not isinstance(m, str) or not m or "\0" in m:
         raise DocumentError(f"metafile {m!r} is not a path")
+    norm = posixpath.normpath(m)
+    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise DocumentError(f"metafile {m!r} leaves the project directory")
     return m
 
 

@@ -126,6 +126,19 @@ def test_unknown_version_is_refused_for_that_job_alone(demo, home):
     exportplan.job_export_plan(project, "J8")  # the others still export
 
 
+@pytest.mark.parametrize("metafile", ["/etc/passwd", "../other/J1_particles.cs", "J8/../../x.cs"])
+def test_metafile_leaving_the_project_is_refused(demo, metafile):
+    def bad(d: dict) -> dict:
+        d["output_results"][0]["metafiles"][-1] = metafile
+        return d
+    edit_json(demo / "J8" / "job.json", bad)
+    project = Project.open(demo)
+    assert "leaves the project" in project.job("J8").error
+    with pytest.raises(Exception, match="leaves the project"):
+        exportplan.group_export_plan(project, "J8", "particles")
+    assert all(j.error is None for j in project.jobs.values() if j.uid != "J8")
+
+
 def test_malformed_job_does_not_block_unrelated_jobs(demo, home):
     """A whole, parsable job.json that is malformed is reported alone; clearing jobs it never
     names goes on (J10 consumes only J3/J4... here J8, a leaf, is made malformed)."""

@@ -53,6 +53,10 @@ def test_cli_life_of_a_project(demo_masters, tmp_path, csfs, version, target):
             r = run(["tar", "-cf", "/dev/null", "-C", str(d.parent), d.name], timeout=300)
             assert r.returncode == 0, (d, r.stderr)
         check_du_and_sizes(home_a, src, mnt)
+        # a Live session has its own sizes/ file, with what `csfs du` says for it
+        for name, n in du["sessions"].items():
+            assert int((mnt / "sizes" / name).read_text()) == n > 0
+        assert ("S1" in du["sessions"]) == (version == "v4")
     for home, p in ((home_a, puid), (home_b, puid_b)):
         _ok(csfs("job", "mark-killed", p, "J9", home=home), "mark-killed")
         _ok(csfs("project", "detach", p, home=home), f"detach {p}")
