@@ -229,7 +229,7 @@ class JobInfo:
 
 def job_form(doc: Mapping[str, Any]) -> str:
     """"v5" for a document with a `spec` object, else "v4"; DocumentError for an unknown version."""
-    major = _major(doc.get("last_dumped_version") or doc.get("version"))
+    major = major_version(doc.get("last_dumped_version") or doc.get("version"))
     if major is not None and major not in KNOWN_MAJORS:
         raise DocumentError(f"written by CryoSPARC v{major}, a version csfs does not know; "
                             "refusing to read or change it")
@@ -239,7 +239,7 @@ def job_form(doc: Mapping[str, Any]) -> str:
     return "v5" if isinstance(spec, dict) else "v4"
 
 
-def _major(v: Any) -> int | None:
+def major_version(v: Any) -> int | None:
     m = re.match(r"^v?(\d+)\.", v) if isinstance(v, str) else None
     return int(m.group(1)) if m else None
 

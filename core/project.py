@@ -213,7 +213,7 @@ class Project:
     @property
     def form(self) -> str:
         """The document form of new jobs: "v5" when the project or most of its jobs are v5, else "v4"."""
-        if documents._major(self.doc.get("last_dumped_version") or self.doc.get("created_at_version")) == 5:
+        if documents.major_version(self.doc.get("last_dumped_version") or self.doc.get("created_at_version")) == 5:
             return "v5"
         forms = [j.form for j in self.jobs.values() if j.form in ("v4", "v5")]
         return "v5" if forms and forms.count("v5") * 2 > len(forms) else "v4"
