@@ -28,6 +28,8 @@ import numpy as np
 from . import csfile, csg
 from .atomic import dumps_json
 from .documents import STRIPPED_JOB_KEYS, exported_job_doc, parse_time  # noqa: F401
+
+stripped_job_doc = exported_job_doc  # the name tests/test_mount_changes.py imports
 from .errors import ActiveJobError, CsfsError, FormatError, NotFoundError, RefusedError
 
 DIR_MODE = 0o755
@@ -416,10 +418,20 @@ def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
 
 
+def has_job_export(job: Any) -> bool:
+    """A job export holds the job's job.json: a legacy job known from its .csg files has
+    none (its output groups still export)."""
+    return bool(getattr(job, "doc", None))
+
+
 def job_export_plan(project: Any, juid: str) -> Plan:
     """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
     job = _find_job(project, juid)
     check_exportable(job)
+    if not has_job_export(job):
+        groups = ", ".join(g.name for g in job.groups) or "none"
+        raise RefusedError(f"{job.uid} has no job.json (a legacy job known from its .csg files), so it has "
+                           f"no job export; export its output groups instead (groups: {groups})")
     mtime = job_time(job)
     jdir = Path(job.dir)
     entries: list[Entry] = [_generated("job.json", dumps_json(exported_job_doc(job.doc)), mtime)]

@@ -221,6 +221,20 @@ def test_legacy_project_stays_readable_after_attach(demo_masters, tmp_path, home
     assert verify.verify(Project.open(legacy)) == []
 
 
+def test_legacy_csg_job_is_completed_and_its_groups_export(demo_masters, tmp_path, home, csfs):
+    """A legacy job known from its .csg files finished (CryoSPARC writes .csg files for final
+    outputs): its groups export, it has no job export (no job.json), and no false problem."""
+    legacy = copy_demo(demo_masters("legacy"), tmp_path / "legacy")
+    r = csfs("jobs", legacy)
+    assert r.returncode == 0 and "problems" not in r.stdout, r.stdout
+    inst, puid, project = attach(legacy, home)
+    j5 = project.job("J5")
+    assert j5.status == "completed" and j5.problems == [] and j5.notes
+    assert csfs("group", "export", puid, "J5", "particles", home=home).returncode == 0
+    r = csfs("job", "export", puid, "J5", home=home)
+    assert r.returncode != 0 and "group" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_legacy_csg_job_keeps_what_its_metafiles_name(demo_masters, tmp_path, home):
     """A job known from .csg files only may use any version: the files its metafiles name are
     never cleared from the jobs it comes from."""
