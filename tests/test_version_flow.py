@@ -13,7 +13,8 @@ import pytest
 
 from conftest import copy_demo
 from lifecycle_helpers import run_main
-from mountutil import check_du_and_sizes, mounted, needs_fuse, run
+from data_helpers import read_tree
+from mountutil import check_du_and_sizes, check_inodes, mounted, needs_fuse, run, tar_members
 
 
 def _ok(r, what: str) -> str:
@@ -92,15 +93,30 @@ def test_cli_life_of_a_project(demo_masters, tmp_path, version, target):
         cleared = json.loads(_ok(csfs("clear-intermediate", p, "--json", home=home), f"clear {p}"))
         assert any(j["files"] for j in cleared["jobs"]), "something intermediate was cleared"
         _ok(csfs("verify", p, home=home), f"verify after clear {p}")
+    # physical exports again after clearing: the virtual ones must equal them
+    _ok(csfs("job", "export", puid, "J8", home=home_a), "job export after clear")
+    _ok(csfs("group", "export", puid, "J6", "particles", home=home_a), "group export after clear")
+    physical = {f"{kind}/{d.name}": d for kind in ("jobs", "groups") for d in (src / "exports" / kind).iterdir()}
     with mounted(home_a, tmp_path / "mnt", src) as (mnt, _pid):
         r = run(["ls", "-lR", str(mnt)])
-        assert r.returncode == 0 and b"exports" in r.stdout, r.stderr
+        assert r.returncode == 0 and b"exports" in r.stdout and not r.stderr, r.stderr
+        check_inodes(mnt)
         exports = [d for kind in ("jobs", "groups") for d in sorted((mnt / "exports" / kind).iterdir())]
         assert len(exports) > 5
-        for d in exports:
-            r = run(["tar", "-cf", "/dev/null", "-C", str(d.parent), d.name], timeout=300)
-            assert r.returncode == 0, (d, r.stderr)
+        for d in exports:      # into a pipe: GNU tar does not read the data when writing to /dev/null
+            r = run(["tar", "-cf", "-", "-C", str(d.parent), d.name], timeout=300)
+            assert r.returncode == 0 and not r.stderr, (d, r.stderr)
+            members = tar_members(r.stdout)
+            body = {k: v[3] if v[3] is not None or v[1] is None else members[v[1]][3] for k, v in members.items()}
+            assert any(v for v in body.values()), d
+            twin = physical.get(f"{d.parent.name}/{d.name}")
+            if twin is not None:
+                want = {d.name if k == "." else f"{d.name}/{k}": v[1] for k, v in read_tree(twin).items()}
+                assert body == want, d
+        assert {f"{d.parent.name}/{d.name}" for d in exports} >= set(physical)
         check_du_and_sizes(home_a, src, mnt)
+        if version == "v4":
+            assert int((mnt / "sizes" / "S1").read_text()) == du["sessions"]["S1"] > 0
     for home, p in ((home_a, puid), (home_b, puid_b)):
         _ok(csfs("job", "mark-killed", p, "J9", home=home), "mark-killed")
         _ok(csfs("project", "detach", p, home=home), f"detach {p}")
