@@ -28,8 +28,6 @@ import numpy as np
 from . import csfile, csg
 from .atomic import dumps_json
 from .documents import STRIPPED_JOB_KEYS, exported_job_doc, parse_time  # noqa: F401
-
-stripped_job_doc = exported_job_doc  # the name tests/test_mount_changes.py imports
 from .errors import ActiveJobError, CsfsError, FormatError, NotFoundError, RefusedError
 
 DIR_MODE = 0o755
