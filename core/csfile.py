@@ -20,8 +20,8 @@ from typing import IO, Callable, Iterator, Sequence
 import lz4.block
 import numpy as np
 
-from . import atomic
-from .errors import FormatError, NotFoundError, UsageError
+from . import atomic, safeio
+from .errors import CsfsError, FormatError, NotFoundError, UsageError
 
 NUMPY_MAGIC = b"\x93NUMPY"
 CSDAT_MAGIC = b"\x95CSDAT"
@@ -92,12 +92,7 @@ def path_fields(arr_or_dtype: np.ndarray | np.dtype) -> list[str]:
 
 
 def _open(path: str | os.PathLike) -> IO[bytes]:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
+    return safeio.open_file(path)     # regular files only: a FIFO must not block
 
 
 def _sniff(f: IO[bytes], path) -> str:
@@ -441,9 +436,9 @@ def _csdat_chunks(arr: np.ndarray) -> Iterator[bytes]:
 def is_cs(path: str | os.PathLike) -> bool:
     """True when `path` starts like a `.cs` file of either form."""
     try:
-        with open(path, "rb") as f:
+        with safeio.open_file(path) as f:
             return f.read(6) in (NUMPY_MAGIC, CSDAT_MAGIC)
-    except OSError:
+    except CsfsError:
         return False
 
 

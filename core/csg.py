@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from . import atomic
-from .errors import FormatError, NotFoundError, UsageError
+from . import atomic, safeio
+from .errors import FormatError
 
 
 @dataclass
@@ -34,18 +34,7 @@ class Csg:
 
 def load(path: str | os.PathLike, allow_outside: bool = False) -> Csg:
     """Read and check a `.csg`; a metafile escaping the `.csg`'s folder raises FormatError."""
-    try:
-        with open(path, "rb") as f:
-            doc = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where else ""
-        raise FormatError(f"{path}: not valid YAML{at}") from None
-    csg = _from_doc(path, doc)
+    csg = _from_doc(path, safeio.load_yaml(path))
     for meta in csg.metafiles():
         resolve_metafile(path, meta, allow_outside)
     return csg

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import safeio
 from .errors import CsfsError, FormatError, NotFoundError
 from .walk import walk_entries, walk_files
 
@@ -188,15 +189,14 @@ class Job:
     def _load(self, legacy: bool = False) -> None:
         path = self.dir / "job.json"
         try:
-            with open(path, "rb") as f:
-                doc = json.loads(f.read())
-        except FileNotFoundError:
+            doc = safeio.load_json(path)
+        except NotFoundError:
             # legacy jobs may predate job.json: their .csg files still describe the outputs
             if not (legacy and self._load_csgs()):
                 self.error = f"{self.uid}: job.json is missing"
             return
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            self.error = f"{self.uid}: job.json is not valid JSON ({_short(e)})"
+        except CsfsError as e:
+            self.error = f"{self.uid}: job.json is {_short(_after_path(e))}"
             return
         if not isinstance(doc, dict):
             self.error = f"{self.uid}: job.json is not a JSON object"
@@ -204,7 +204,7 @@ class Job:
         self.doc = doc
         try:
             self._parse(doc)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             self.groups, self.inputs = [], []
             self.error = f"{self.uid}: job.json is malformed ({type(e).__name__}: {_short(e)})"
 
@@ -309,14 +309,15 @@ class Project:
         if pj.exists():
             layout = "v4"
             try:
-                doc = json.loads(pj.read_bytes())
+                doc = safeio.load_json(pj)
                 if not isinstance(doc, dict):
                     raise ValueError("not a JSON object")
-            except (OSError, ValueError, UnicodeDecodeError) as e:
+            except (CsfsError, ValueError) as e:
+                why = _short(_after_path(e))
                 doc = {}
                 if not job_dirs:
-                    raise FormatError(f"{pj}: not a valid project.json ({_short(e)})") from None
-                problems.append(f"project.json is malformed ({_short(e)})")
+                    raise FormatError(f"{pj}: not a valid project.json ({why})") from None
+                problems.append(f"project.json is malformed ({why})")
         elif job_dirs and (LEGACY_DIR_RE.match(path.name) or _has_legacy_names(job_dirs)):
             layout = "legacy"
         else:
@@ -426,7 +427,10 @@ def iso_time(v: Any) -> str | None:
     if v is None or v == "":
         return None
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return _dt.datetime.fromtimestamp(v / 1000, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        try:
+            return _dt.datetime.fromtimestamp(v / 1000, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        except (OverflowError, ValueError, OSError):
+            return None   # a time no calendar holds (1e300): unknown, not a traceback
     return str(v)
 
 
@@ -553,9 +557,9 @@ def _read_workspaces(path: Path, layout: str, problems: list[str]) -> list[dict]
             problems.append("workspaces.json is missing")
         return []
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        problems.append(f"workspaces.json is malformed ({_short(e)})")
+        doc = safeio.load_json(path)
+    except CsfsError as e:
+        problems.append(f"workspaces.json is malformed ({_short(_after_path(e))})")
         return []
     if isinstance(doc, dict):
         doc = [dict(v, uid=v.get("uid", k)) if isinstance(v, dict) else {"uid": k} for k, v in doc.items()]
@@ -580,6 +584,11 @@ def _dangling_links(top: Path) -> list[Path]:
                   if e.is_symlink() and not os.path.exists(e.path))
 
 
-def _short(e: BaseException) -> str:
+def _after_path(e: BaseException) -> str:
+    """A CsfsError's message without the leading `path: ` (the caller names the file)."""
+    return str(e).split(": ", 1)[-1] if isinstance(e, CsfsError) else str(e)
+
+
+def _short(e: BaseException | str) -> str:
     s = str(e).splitlines()[0] if str(e) else type(e).__name__
     return s[:200]
