@@ -534,7 +534,7 @@ def _job_dirs(path: Path) -> list[tuple[str, Path]]:
         with os.scandir(path) as it:
             for e in it:
                 m = JOB_DIR_RE.match(e.name)
-                if m and e.is_dir(follow_symlinks=False):
+                if m and e.is_dir():   # a job folder moved to other storage may be a symlink
                     found.append((int(m.group(1)), e.name, Path(e.path)))
     except OSError as e:
         raise NotFoundError(f"{path}: cannot list ({e.strerror})") from None

@@ -146,6 +146,8 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         if args.dry_run:
             for f in p.files:
                 print(f"{f.bytes}\t{f.path}")
+        for note in p.kept:
+            print(f"{p.job}: kept {note}")
         versions = "; ".join(f"{k} v{','.join(map(str, v))}" for k, v in p.versions.items()) or "nothing to clear"
         print(f"{p.job}: {verb} {len(p.files)} file(s), {human_bytes(p.bytes)} ({versions})")
     if quiet and len(plans) > 1:
