@@ -7,14 +7,13 @@ and only regular files inside the job's own directory are ever deleted.
 """
 from __future__ import annotations
 
-import copy
 import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import faults
+from . import documents, faults
 from .errors import ActiveJobError, CsfsError, RefusedError
 
 Progress = Callable[[int, "int | None"], None]
@@ -64,14 +63,10 @@ def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
     return keep
 
 
-def inputs_unknown(job: Any) -> bool:
-    """True when a job's job.json cannot be read, so the versions its inputs name are unknown."""
-    return bool(job.error or not job.form)
-
-
 def unknown_consumers(project: Any, job: Any) -> list[str]:
-    """Other jobs whose inputs are unknown: which of `job`'s versions they use is unknown."""
-    return [j.uid for j in project.jobs.values() if j.uid != job.uid and inputs_unknown(j)]
+    """Other jobs that cannot be read and may consume `job` (see Job.may_use): which of its
+    versions they use is unknown. Unreadable jobs that never name `job` do not count."""
+    return [j.uid for j in project.jobs.values() if j.uid != job.uid and j.may_use(job)]
 
 
 def clear_plan(project: Any, job: Any) -> JobClear:
@@ -179,23 +174,6 @@ def _check_job(job: Any) -> None:
         raise RefusedError(f"{job.uid}: {job.error}")
 
 
-def _drop_versions(doc: dict, cleared: dict[str, list[int]]) -> None:
-    """Remove cleared versions from the job document's result lists (v4 and v5 forms)."""
-    def prune(r: dict, versions: list[int]) -> None:
-        n = len(r.get("versions") or [])
-        keep = [i for i, v in enumerate(r.get("versions") or []) if int(v) not in versions]
-        for key in ("versions", "metafiles", "num_items"):
-            if isinstance(r.get(key), list) and len(r[key]) == n:
-                r[key] = [r[key][i] for i in keep]
-    results = [(r.get("group_name"), r) for r in doc.get("output_results") or []]
-    spec_outputs = (doc.get("spec") or {}).get("outputs") or {}
-    results += [(gname, r) for gname, o in spec_outputs.items() for r in o.get("results") or []]
-    for gname, r in results:
-        versions = cleared.get(f"{gname}.{r.get('name')}")
-        if versions:
-            prune(r, versions)
-
-
 def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run: bool = False,
                        progress: Progress | None = None) -> list[JobClear]:
     """Clear one job (`juid`) or every final-state job of a project; returns what was (or would be) cleared."""
@@ -248,8 +226,7 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
             done += 1
             if progress:
                 progress(done, total)
-        doc = copy.deepcopy(job.doc)
-        _drop_versions(doc, plan.versions)
+        doc = documents.drop_versions(job.doc, plan.versions)
         doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
             "cleared_at": now_iso(), "versions": plan.versions,
             "files": [f.path for f in plan.files], "bytes": plan.bytes}]
