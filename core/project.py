@@ -291,7 +291,7 @@ def load_paths(cs_path: Path, slots: Sequence[str] | None = None) -> list[str]:
         values, _ = csfile.load_strings(cs_path, c)
         for v in values.tolist():
             if v:
-                out[v.decode()] = None
+                out[v.decode("utf-8", "surrogateescape")] = None   # file names need not be UTF-8
     return list(out)
 
 
