@@ -190,8 +190,9 @@ def _yaml_children(n: yaml.Node) -> list[yaml.Node]:
 def parse_yaml(raw: bytes | str, name: str | os.PathLike = "document",
                max_nodes: int = MAX_YAML_NODES, max_depth: int = MAX_DEPTH) -> Any:
     """Parse one YAML document safely; anything malformed or hostile is one FormatError."""
-    loader = _Loader(raw)
+    loader = None
     try:
+        loader = _Loader(raw)      # reads the first bytes already: encoding errors come from here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -207,7 +208,8 @@ def parse_yaml(raw: bytes | str, name: str | os.PathLike = "document",
         # e.g. `created: 2024-99-99` (a timestamp YAML cannot build) or a huge integer
         raise FormatError(f"{name}: not valid YAML ({_short(e)})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml(path: str | os.PathLike, limit: int = CSG_LIMIT) -> Any:
