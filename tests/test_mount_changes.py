@@ -114,10 +114,10 @@ def test_cleared_job_shrinks(live, request):
                 os.stat(mnt / "J8" / gone)
     _eventually(lambda: int((mnt / "sizes" / "J8").read_text()) < size_before)
     assert int(run(["du", "-sb", str(mnt)]).stdout.split()[0]) < du_before
-    from csfs.core.exportplan import stripped_job_doc
+    from csfs.core.documents import exported_job_doc
     from csfs.core.atomic import dumps_json
 
-    want = dumps_json(stripped_job_doc(Project.open(project).job("J8").doc))
+    want = dumps_json(exported_job_doc(Project.open(project).job("J8").doc))
     _eventually(lambda: (export / "job.json").read_bytes() == want)
     assert os.stat(export / "job.json").st_size == len(want)
 
