@@ -162,6 +162,8 @@ def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None 
     `dirs` caches the real path of each parent folder (many files share a folder).
     """
     src = os.fspath(src)
+    if "\0" in src:
+        return None     # a path holding a NUL names no file
     folder, base = os.path.split(src)
     if dirs is None:
         dirs = {}
@@ -174,11 +176,20 @@ def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None 
         if stat.S_ISLNK(st.st_mode):
             real = os.path.realpath(real)
             st = os.stat(real)
-    except OSError:
+    except (OSError, ValueError):
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
     return Entry(path, "file", st.st_size, st.st_mtime, Path(real), None, st.st_mode & 0o777)
+
+
+def _new_folder(path: str, seen: set[tuple[int, int]]) -> bool:
+    """False for a folder (reached through a link) that was entered already: loops end there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) not in seen
 
 
 def _with_parents(entries: list[Entry], mtime: float) -> list[Entry]:
@@ -266,6 +277,9 @@ def group_data(project: Any, group: Any) -> GroupData:
     for p in parts:
         if p.metafile not in arrays:
             arrays[p.metafile] = _load(project, p.metafile)
+            if "uid" not in (arrays[p.metafile].dtype.names or ()):
+                raise FormatError(f"{p.metafile}: has no uid field, so its rows cannot be joined; "
+                                  "it is not a CryoSPARC dataset")
         p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
     order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
     # plans live long in the mount: keep row indices small (a slice when rows are in order)
@@ -439,8 +453,15 @@ def job_export_plan(project: Any, juid: str) -> Plan:
     entries.append(_dir("gridfs_data", mtime))
     gdir = jdir / "gridfs_data"
     if gdir.is_dir():
+        seen: set[tuple[int, int]] = set()      # folders entered: a link loop (`a -> .`) is entered once
         for root, dirs, files in os.walk(gdir, followlinks=True):
-            dirs.sort()
+            try:
+                st = os.stat(root)
+            except OSError:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if _new_folder(os.path.join(root, d), seen))
             rel_root = posixpath.join("gridfs_data", os.path.relpath(root, gdir).replace(os.sep, "/"))
             rel_root = posixpath.normpath(rel_root)
             for d in dirs:
