@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import faults, lock
+from . import documents, faults, lock
 from .atomic import write_json
 from .errors import ActiveJobError, ArchivedError, FormatError, ForeignLockError, NotFoundError, RefusedError, UsageError
 from .instance import Instance, ProjectRecord, norm_path
@@ -208,10 +208,14 @@ def _finish_attach(instance: Instance, path: Path, uid: str, info: lock.LockInfo
         raise
     archived = keep_archived and doc.get("archived") is True
     new_doc = {"uid": uid, "title": proj.title, "description": "", "created_at": now_iso(), **doc}
-    new_doc.update(uid=uid, detached=False, archived=archived)
-    job_docs = {j.uid: {**j.doc, "project_uid": uid} for j in proj.jobs.values()
-                if not j.error and j.doc.get("project_uid", uid) != uid}
-    export(path, new_doc, ws, job_docs)
+    new_doc = documents.renumber_project(new_doc, uid, str(path))
+    new_doc.update(detached=False, archived=archived)
+    # every document naming the project gets the new UID: jobs first, project.json last, so a
+    # re-run after a crash finds what is left to renumber (a job.json that is not a JSON object
+    # is left alone: verify reports it)
+    job_docs = {j.uid: documents.renumber_job(j.doc, uid) for j in proj.jobs.values()
+                if j.doc and documents.needs_renumber(j.doc, uid)}
+    export(path, new_doc, documents.renumber_workspaces(ws, uid), job_docs)
     _remove_stray_tmp(path, instance.id)
     proj = Project.open(path)
     return instance.register(uid, path, "archived" if archived else "attached", proj.title,
@@ -304,8 +308,9 @@ def unarchive(instance: Instance, ref: str | os.PathLike, new_path: str | os.Pat
     other = instance.find_path(new)
     if other is not None and other.uid != rec.uid and other.state != "detached":
         raise RefusedError(f"{new} is already registered as {other.uid} ({other.state})")
-    if doc.get("archived") is not False:
-        export(new, {**doc, "archived": False, "last_exported": now_iso()}, ws)
+    if doc.get("archived") is not False or doc.get("project_dir", str(new)) != str(new):
+        export(new, {**documents.renumber_project(doc, rec.uid, str(new)), "archived": False,
+                     "last_exported": now_iso()}, ws)
         faults.point("unarchive-flushed")
     wrows, jrows = _rows(proj, ws)
     return instance.update(rec.uid, state="attached", path=new, title=proj.title, workspaces=wrows, jobs=jrows)
@@ -401,6 +406,6 @@ def _mark(instance: Instance, ref: str | os.PathLike, juid: str, status: str,
     if job.status not in allowed:
         raise RefusedError(f"{rec.uid} {job.uid} is {job.status or 'without status'}; only {which} "
                            f"jobs can be marked {status}")
-    doc = {**job.doc, "status": status, f"{status}_at": now_iso()}
+    doc = documents.set_status(job.doc, status, now_iso())
     commit(instance, proj, job_docs={job.uid: doc})
     return job.uid

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol
 
-from . import faults, lock
+from . import documents, faults, lock
+from .documents import workspace_rows  # noqa: F401  (lifecycle imports it from here)
 from .lock import now_iso
 from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_json
 from .errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
@@ -86,19 +87,12 @@ def read_doc(path: Path, default: Any) -> Any:
         return default
 
 
-def workspace_rows(workspaces: Any) -> list[tuple[str, str]]:
-    """(uid, title) of each workspace in a workspaces.json document (list or dict form)."""
-    items = workspaces.values() if isinstance(workspaces, dict) else workspaces or []
-    return [(str(w.get("uid")), str(w.get("title") or "")) for w in items
-            if isinstance(w, dict) and w.get("uid")]
-
-
 def job_row(uid: str, doc: Mapping[str, Any]) -> tuple[str, str, str, str]:
     """The registry row of a job document."""
     def s(k: str) -> str:
         v = doc.get(k)
         return "" if v is None else str(v)
-    return (uid, s("type") or str((doc.get("spec") or {}).get("type", "")), s("title"), s("status"))
+    return (uid, documents.job_type(doc), s("title"), s("status"))
 
 
 _thread_lock = threading.RLock()
@@ -209,20 +203,21 @@ def job_numbers(project_dir: Path) -> list[int]:
 
 
 def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: str, title: str,
-            doc_extra: Mapping[str, Any] | None = None) -> tuple[str, Path]:
+            doc_extra: Mapping[str, Any] | None = None, form: str = "v4") -> tuple[str, Path]:
     """Create the next job (J<max+1>/ with gridfs_data/ and job.json) and commit it.
 
-    The job starts in status `building` unless `doc_extra` says otherwise; `doc_extra`
-    keys override the defaults. The directory is built under a hidden temporary name
+    The job document has the shape CryoSPARC of `form` ("v4" or "v5") writes
+    (documents.new_job_doc); it starts in status `building` unless `doc_extra` says
+    otherwise, and `doc_extra` keys override the defaults. The directory is built under a hidden temporary name
     and renamed into place, so a job directory never exists without its job.json.
     Returns (job uid, job directory).
     """
     with serialized(instance):
-        return _new_job(instance, norm_path(getattr(project, "path", project)), type, title, doc_extra)
+        return _new_job(instance, norm_path(getattr(project, "path", project)), type, title, doc_extra, form)
 
 
 def _new_job(instance: Instance, path: Path, type: str, title: str,
-             doc_extra: Mapping[str, Any] | None) -> tuple[str, Path]:
+             doc_extra: Mapping[str, Any] | None, form: str) -> tuple[str, Path]:
     rec = check_writable(instance, path)
     pdoc = read_doc(path / "project.json", default={})
     ws = workspace_rows(read_doc(path / "workspaces.json", default=[]))
@@ -231,16 +226,11 @@ def _new_job(instance: Instance, path: Path, type: str, title: str,
     _remove_stale_new_jobs(path)
     tmp = path / f"{_NEW_JOB_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "gridfs_data").mkdir(parents=True)
-    doc: dict[str, Any] = {
-        "uid": "", "project_uid": pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid,
-        "type": type, "title": title, "status": "building", "created_at": now_iso(), "completed_at": None,
-        "parents": [], "children": [], "input_slot_groups": [], "output_result_groups": [],
-        "output_results": [], "params_spec": {}, "workspace_uids": [ws[0][0]] if ws else [],
-        **(doc_extra or {}),
-    }
+    puid = pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid
+    created = now_iso()
     while True:
         uid = f"J{num}"
-        doc["uid"] = uid
+        doc = documents.new_job_doc(form, uid, puid, type, title, created, [ws[0][0]] if ws else [], doc_extra)
         write_json(tmp / "job.json", doc)
         faults.point("new-job-tmp")
         try:
