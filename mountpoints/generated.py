@@ -162,8 +162,11 @@ class LightPlan:
         self.name = name
         self._by_path: dict[str, tuple] = {}
         self._children: dict[str, list[str]] = {}
-        for path, kind, size, mtime, source, mode, data in entries:
+        self._sources: dict[str, tuple[str, ...]] = {}
+        for path, kind, size, mtime, source, mode, data, sources in entries:
             self._by_path[path] = (kind, size, mtime, source, mode, data)
+            if sources:
+                self._sources[path] = tuple(sources)
             if path:
                 parent, _, base = path.rpartition("/")
                 self._children.setdefault(parent, []).append(base)
@@ -174,6 +177,10 @@ class LightPlan:
 
     def children(self, rel: str) -> list[str]:
         return self._children.get(rel.strip("/"), [])
+
+    def sources(self, rel: str) -> tuple[str, ...]:
+        """The files a generated entry is made from (for its permissions)."""
+        return self._sources.get(rel.strip("/"), ())
 
 
 def load_plan(project: Path, kind: str, juid: str, group: str | None) -> LightPlan:
@@ -196,7 +203,7 @@ def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
 def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tuple[str, list[list]]:
     plan = _build(project, kind, juid, group)
     entries = [[e.path, e.kind, e.size, e.mtime, str(e.source) if e.source else None, e.mode,
-                e.generate() if e.kind == "generated" and e.size <= BIG else None]
+                e.generate() if e.kind == "generated" and e.size <= BIG else None, list(e.sources)]
                for e in plan.entries]
     return plan.name, entries
 
