@@ -77,7 +77,7 @@ def _referenced(project: Any, metafile: str, memo: dict[str, list[str] | None]) 
 def unknown_consumers(project: Any, job: Any) -> list[str]:
     """Other jobs that cannot be read and may consume `job` (see Job.may_use): which of its
     versions they use is unknown. Unreadable jobs that never name `job` do not count."""
-    return [j.uid for j in project.jobs.values() if j.uid != job.uid and j.may_use(job.uid)]
+    return [j.uid for j in project.jobs.values() if j.uid != job.uid and j.may_use(job)]
 
 
 def _csg_job_files(project: Any, job: Any, memo: dict[str, list[str] | None]) -> set[str]:

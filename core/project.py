@@ -165,14 +165,22 @@ class Job:
                 self.notes.append(f"{self.uid}: {path.name}: {_short(e)}")
         return True
 
-    def may_use(self, job_uid: str) -> bool:
-        """Could this job's inputs name versions of `job_uid`? False when its inputs are known
-        (they are then in `inputs`) or for a job read from .csg files (what it uses is in its
-        metafiles); for a job.json that is not a whole JSON object (missing, truncated), True; for
-        a whole one that is malformed, True unless its bytes never name `job_uid`."""
+    def may_use(self, producer: "Job") -> bool:
+        """Could this job's inputs name versions of `producer`'s outputs?
+
+        False when its inputs are known (they are then in `inputs`), or for a job read from
+        .csg files (what it uses is named by its metafiles). For an unreadable job.json: if
+        it is a whole JSON object, True unless its bytes never name the producer; if it is
+        not (missing, truncated), True unless the producer's own `children` list, which
+        CryoSPARC keeps, leaves this job out."""
         if not self.error:
             return False
-        return not self.doc or self.raw is None or f'"{job_uid}"'.encode() in self.raw
+        if self.doc and self.raw is not None:
+            return f'"{producer.uid}"'.encode() in self.raw
+        children = producer.doc.get("children")
+        if isinstance(children, list) and all(isinstance(c, str) for c in children):
+            return self.uid in children
+        return True
 
 
 class Project:

@@ -16,13 +16,14 @@ import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from . import documents, faults, lock
 from .documents import workspace_rows  # noqa: F401  (lifecycle imports it from here)
 from .lock import now_iso
-from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_json
-from .errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
+from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
+from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
+                     RefusedError, UsageError)
 from .instance import Instance, ProjectRecord, norm_path
 
 _JOB_RE = re.compile(r"^J(\d+)$")
@@ -121,8 +122,82 @@ def serialized(instance: Instance) -> Iterator[None]:
                 os.close(fd)
 
 
+class Undo:
+    """The undo steps of one action, run newest first if the action fails."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], Any]]] = []
+        self._saved: set[Path] = set()
+
+    def add(self, what: str, fn: Callable[[], Any]) -> None:
+        self.steps.append((what, fn))
+
+    def save_file(self, path: Path) -> None:
+        """Remember a file's bytes (or absence) before the action first changes it."""
+        if path in self._saved:
+            return
+        self._saved.add(path)
+        try:
+            old = path.read_bytes()
+        except FileNotFoundError:
+            self.add(f"remove {path}", lambda: path.unlink(missing_ok=True))
+        else:
+            self.add(f"restore {path}", lambda: write_bytes(path, old))
+
+    def run(self) -> list[str]:
+        """Undo everything (best effort); the steps that failed, in words."""
+        failed = []
+        for what, fn in reversed(self.steps):
+            try:
+                fn()
+            except (OSError, CsfsError) as e:
+                failed.append(f"{what}: {getattr(e, 'strerror', None) or e}")
+        return failed
+
+
+_undo = threading.local()
+
+
+@contextmanager
+def all_or_nothing(what: str, redo: str) -> Iterator[Undo]:
+    """Run an action so that, if it fails, what it changed on disk is undone.
+
+    Document writes (`export`) and the steps callers `add` are undone newest first. An
+    OSError (disk full, I/O error) becomes a FaultError saying that nothing changed, or,
+    if undoing failed too, what is left and that `redo` (re-running the action) completes
+    it. A kill cannot be undone: lifecycle actions are ordered so a re-run completes
+    them. Nested calls join the outermost action.
+    """
+    outer = getattr(_undo, "log", None)
+    if outer is not None:
+        yield outer
+        return
+    undo = _undo.log = Undo()
+    try:
+        yield undo
+    except Exception as e:
+        _undo.log = None
+        failed = undo.run()
+        reason = (f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}"
+                  if isinstance(e, OSError) else str(e))
+        code = e.errno if isinstance(e, OSError) else getattr(e, "errno", None)
+        if failed:
+            raise FaultError(f"{what} failed ({reason}) and could not be undone ({'; '.join(failed)}); "
+                             f"{redo}", code) from None
+        if isinstance(e, OSError):
+            fix = "free space there" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "check that disk"
+            raise FaultError(f"{what} failed ({reason}); nothing changed. {fix[0].upper() + fix[1:]}, "
+                             "then run it again", code) from None
+        raise
+    finally:
+        _undo.log = None
+
+
 def _write(path: Path, doc: Any) -> None:
     remove_stale_tmp(path)
+    undo = getattr(_undo, "log", None)
+    if undo is not None:
+        undo.save_file(path)
     write_json(path, doc)
 
 
@@ -153,8 +228,10 @@ def commit(instance: Instance, project: ProjectLike | str | os.PathLike,
     the project's current project.json, `workspaces` to the current workspaces.json;
     both are rewritten on every commit. `job_docs` maps job UID -> full job document.
     """
-    with serialized(instance):
-        _commit(instance, norm_path(getattr(project, "path", project)), job_docs, project_doc, workspaces)
+    path = norm_path(getattr(project, "path", project))
+    with serialized(instance), all_or_nothing(f"writing the metadata of {path}",
+                                              "run the command again once the disk is fixed"):
+        _commit(instance, path, job_docs, project_doc, workspaces)
 
 
 def _commit(instance: Instance, path: Path, job_docs: Mapping[str, dict] | None, project_doc: dict | None,

@@ -17,6 +17,7 @@ import stat as S
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +26,7 @@ from csfs.core.errors import CsfsError
 from .context import Context
 from .control import Controls, Pending
 from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, NOFLUSH, READ_BUF, FuseOSError, Operations, fuse_get_context
-from . import dircache, generated, zerocopy
+from . import dircache, generated, watch, zerocopy
 from .kcache import KernelCache
 from .instance_view import InstanceView
 from .nodes import Node
@@ -65,7 +66,7 @@ MAX_READ = 1024 * 1024 - 4 * 4096
 
 
 class _Handle:
-    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size", "pending")
+    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size", "version", "pending")
 
     def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
         self.fd, self.data, self.node = fd, data, node
@@ -74,6 +75,7 @@ class _Handle:
         self.keep = False   # the kernel keeps this file's pages (keep_cache)
         self.sparse = False  # the source has holes: serve them as zeros without reading
         self.size = 0
+        self.version: tuple | None = None   # counted in CsfsFS._versions while open
 
     def prefetch(self, offset: int, size: int, drop_behind: bool) -> None:
         """Keep the disk busy ahead of the reader: the kernel sends our reads out of order
@@ -110,6 +112,10 @@ class CsfsFS(Operations):
         self.controls.after_action = self._after_action
         self._handles: dict[int, _Handle] = {}
         self._next = itertools.count(1)
+        # path -> [version, open handles of it, its size, direct_io until (monotonic)]: the
+        # version whose pages the kernel may cache for an immutable file (see _cache_mode)
+        self._versions: dict[str, list] = {}
+        self._vlock = threading.Lock()
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -136,6 +142,7 @@ class CsfsFS(Operations):
             config_3.negative_timeout = 0.0
         self.kcache.bind()
         self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
+        self._start_watching()
         threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint, 4 * self.max_read // 1024),
                          daemon=True).start()
 
@@ -144,6 +151,9 @@ class CsfsFS(Operations):
         self.init_with_config(None, None)
 
     def destroy(self, path: str) -> None:
+        if self.ctx.watcher is not None:
+            self.ctx.watcher.stop()
+            self.ctx.watcher = None
         generated.shutdown()
         for h in list(self._handles.values()):
             if h.fd >= 0:
@@ -153,7 +163,16 @@ class CsfsFS(Operations):
     # -- metadata -----------------------------------------------------------------
     @_errors
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
-        return self._node(path).attrs
+        node = self._node(path)
+        attrs = node.attrs
+        if node.immutable:
+            if node.real is None and self.kcache.enabled:
+                self.kcache.record(path)    # an export entry: dropped when its project changes
+            v = self._versions.get(path)
+            if v is not None and v[1] and v[2] != attrs["st_size"]:
+                # still being read in an older version: its size, so no reader is cut short
+                attrs = dict(attrs, st_size=v[2], st_blocks=(v[2] + 511) // 512)
+        return attrs
 
     @_errors
     def entries(self, path: str) -> list[tuple[str, int, int]]:
@@ -179,6 +198,46 @@ class CsfsFS(Operations):
         return 0
 
     # no releasedir: libfuse then answers it without calling into Python
+
+    # -- changes behind our back ----------------------------------------------------
+    def _start_watching(self) -> None:
+        """inotify on the shown project(s) and the instance's registry (mountpoints/watch.py)."""
+        try:
+            self.ctx.watcher = watch.Watcher(self._changed)
+        except OSError as e:
+            log.warning("no inotify (%s): changes made outside the mount show after the cache times", e)
+            return
+        if isinstance(self.root, InstanceView):
+            self.ctx.watch(self.ctx.home, recursive=False)
+        for view in self._views():
+            self.ctx.watch(view.path)
+
+    def _views(self) -> list[ProjectView]:
+        if isinstance(self.root, ProjectView):
+            return [self.root]
+        return list(self.root.views())
+
+    def _changed(self, events: list[tuple[str, int]]) -> None:
+        """A batch of inotify events: drop what the mount and the kernel cached about those
+        paths; a change to a project's structure or metadata (a job's job.json, a metafile,
+        a file removed or replaced, anything at the top) drops all of that project's."""
+        if any(p == watch.OVERFLOW for p, _ in events):
+            self.ctx.invalidate()
+            self.kcache.invalidate("")
+            return
+        home = str(self.ctx.home)
+        if any(os.path.dirname(p) == home for p, _ in events):
+            self.ctx.forget(base=home)        # the registry: which projects the instance shows
+        for view in self._views():
+            base = str(view.path)
+            hits = [(p, m) for p, m in events if p == base or p.startswith(base + "/")]
+            if not hits:
+                continue
+            deep = any(_structural(base, p, m) for p, m in hits)
+            paths = {p for p, _ in hits} | {os.path.dirname(p) for p, _ in hits if p != base}
+            self.ctx.forget(base if deep else None, paths)
+            shown = {view.key + ("/" + os.path.relpath(p, base) if p != base else "") or "/" for p in paths}
+            self.kcache.invalidate_paths(sorted(shown), prefixes=[view.key + "/exports"] if deep else [])
 
     def _after_action(self, project: Path | None) -> None:
         """A control action changed something: drop kernel caches of that project folder."""
@@ -234,12 +293,14 @@ class CsfsFS(Operations):
             # larger read-ahead below us; none for sparse sources, whose read-ahead would
             # only fill the source's page cache with zeroed holes we never read
             os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_RANDOM if h.sparse else os.POSIX_FADV_SEQUENTIAL)
-            fi.keep_cache = self._keep(path, node)
+            self._cache_mode(path, node, fi, h, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
             h.keep = bool(fi.keep_cache)
         else:
-            h = _Handle(data=node.data() if node.data else b"")
+            data = node.data() if node.data else b""
+            h = _Handle(data=data)
+            h.size = len(data)
             if node.immutable:
-                fi.keep_cache = self._keep(path, node)
+                self._cache_mode(path, node, fi, h, (len(data), zlib.crc32(data)))
             else:
                 fi.direct_io = 1   # sizes: always the current text
         if NOFLUSH and h.pending is None:
@@ -248,6 +309,45 @@ class CsfsFS(Operations):
         self._handles[fh] = h
         fi.fh = fh
         return 0
+
+    def _cache_mode(self, path: str, node: Node, fi: Any, h: _Handle, version: tuple) -> None:
+        """How the kernel may cache what this handle serves (each handle serves one version:
+        its own fd or bytes). Never a mix of versions in one file:
+        - the version the kernel may hold pages of (or the first open): keep_cache for
+          immutable files, counted while open;
+        - another version while that one is still being read: direct_io (no page cache, no
+          size limit), so neither reader sees the other's pages;
+        - another version, nobody reading the old one: direct_io too, and the kernel's pages
+          and attributes are dropped (libfuse3; libfuse2 cannot, so it stays direct until the
+          attribute timeout has passed); the next open starts afresh."""
+        if not node.immutable:
+            return      # keep_cache 0: the kernel drops this file's pages at every open
+        now = time.monotonic()
+        with self._vlock:
+            v = self._versions.get(path)
+            if v is None or (v[0] == version and now >= v[3]):
+                keep = self._keep(path, node)
+                if v is None:
+                    if len(self._versions) > MAX_VERSIONS:
+                        self._forget_versions()
+                    v = self._versions[path] = [version, 0, h.size, 0.0]
+                    keep = 0    # pages of an older version may linger: drop them now
+                v[1] += 1
+                h.version = version
+                fi.keep_cache = keep
+                return
+            fi.direct_io = 1
+            if v[1] or v[0] == version:
+                return
+            del self._versions[path]
+            if not self.kcache.enabled:
+                self._versions[path] = [version, 0, h.size, now + ENTRY_TIMEOUT]
+        self.kcache.invalidate_paths([path], wait=False)
+
+    def _forget_versions(self) -> None:
+        """Bound the table: forget files nobody has open (their next open drops their pages)."""
+        for p in [p for p, v in self._versions.items() if not v[1]]:
+            del self._versions[p]
 
     def _keep(self, path: str, node: Node) -> int:
         """keep_cache for immutable files, remembered so a control action can drop it.
@@ -298,7 +398,7 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
             return os.lseek(h.fd, offset, whence)
-        size = len(h.data if h.data is not None else b"")
+        size = len(h.data if h.data is not None else self.read(path, 1 << 30, 0, fi))  # control: its outcome
         if offset >= size and whence in (os.SEEK_DATA, os.SEEK_HOLE):
             raise FuseOSError(errno.ENXIO)
         return offset if whence == os.SEEK_DATA else size
@@ -331,9 +431,16 @@ class CsfsFS(Operations):
 
     def release(self, path: str, fi: Any) -> int:
         h = self._handles.pop(fi.fh, None)
-        if h is not None and h.fd >= 0:
+        if h is None:
+            return 0
+        if h.version is not None:
+            with self._vlock:
+                v = self._versions.get(path)
+                if v is not None and v[0] == h.version and v[1]:
+                    v[1] -= 1
+        if h.fd >= 0:
             os.close(h.fd)
-        if h is not None and h.pending is not None:
+        if h.pending is not None:
             try:   # no flush came (a binding without it): the outcome file tells the result
                 h.pending.flush()
             except Exception:
@@ -360,6 +467,15 @@ class CsfsFS(Operations):
 
     create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
     chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
+
+
+def _structural(base: str, path: str, mask: int) -> bool:
+    """Does this event change what a project's model, exports or sizes are built from?"""
+    return (os.path.dirname(path) == base or path == base or bool(mask & watch.STRUCTURAL)
+            or path.endswith((".json", ".cs", ".csg")))
+
+
+MAX_VERSIONS = 200_000
 
 
 def _tune_readahead(mountpoint: str, kb: int, wait: float = 10.0) -> None:

@@ -136,9 +136,10 @@ def _bounded(limit: float, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def materialize(cache_dir: Path, project: Path, kind: str, juid: str, group: str | None,
-                rel: str, size: int, mtime: float) -> Path:
-    """The cached file holding this generated entry's bytes (made now if missing)."""
-    key = hashlib.sha1(json.dumps([str(project), kind, juid, group, rel, size, mtime]).encode()).hexdigest()
+                rel: str, size: int, mtime: float, version: str = "") -> Path:
+    """The cached file holding this generated entry's bytes (made now if missing). `version`
+    (the plan's: its inputs' identities) keeps a file made from older inputs from being reused."""
+    key = hashlib.sha1(json.dumps([str(project), kind, juid, group, rel, size, mtime, version]).encode()).hexdigest()
     out = Path(cache_dir) / "mount-generated" / f"{key}.bin"
     with _guard:
         lock = _locks.setdefault(key, threading.Lock())
@@ -158,8 +159,10 @@ class LightPlan:
     bytes inline. Built in the worker (load_plan), so reading the result .cs files never
     raises the mount process's memory."""
 
-    def __init__(self, name: str, entries: list[list]) -> None:
+    def __init__(self, name: str, entries: list[list], version: str = "") -> None:
         self.name = name
+        self.version = version    # identities of the files the plan was built from
+        self.checked = time.monotonic()   # when `version` was last compared with the files
         self._by_path: dict[str, tuple] = {}
         self._children: dict[str, list[str]] = {}
         self._sources: dict[str, tuple[str, ...]] = {}
@@ -185,8 +188,8 @@ class LightPlan:
 
 def load_plan(project: Path, kind: str, juid: str, group: str | None) -> LightPlan:
     """Build a job ("jobs") or group ("groups") export plan in the worker."""
-    name, entries = _call(_plan_entries, str(project), kind, juid, group)
-    return LightPlan(name, entries)
+    name, entries, version = _call(_plan_entries, str(project), kind, juid, group)
+    return LightPlan(name, entries, version)
 
 
 # -- run in the worker process ------------------------------------------------------------
@@ -200,12 +203,30 @@ def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
             else exportplan.group_export_plan(proj, juid, group))
 
 
-def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tuple[str, list[list]]:
+def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tuple[str, list[list], str]:
+    from csfs.core.project import Project
+
     plan = _build(project, kind, juid, group)
     entries = [[e.path, e.kind, e.size, e.mtime, str(e.source) if e.source else None, e.mode,
                 e.generate() if e.kind == "generated" and e.size <= BIG else None, list(e.sources)]
                for e in plan.entries]
-    return plan.name, entries
+    return plan.name, entries, inputs_version(Project.open(project), juid)
+
+
+def inputs_version(project: Any, juid: str) -> str:
+    """What generated export files are made of: the job's job.json and final metafiles
+    (inode, size, mtime of each), hashed."""
+    job = project.job(juid)
+    paths = [Path(job.dir) / "job.json"]
+    paths += [Path(project.path) / r.final_metafile for g in job.groups for r in g.results if r.metafiles]
+    ids = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            ids.append([str(p), st.st_ino, st.st_size, st.st_mtime_ns])
+        except OSError:
+            ids.append([str(p)])
+    return hashlib.sha1(json.dumps(ids).encode()).hexdigest()
 
 
 def _write_generated(project: str, kind: str, juid: str, group: str | None, rel: str, out: str) -> None:
