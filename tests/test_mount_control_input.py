@@ -12,7 +12,9 @@ import subprocess
 import threading
 from pathlib import Path
 
-from mountutil import needs_fuse, run
+import pytest
+
+from mountutil import fusepy_missing, mounted, needs_fuse, run
 from test_mount_control import _snapshot, inst_mount  # noqa: F401 (a fixture)
 
 pytestmark = needs_fuse
@@ -71,10 +73,26 @@ COMMANDS = [
 ]
 
 
-def test_every_split_of_every_command(inst_mount):
+@pytest.fixture
+def fusepy_mount(demo, tmp_path):
+    """inst_mount on the fallback binding (fusepy, libfuse2: no noflush, flush at every close)."""
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
+
+    if fusepy_missing():
+        pytest.skip(fusepy_missing())
+    inst = Instance(tmp_path / "home")
+    lifecycle.attach(inst, demo)
+    with mounted(inst.home, tmp_path / "mnt", env={"CSFS_FUSE": "fusepy"}) as (mnt, pid):
+        yield inst, demo, mnt, mnt / demo.name, pid
+
+
+@pytest.mark.parametrize("binding", ["mfusepy", "fusepy"])
+def test_every_split_of_every_command(request, binding):
     """Each command written in every split on one fd: the errno and outcome of the whole
     command, never of a fragment; nothing changes on disk (no job gets exported)."""
-    inst, project, mnt, folder, _pid = inst_mount
+    inst, project, mnt, folder, _pid = request.getfixturevalue("inst_mount" if binding == "mfusepy"
+                                                               else "fusepy_mount")
     ctl = folder / "control" / "export-job"
     before = _snapshot(inst, project)
     tried = 0
