@@ -7,14 +7,13 @@ and only regular files inside the job's own directory are ever deleted.
 """
 from __future__ import annotations
 
-import copy
 import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import faults
+from . import documents, faults
 from .errors import ActiveJobError, CsfsError, RefusedError
 
 Progress = Callable[[int, "int | None"], None]
@@ -75,14 +74,22 @@ def _referenced(project: Any, metafile: str, memo: dict[str, list[str] | None]) 
     return memo[metafile]
 
 
-def inputs_unknown(job: Any) -> bool:
-    """True when a job's job.json cannot be read, so the versions its inputs name are unknown."""
-    return bool(job.error or not job.form)
-
-
 def unknown_consumers(project: Any, job: Any) -> list[str]:
-    """Other jobs whose inputs are unknown: which of `job`'s versions they use is unknown."""
-    return [j.uid for j in project.jobs.values() if j.uid != job.uid and inputs_unknown(j)]
+    """Other jobs that cannot be read and may consume `job` (see Job.may_use): which of its
+    versions they use is unknown. Unreadable jobs that never name `job` do not count."""
+    return [j.uid for j in project.jobs.values() if j.uid != job.uid and j.may_use(job)]
+
+
+def _csg_job_files(project: Any, job: Any, memo: dict[str, list[str] | None]) -> set[str]:
+    """Files that jobs read from .csg files (legacy jobs without job.json, whose inputs are
+    unknown) name through their metafiles: what they use of `job` is kept."""
+    out: set[str] = set()
+    for j in project.jobs.values():
+        if j.uid != job.uid and j.form == "csg":
+            for mf in j.metafiles:
+                out.add(os.path.normpath(mf))
+                out.update(_referenced(project, mf, memo) or [])
+    return out
 
 
 def clear_plan(project: Any, job: Any) -> JobClear:
@@ -118,7 +125,8 @@ def clear_plan(project: Any, job: Any) -> JobClear:
         for rel in [os.path.normpath(mf)] + (_referenced(project, mf, memo) or []):
             if rel.startswith(jrel + "/"):
                 candidates.setdefault(rel, None)
-    candidates = {rel: None for rel in candidates if rel not in kept_metafiles}
+    protected = set(kept_metafiles) | _csg_job_files(project, job, memo)
+    candidates = {rel: None for rel in candidates if rel not in protected}
     if candidates:
         for mf in dict.fromkeys(kept_metafiles):
             refs = _referenced(project, mf, memo)
@@ -153,23 +161,6 @@ def _check_job(job: Any) -> None:
                            "or failed jobs are cleared")
     if job.error:
         raise RefusedError(f"{job.uid}: {job.error}")
-
-
-def _drop_versions(doc: dict, cleared: dict[str, list[int]]) -> None:
-    """Remove cleared versions from the job document's result lists (v4 and v5 forms)."""
-    def prune(r: dict, versions: list[int]) -> None:
-        n = len(r.get("versions") or [])
-        keep = [i for i, v in enumerate(r.get("versions") or []) if int(v) not in versions]
-        for key in ("versions", "metafiles", "num_items"):
-            if isinstance(r.get(key), list) and len(r[key]) == n:
-                r[key] = [r[key][i] for i in keep]
-    results = [(r.get("group_name"), r) for r in doc.get("output_results") or []]
-    spec_outputs = (doc.get("spec") or {}).get("outputs") or {}
-    results += [(gname, r) for gname, o in spec_outputs.items() for r in o.get("results") or []]
-    for gname, r in results:
-        versions = cleared.get(f"{gname}.{r.get('name')}")
-        if versions:
-            prune(r, versions)
 
 
 def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run: bool = False,
@@ -221,8 +212,7 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
             done += 1
             if progress:
                 progress(done, total)
-        doc = copy.deepcopy(job.doc)
-        _drop_versions(doc, plan.versions)
+        doc = documents.drop_versions(job.doc, plan.versions)
         doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
             "cleared_at": now_iso(), "versions": plan.versions,
             "files": [f.path for f in plan.files], "bytes": plan.bytes}]

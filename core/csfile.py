@@ -85,10 +85,16 @@ def info(path: str | os.PathLike) -> CsInfo:
         return CsInfo("csdat", meta.rows, meta.dtype)
 
 
+def is_path_field(name: str) -> bool:
+    """Does a field name data files? `blob/path`, `map/path`, and `*_path` such as
+    `location/micrograph_path`."""
+    return "/" in name and (name.endswith("/path") or name.endswith("_path"))
+
+
 def path_fields(arr_or_dtype: np.ndarray | np.dtype) -> list[str]:
-    """The fields naming data files (`blob/path`, `map/path`, ...)."""
+    """The fields naming data files (`blob/path`, `map/path`, `location/micrograph_path`, ...)."""
     dtype = getattr(arr_or_dtype, "dtype", arr_or_dtype)
-    return [n for n in (dtype.names or ()) if n.endswith("/path")]
+    return [n for n in (dtype.names or ()) if is_path_field(n)]
 
 
 def _open(path: str | os.PathLike) -> IO[bytes]:

@@ -51,3 +51,12 @@ class ArchivedError(RefusedError):
     """The project is archived and therefore read-only."""
 
     errno = _errno.EROFS
+
+
+class FaultError(CsfsError):
+    """The file system failed under an action (disk full, I/O error); says what was undone."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        if errno is not None:
+            self.errno = errno

@@ -27,11 +27,9 @@ import numpy as np
 
 from . import csfile, csg
 from .atomic import dumps_json
+from .documents import STRIPPED_JOB_KEYS, exported_job_doc, parse_time  # noqa: F401
 from .errors import ActiveJobError, CsfsError, FormatError, NotFoundError, RefusedError
 
-# keys removed from job.json in a job export (DESIGN.md §4)
-STRIPPED_JOB_KEYS = ("queued_to_lane", "resources_allocated", "interactive_hostname", "ui_layouts",
-                     "parents", "children", "output_result_groups", "output_results")
 DIR_MODE = 0o755
 GENERATED_MODE = 0o644
 
@@ -126,32 +124,13 @@ def group_export_name(job: Any, group: Any) -> str:
 def job_time(job: Any) -> float:
     """The job's own timestamp for generated content: completed_at, else created_at, else job.json mtime."""
     for value in (getattr(job, "completed_at", None), getattr(job, "created_at", None)):
-        ts = _parse_time(value)
+        ts = parse_time(value)
         if ts is not None:
             return ts
     try:
         return (Path(job.dir) / "job.json").stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _parse_time(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, _dt.datetime):
-        d = value
-    elif isinstance(value, (int, float)):
-        return float(value)
-    elif isinstance(value, dict) and "$date" in value:  # mongo extended JSON
-        return _parse_time(value["$date"])
-    else:
-        try:
-            d = _dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.timezone.utc)
-    return d.timestamp()
 
 
 def check_exportable(job: Any) -> None:
@@ -437,17 +416,13 @@ def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
 
 
-def stripped_job_doc(doc: dict) -> dict:
-    return {k: v for k, v in doc.items() if k not in STRIPPED_JOB_KEYS}
-
-
 def job_export_plan(project: Any, juid: str) -> Plan:
     """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
     job = _find_job(project, juid)
     check_exportable(job)
     mtime = job_time(job)
     jdir = Path(job.dir)
-    entries: list[Entry] = [_generated("job.json", dumps_json(stripped_job_doc(job.doc)), mtime)]
+    entries: list[Entry] = [_generated("job.json", dumps_json(exported_job_doc(job.doc)), mtime)]
     ev = _source_file("events.bson", jdir / "events.bson")
     if ev is not None:
         entries.append(ev)

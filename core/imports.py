@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import csfile, csg, store
+from . import csfile, csg, documents, store
 from .cleanup import RECORD_KEY
 from .errors import CsfsError, FormatError, NotFoundError, UsageError
 from .exportplan import join_order
@@ -157,9 +157,9 @@ def _read_csg_group(csg_path: Path) -> tuple[csg.Csg, np.ndarray, dict[str, str]
 
 # ---------------------------------------------------------------------------- job documents
 
-def _write_outputs(project_path: Path, juid: str, jdir: Path, groups: list[_Group]) -> tuple[list, list]:
-    """Write each group's .cs and .csg into the job dir; return (output_result_groups, output_results)."""
-    gdocs, rdocs = [], []
+def _write_outputs(project_path: Path, juid: str, jdir: Path, groups: list[_Group]) -> list[documents.NewGroup]:
+    """Write each group's .cs and .csg into the job dir; return the groups for the job document."""
+    out = []
     for g in groups:
         cs_rel = f"{juid}/{juid}_{g.name}.cs"
         csfile.save(project_path / cs_rel, g.data)
@@ -170,34 +170,31 @@ def _write_outputs(project_path: Path, juid: str, jdir: Path, groups: list[_Grou
             results={s: {"metafile": f">{juid}_{g.name}.cs", "num_items": rows, "type": t}
                      for s, t in g.slots.items()},
             version="csfs"))
-        gdocs.append({"uid": f"{juid}-{g.name}", "type": g.type, "name": g.name, "title": g.title,
-                      "description": g.description, "num_items": rows, "passthrough": False})
-        for s, t in g.slots.items():
-            rdocs.append({"uid": f"{juid}-{g.name}.{s}", "type": t, "group_name": g.name, "name": s,
-                          "versions": [0], "metafiles": [cs_rel], "num_items": [rows], "passthrough": False})
-    return gdocs, rdocs
+        out.append(documents.NewGroup(g.name, g.type, g.title, g.description, rows, dict(g.slots), cs_rel))
+    return out
 
 
 def _new_job(instance: Any, project: Any, type: str, title: str, extra: dict | None,
              fill: Callable[[str, Path], tuple[list[_Group], dict]]) -> str:
-    """Create a job, let `fill(juid, jdir)` place data and return its groups, then complete it."""
-    juid, jdir = store.new_job(instance, project, type, title, extra)
+    """Create a job (in the project's document form), let `fill(juid, jdir)` place data and
+    return its groups, then complete it."""
+    juid, jdir = store.new_job(instance, project, type, title, extra, form=project.form)
     doc = _read_doc(jdir)
     try:
         (jdir / "events.bson").touch()
         (jdir / "job.log").touch()
         groups, more = fill(juid, jdir)
-        gdocs, rdocs = _write_outputs(Path(project.path), juid, jdir, groups)
+        new_groups = _write_outputs(Path(project.path), juid, jdir, groups)
     except BaseException as e:
-        doc.update(status="failed", completed_at=now_iso(), errors_run=[{"message": str(e)}])
+        doc = documents.set_status(doc, "failed", now_iso())
+        doc["errors_run"] = [{"message": str(e), "warning": False}]
         try:
             store.commit(instance, project, job_docs={juid: doc})
         except CsfsError:
             pass
         raise
     doc.update(more)
-    doc.update(status="completed", completed_at=now_iso(),
-               output_result_groups=gdocs, output_results=rdocs)
+    doc = documents.with_outputs(documents.set_status(doc, "completed", now_iso()), new_groups)
     store.commit(instance, project, job_docs={juid: doc})
     return juid
 
@@ -243,7 +240,7 @@ def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: boo
         return [g], {"imported_from": str(csg_path)}
 
     return _new_job(instance, project, "import_result_group", f"Import {gname}",
-                    {"params_spec": {"blob_path": {"value": str(csg_path)}}}, fill)
+                    documents.params_doc(project.form, {"blob_path": str(csg_path)}), fill)
 
 
 def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: bool = False,
@@ -253,10 +250,13 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
 
     src = Path(exported_dir).absolute()
     doc = read_json(src / "job.json")
-    if not isinstance(doc, dict) or not doc.get("type") or not isinstance(doc["type"], str):
-        raise FormatError(f"{src}/job.json: not a CryoSPARC job document")
-    if not _GROUP_NAME_RE.fullmatch(doc["type"]):
-        raise FormatError(f"{src}/job.json: job type {doc['type']!r} is not a plain name")
+    try:
+        documents.imported_job_extra(doc, "v4")  # refuses what is not a job document
+    except FormatError as e:
+        raise FormatError(f"{src}/job.json: {e}") from None
+    jtype = documents.job_type(doc)
+    if not _GROUP_NAME_RE.fullmatch(jtype):
+        raise FormatError(f"{src}/job.json: job type {jtype!r} is not a plain name")
     csgs = sorted(src.glob("*/*_exported.csg"))
     project = _open(instance, ref)
     loaded = [(p, *_read_csg_group(p)) for p in csgs]
@@ -269,10 +269,7 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
     for p, _, data, _ in loaded:
         _rewrite_paths(data, p.parent, "J0", str(p), probe)
     _check_sources(probe)
-    keep = {k: v for k, v in doc.items()
-            if k not in ("uid", "project_uid", "status", "created_at", "completed_at", "input_slot_groups",
-                         "workspace_uids", "output_result_groups", "output_results", "parents", "children",
-                         "job_dir", RECORD_KEY)}
+    keep = {k: v for k, v in documents.imported_job_extra(doc, project.form).items() if k != RECORD_KEY}
     keep["imported_from"] = {"project_uid": doc.get("project_uid"), "job_uid": doc.get("uid"), "path": str(src)}
 
     def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
@@ -288,9 +285,9 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
             groups.append(_Group(name, str(c.group.get("type") or ""), str(c.group.get("title") or name),
                                  str(c.group.get("description") or ""), arr, slots))
         _place(sources, jdir, copy, progress)
-        return groups, {"job_dir": juid} if "job_dir" in doc else {}
+        return groups, {}
 
-    return _new_job(instance, project, str(doc["type"]), str(doc.get("title") or doc["type"]), keep, fill)
+    return _new_job(instance, project, jtype, str(doc.get("title") or jtype), keep, fill)
 
 
 def _raw_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -369,4 +366,4 @@ def import_raw(instance: Any, ref: str, kind: str, paths: Sequence[str | os.Path
         return [g], {}
 
     return _new_job(instance, project, spec["job_type"], spec["title"],
-                    {"params_spec": {"blob_paths": {"value": [str(f) for f in files]}}}, fill)
+                    documents.params_doc(project.form, {"blob_paths": [str(f) for f in files]}), fill)

@@ -11,14 +11,16 @@ import re
 import sqlite3
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from . import faults
-from .errors import FormatError, NotFoundError, UsageError
+from .atomic import dumps_json, write_bytes
+from .errors import CsfsError, FormatError, NotFoundError, UsageError
 
 STATES = ("attached", "archived", "detached")
+REGISTRY_TIMEOUT = 10.0  # seconds to wait for a registry another process holds (CSFS_REGISTRY_TIMEOUT)
 _UID_RE = re.compile(r"^[Pp](\d+)$")
 
 _SCHEMA = """
@@ -43,15 +45,25 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+class RegistryError(CsfsError):
+    """The registry cannot be used: locked by another process, disk full, I/O error or damaged."""
+
+
+class RegistryDamagedError(RegistryError):
+    """The registry file is not a (complete) database: `csfs instance recover` rebuilds it."""
+
+
 @dataclass(frozen=True)
 class ProjectRecord:
-    """One registry row: a project this instance knows."""
+    """One registry row: a project this instance knows. `note` tells what an action found
+    (e.g. "already archived"); it is not stored."""
 
     uid: str
     path: Path
     state: str
     title: str
     lock_id: str | None = None
+    note: str = field(default="", compare=False)
 
     @property
     def num(self) -> int:
@@ -77,8 +89,11 @@ class Instance:
 
     ID_FILE = "instance_id"
     DB_FILE = "registry.sqlite3"
+    KNOWN_FILE = "registry.known.json"  # the registry's projects (uid, path, state, lock id), for recover
 
-    def __init__(self, home: str | os.PathLike) -> None:
+    def __init__(self, home: str | os.PathLike, *, check: bool = True) -> None:
+        """Open (or create) the instance in `home`. A damaged registry raises
+        RegistryDamagedError unless `check` is False (for `recover`)."""
         self.home = Path(home).expanduser().absolute()
         try:
             self.home.mkdir(parents=True, exist_ok=True)
@@ -86,13 +101,35 @@ class Instance:
             raise UsageError(f"{self.home}: instance home is not a directory") from None
         self.id = self._load_or_create_id()
         self.registry_path = self.home / self.DB_FILE
+        self.known_path = self.home / self.KNOWN_FILE
+        if not check:
+            return
         with self._db(write=False) as con:
             ready = con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'jobs'").fetchone()[0]
+        if not ready and self.known_path.exists():
+            # a registry that had been created is empty now: truncated or replaced, not new
+            raise self.damaged("it is missing or empty: truncated or deleted?")
         if not ready:
-            with self._db() as con:
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        con.execute(stmt)
+            self.create_schema()
+        elif not self.known_path.exists():
+            with self._db():  # a home from before registry.known.json: write it now
+                pass
+
+    def create_schema(self) -> None:
+        with self._db() as con:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    con.execute(stmt)
+
+    def damaged(self, why: str) -> RegistryDamagedError:
+        """The error for a damaged registry, saying how to rebuild it."""
+        n = len(known_projects(self.known_path))
+        source = (f"from the {n} project director{'y' if n == 1 else 'ies'} it knew (listed in {self.known_path})"
+                  if n else "from the project directories you name")
+        return RegistryDamagedError(
+            f"{self.registry_path}: the registry is damaged ({why}); no project was changed. Run "
+            f"`csfs instance recover` to rebuild it {source} (add DIR... to search more directories); "
+            "the damaged file is kept beside it")
 
     # -- identity -------------------------------------------------------------
     def _load_or_create_id(self) -> str:
@@ -129,19 +166,70 @@ class Instance:
         Write transactions take the write lock at once (BEGIN IMMEDIATE), so a
         read-then-write never fails halfway on a busy database.
         """
-        con = sqlite3.connect(self.home / self.DB_FILE, timeout=60, isolation_level=None)
+        timeout = float(os.environ.get("CSFS_REGISTRY_TIMEOUT") or REGISTRY_TIMEOUT)
+        try:
+            con = sqlite3.connect(self.home / self.DB_FILE, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise self._registry_error(e, timeout) from None
         try:
             con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield con
+                if write:
+                    faults.point("registry-before-commit")
+                    self._write_known(con)
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:  # SQLite may have rolled back already (disk full)
+                    con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
-        except sqlite3.DatabaseError as e:
-            raise FormatError(f"{self.home / self.DB_FILE}: registry unusable ({e})") from None
+        except sqlite3.Error as e:
+            raise self._registry_error(e, timeout) from None
+        except OSError as e:  # registry.known.json could not be written: the transaction was rolled back
+            raise RegistryError(f"{self.known_path}: cannot write ({e.strerror or e}); the registry was not "
+                                f"changed. {_fix_disk(e, self.home)}") from None
         finally:
             con.close()
+
+    def _registry_error(self, e: sqlite3.Error, timeout: float) -> RegistryError:
+        """What went wrong with the registry, in words, and what to do."""
+        name = getattr(e, "sqlite_errorname", "") or ""
+        db = self.registry_path
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(e):
+            return RegistryError(
+                f"{db}: the registry is locked by another process (waited {timeout:g} s); nothing changed. "
+                f"Another csfs may still be running, or a program holds the file open (see `fuser {db}`); "
+                "wait for it or end it, then run the command again (CSFS_REGISTRY_TIMEOUT sets the wait)")
+        if name.startswith("SQLITE_FULL") or "disk is full" in str(e):
+            return RegistryError(f"{db}: no space left on the disk holding the registry; nothing changed. "
+                                 f"Free space there ({self.home}), then run the command again")
+        if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in str(e) \
+                or "malformed" in str(e):
+            return self.damaged(str(e))
+        if name.startswith("SQLITE_READONLY"):
+            return RegistryError(f"{db}: the registry is read-only here ({e}); nothing changed. "
+                                 f"Check the permissions of {self.home} and the file")
+        return RegistryError(f"{db}: the registry could not be used ({e}); nothing changed. "
+                             f"Check the disk holding {self.home}")
+
+    def _write_known(self, con: sqlite3.Connection) -> None:
+        """Rewrite registry.known.json from the transaction's rows (before it commits), if changed.
+
+        It holds what `recover` needs when the registry itself is lost: every project's
+        uid, path, state and lock id, and the next free UID number.
+        """
+        if not con.execute("SELECT count(*) FROM sqlite_master WHERE name = 'projects'").fetchone()[0]:
+            return
+        rows = con.execute(f"SELECT {self._COLS} FROM projects ORDER BY num").fetchall()
+        data = dumps_json({"instance_id": self.id, "next_num": self._next_num(con),
+                           "projects": [{"uid": f"P{r[0]}", "path": r[1], "state": r[2], "title": r[3],
+                                         "lock_id": r[4]} for r in rows]})
+        try:
+            if self.known_path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        write_bytes(self.known_path, data)
 
     @staticmethod
     def _record(row: Sequence) -> ProjectRecord:
@@ -291,6 +379,27 @@ class Instance:
         counts = {s: sum(r.state == s for r in recs) for s in STATES}
         return {"id": self.id, "home": str(self.home), "registry": str(self.registry_path),
                 "projects": len(recs), **counts, "next_uid": self.next_uid()}
+
+
+def known_projects(path: str | os.PathLike) -> list[dict]:
+    """The rows saved in a registry.known.json ([] when missing or unreadable)."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return []
+    rows = doc.get("projects") if isinstance(doc, dict) else None
+    return [r for r in rows or [] if isinstance(r, dict) and isinstance(r.get("path"), str)
+            and parse_uid(str(r.get("uid", ""))) is not None]
+
+
+def _fix_disk(e: OSError, where: Path) -> str:
+    import errno
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"Free space on the disk holding {where}, then run the command again"
+    return f"Check the disk holding {where}, then run the command again"
 
 
 def _uid_sort_key(uid: str) -> tuple[str, int]:

@@ -14,20 +14,22 @@ completes:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import re
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import faults, lock
+from . import documents, faults, lock
 from .atomic import write_json
 from .errors import ActiveJobError, ArchivedError, FormatError, ForeignLockError, NotFoundError, RefusedError, UsageError
 from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
-from .store import (check_writable, commit, export, job_row, owned_lock, read_doc, refuse_foreign,
-                    serialized, workspace_rows)
+from .store import (all_or_nothing, check_writable, commit, export, job_row, owned_lock, read_doc,
+                    refuse_foreign, serialized, workspace_rows)
 
 F = TypeVar("F", bound=Callable)
 
@@ -67,6 +69,12 @@ def _open(path: Path) -> tuple[Project, dict, list | dict]:
     return proj, _project_doc(path), _workspaces_doc(path)
 
 
+def registry_rows(path: Path) -> tuple[str, list[tuple[str, str]], list[tuple[str, str, str, str]]]:
+    """The title, workspace rows and job rows the registry keeps for a project directory."""
+    proj, _, ws = _open(path)
+    return (proj.title, *_rows(proj, ws))
+
+
 def _rows(proj: Project, ws: list | dict) -> tuple[list[tuple[str, str]], list[tuple[str, str, str, str]]]:
     return workspace_rows(ws), [job_row(j.uid, j.doc) for j in proj.jobs.values()]
 
@@ -98,19 +106,33 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
             raise RefusedError(f"{path} already exists; choose another title or attach it")
         if (path / "project.json").exists():
             return attach(instance, path)  # only the registry row was missing
-    else:
-        try:
-            path.mkdir()
-        except FileExistsError:
-            raise RefusedError(f"{path} already exists; choose another title or attach it") from None
-    if info is None:
-        info = lock.create(path, lock.new_doc(instance.id, instance.allocate_uid(), instance.home))
-    uid, info = _own_uid(instance, path, info)
-    doc = {"uid": uid, "title": title, "description": "", "created_at": now_iso(),
-           "archived": False, "detached": False}
-    workspaces = [{"uid": "W1", "project_uid": uid, "title": "Workspace 1", "created_at": doc["created_at"]}]
-    export(path, doc, workspaces)
-    return instance.register(uid, path, "attached", title, info.lock_id, workspace_rows(workspaces), [])
+    with all_or_nothing(f"create {path}", f"run `csfs project create` again (it completes what is left)") as undo:
+        if not path.exists():
+            try:
+                path.mkdir()
+            except FileExistsError:
+                raise RefusedError(f"{path} already exists; choose another title or attach it") from None
+            undo.add(f"remove {path}", path.rmdir)
+        if info is None:
+            # the UID is reserved by registering it: a failed create leaves the registry unchanged
+            info = lock.create(path, lock.new_doc(instance.id, instance.next_uid(), instance.home))
+        _undo_lock(undo, path, info)
+        uid, info = _own_uid(instance, path, info)
+        _undo_lock(undo, path, info)
+        doc = {"uid": uid, "title": title, "description": "", "created_at": now_iso(),
+               "archived": False, "detached": False}
+        workspaces = [{"uid": "W1", "project_uid": uid, "title": "Workspace 1", "created_at": doc["created_at"]}]
+        export(path, doc, workspaces)
+        return instance.register(uid, path, "attached", title, info.lock_id, workspace_rows(workspaces), [])
+
+
+def _undo_lock(undo, path: Path, info: lock.LockInfo) -> None:
+    """If the action fails, remove the lock `info` (if it is still there)."""
+    def remove() -> None:
+        now = lock.read(path)
+        if now is not None and now.lock_id == info.lock_id and now.instance_id == info.instance_id:
+            lock.remove(path, now)
+    undo.add(f"remove {path / lock.LOCK_NAME}", remove)
 
 
 def _interrupted_create(instance: Instance, path: Path, info: lock.LockInfo | None) -> bool:
@@ -130,7 +152,7 @@ def _own_uid(instance: Instance, path: Path, info: lock.LockInfo) -> tuple[str, 
             instance.get(uid)
         except NotFoundError:
             return uid, info
-    new = lock.new_doc(instance.id, instance.allocate_uid(), instance.home)
+    new = lock.new_doc(instance.id, instance.next_uid(), instance.home)  # reserved when registered
     return new["project_uid"], lock.replace(path, info, new)
 
 
@@ -161,11 +183,22 @@ def attach(instance: Instance, path: str | os.PathLike) -> ProjectRecord:
         return _adopt_own_lock(instance, path, info)
     rec = instance.find_path(path)
     if rec is not None and rec.state != "detached":
-        uid = rec.uid  # registered but the lock is gone (interrupted detach, or removed by hand): relock
+        # registered but the lock is gone (interrupted detach, or removed by hand): relock, if it
+        # is still that project (not another one put in its place)
+        doc = _project_doc(path)
+        if doc.get("uid") != rec.uid:
+            raise RefusedError(f"{path} is registered here as {rec.uid} ({rec.state}), but it has no cs.lock and "
+                               f"holds project {doc.get('uid') or '?'}: {rec.uid} may have moved. Attach it at its "
+                               f"new place, or run `csfs project detach {rec.uid} --registry-only` to drop "
+                               "the old record; nothing changed")
+        uid = rec.uid
     else:
-        uid = instance.allocate_uid()
-    info = lock.create(path, lock.new_doc(instance.id, uid, instance.home))
-    return _finish_attach(instance, path, uid, info)
+        uid = instance.next_uid()  # reserved when registered: a failed attach leaves the registry unchanged
+    with all_or_nothing(f"attach {path}", f"run `csfs project attach {path}` again (it completes "
+                                          "or undoes what is left)") as undo:
+        info = lock.create(path, lock.new_doc(instance.id, uid, instance.home))
+        _undo_lock(undo, path, info)
+        return _finish_attach(instance, path, uid, info)
 
 
 def _adopt_own_lock(instance: Instance, path: Path, info: lock.LockInfo) -> ProjectRecord:
@@ -175,26 +208,45 @@ def _adopt_own_lock(instance: Instance, path: Path, info: lock.LockInfo) -> Proj
         rec = instance.get(uid) if uid else None
     except NotFoundError:
         rec = None
-    if rec is not None and rec.lock_id == info.lock_id and rec.state != "detached":
-        if rec.path != path and not rec.path.exists() and rec.state == "attached":
-            # moved while attached: the lock proves it is ours and the old place is empty
-            _, doc, ws = _open(path)
-            if doc.get("uid") == rec.uid:
-                return instance.update(rec.uid, path=path)
-        if rec.state == "archived":
+    doc = _project_doc(path)
+    if rec is not None and rec.state != "detached":
+        same = rec.lock_id == info.lock_id
+        moved = rec.path != path and not _holds_lock(rec.path, rec.lock_id)
+        if same and rec.state == "archived":
             raise ArchivedError(f"{path} holds {rec.uid}, archived by this instance; "
                                 f"use `csfs project unarchive {rec.uid} {path}`")
-        if rec.path != path:
-            raise RefusedError(f"{path} holds the lock of {rec.uid}, which is attached at {rec.path}: "
-                               "this is a copy (to move a project, archive it, move it, then "
-                               f"`csfs project unarchive {rec.uid} NEWPATH`)")
-        raise UsageError(f"{path} is already attached to this instance as {rec.uid}")
-    if rec is not None and rec.lock_id != info.lock_id and rec.state != "detached":
-        raise ForeignLockError(f"{path}: cs.lock names {uid} of this instance, but {uid} is {rec.state} "
-                               f"at {rec.path} with another lock; this looks like a copy. Remove the "
-                               "copy's cs.lock by hand only if you are sure, then attach it")
-    uid, info = _own_uid(instance, path, info)
-    return _finish_attach(instance, path, uid, info)
+        if same and rec.path == path:
+            return dataclasses.replace(rec, note="already attached")
+        if same and moved and doc.get("uid") == rec.uid:
+            # moved while attached: the lock proves it is ours and the old place no longer has it
+            return dataclasses.replace(instance.update(rec.uid, path=path), note="new place recorded")
+        if not same and (rec.path == path or moved) and doc.get("uid") == rec.uid:
+            # the registry row or the lock was restored from a backup (or the project moved away
+            # and back): the directory holds our lock for this very project, and no other
+            # directory holds the registered one, so the lock here is the project's
+            state = "archived" if doc.get("archived") is True else "attached"
+            new = instance.update(rec.uid, path=path, lock_id=info.lock_id, state=state)
+            return dataclasses.replace(new, note=f"adopted this directory's lock; the registry had "
+                                                 f"lock id {rec.lock_id}")
+    if rec is not None and rec.state != "detached":
+        where = (f"which is {rec.state} at {rec.path}" + (" with another lock" if rec.lock_id != info.lock_id
+                                                           else ""))
+        raise ForeignLockError(
+            f"{path}: cs.lock names {uid} of this instance, {where}: this is a copy (it holds project "
+            f"{doc.get('uid') or '?'}). Work on the original; to keep the copy as a project of its own, "
+            f"remove the copy's cs.lock by hand (only if you are sure) and attach it; nothing changed")
+    with all_or_nothing(f"attach {path}", f"run `csfs project attach {path}` again (it completes "
+                                          "or undoes what is left)") as undo:
+        _undo_lock(undo, path, info)  # a failed attach leaves no lock, even the one it found
+        uid, info = _own_uid(instance, path, info)
+        _undo_lock(undo, path, info)
+        return _finish_attach(instance, path, uid, info)
+
+
+def _holds_lock(path: Path, lock_id: str | None) -> bool:
+    """Whether `path` holds a cs.lock with this lock id."""
+    info = lock.read(path) if lock_id and path.is_dir() else None
+    return info is not None and info.lock_id == lock_id
 
 
 def _finish_attach(instance: Instance, path: Path, uid: str, info: lock.LockInfo,
@@ -208,10 +260,14 @@ def _finish_attach(instance: Instance, path: Path, uid: str, info: lock.LockInfo
         raise
     archived = keep_archived and doc.get("archived") is True
     new_doc = {"uid": uid, "title": proj.title, "description": "", "created_at": now_iso(), **doc}
-    new_doc.update(uid=uid, detached=False, archived=archived)
-    job_docs = {j.uid: {**j.doc, "project_uid": uid} for j in proj.jobs.values()
-                if not j.error and j.doc.get("project_uid", uid) != uid}
-    export(path, new_doc, ws, job_docs)
+    new_doc = documents.renumber_project(new_doc, uid, str(path))
+    new_doc.update(detached=False, archived=archived)
+    # every document naming the project gets the new UID: jobs first, project.json last, so a
+    # re-run after a crash finds what is left to renumber (a job.json that is not a JSON object
+    # is left alone: verify reports it)
+    job_docs = {j.uid: documents.renumber_job(j.doc, uid) for j in proj.jobs.values()
+                if j.doc and documents.needs_renumber(j.doc, uid)}
+    export(path, new_doc, documents.renumber_workspaces(ws, uid), job_docs)
     _remove_stray_tmp(path, instance.id)
     proj = Project.open(path)
     return instance.register(uid, path, "archived" if archived else "attached", proj.title,
@@ -229,15 +285,21 @@ def _remove_stray_tmp(path: Path, instance_id: str) -> None:
 # -- detach / archive / unarchive / forget -------------------------------------------------
 
 @_serial
-def detach(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
+def detach(instance: Instance, ref: str | os.PathLike, registry_only: bool = False) -> ProjectRecord:
     """Flush metadata, remove our lock, mark the project detached (refused while a job is active).
 
-    If another instance's lock is there now (it rescued the project), nothing on disk is
-    touched and only this instance's registry row is marked detached.
+    The directory must hold the lock this instance registered for the project (or, after
+    an interrupted detach, no lock and a project.json saying it is this project, detached).
+    If another instance rescued the project (its rescue record names our lock), nothing
+    on disk is touched and only this instance's registry row is marked detached; so it is
+    with `registry_only`, for a project that is gone or taken over.
     """
     rec = instance.resolve(ref)
     if rec.state == "detached":
-        raise UsageError(f"{rec.uid} is already detached")
+        return dataclasses.replace(rec, note="already detached")
+    if registry_only:
+        return dataclasses.replace(instance.update(rec.uid, state="detached"),
+                                   note="registry row only; nothing on disk was touched")
     if rec.state == "archived":
         raise ArchivedError(f"{rec.uid} is archived; unarchive it first (`csfs project unarchive "
                             f"{rec.uid} PATH`), then detach")
@@ -245,19 +307,50 @@ def detach(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
         raise NotFoundError(f"{rec.uid}: directory {rec.path} is gone; if it moved, run "
                             f"`csfs project attach NEWPATH` to record its new place")
     info = lock.read(rec.path)
-    if info is None or not info.is_ours(instance.id):
-        # interrupted detach (lock already removed), or the project was rescued by another
-        # instance: the registry row is all that is left to change
-        return instance.update(rec.uid, state="detached")
+    if info is not None and not info.is_ours(instance.id):
+        if not _rescued_from(rec):
+            raise ForeignLockError(
+                f"{rec.path}: locked by {info.describe()}, not by this instance, and no rescue record there "
+                f"names {rec.uid}'s lock: it may be another project. If {rec.uid} moved, attach it at its "
+                f"new place; if that instance took it over, run `csfs project detach {rec.uid} "
+                "--registry-only`; nothing changed")
+        return dataclasses.replace(instance.update(rec.uid, state="detached"),
+                                   note=f"taken over by {info.describe()}; only this registry changed")
+    if info is None:
+        doc = _project_doc(rec.path)
+        if doc.get("uid") != rec.uid or doc.get("detached") is not True:
+            raise RefusedError(
+                f"{rec.uid}: {rec.path} has no cs.lock and holds project {doc.get('uid') or '?'} "
+                f"(detached: {json.dumps(doc.get('detached'))}), not {rec.uid} half-detached: {rec.uid} may "
+                f"have moved. Attach it at its new place, or run `csfs project detach {rec.uid} "
+                "--registry-only` to drop the record; nothing changed")
+        # an interrupted detach: only the registry row is left to change
+        return dataclasses.replace(instance.update(rec.uid, state="detached"), note="finished an interrupted detach")
+    owned_lock(instance, rec)
     check_writable(instance, rec.path)
     proj, doc, ws = _open(rec.path)
     _refuse_active(rec.uid, proj, "detach")
-    commit(instance, proj, project_doc={**doc, "detached": True}, workspaces=ws)
-    faults.point("detach-flushed")
-    lock.remove(rec.path, info)
-    faults.point("detach-unlocked")
-    wrows, jrows = _rows(proj, ws)
-    return instance.update(rec.uid, state="detached", title=proj.title, workspaces=wrows, jobs=jrows)
+    with all_or_nothing(f"detach {rec.uid}", f"run `csfs project detach {rec.uid}` again (it completes "
+                                             "what is left)") as undo:
+        commit(instance, proj, project_doc={**doc, "detached": True}, workspaces=ws)
+        faults.point("detach-flushed")
+        lock.remove(rec.path, info)
+        undo.add(f"put {rec.path / lock.LOCK_NAME} back", lambda: lock.restore(rec.path, info))
+        faults.point("detach-unlocked")
+        wrows, jrows = _rows(proj, ws)
+        return instance.update(rec.uid, state="detached", title=proj.title, workspaces=wrows, jobs=jrows)
+
+
+def _rescued_from(rec: ProjectRecord) -> bool:
+    """Whether the directory holds a rescue record naming the lock this instance registered."""
+    for p in rec.path.glob("cs.lock.rescued-*.json"):
+        try:
+            old = json.loads(p.read_bytes()).get("old_lock") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(old, dict) and rec.lock_id and old.get("lock_id") == rec.lock_id:
+            return True
+    return False
 
 
 @_serial
@@ -265,50 +358,63 @@ def archive(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
     """Make an attached project read-only (project.json archived: true; lock kept).
 
     The directory may then be moved; `unarchive` makes it writable at its new path.
+    Archiving an archived project again succeeds and changes nothing.
     """
     rec = instance.resolve(ref)
-    if rec.state == "archived":
-        raise UsageError(f"{rec.uid} is already archived")
+    if rec.state == "archived":  # a re-run (e.g. after a kill that landed after the commit)
+        return dataclasses.replace(rec, note="already archived")
     if rec.state == "detached":
         raise RefusedError(f"{rec.uid} is detached; attach it before archiving")
     owned_lock(instance, rec)
     proj, doc, ws = _open(rec.path)
-    if doc.get("archived") is not True:  # else: an interrupted archive, finish it
-        check_writable(instance, rec.path)
-        _refuse_active(rec.uid, proj, "archive")
-        commit(instance, proj, project_doc={**doc, "archived": True}, workspaces=ws)
-        faults.point("archive-flushed")
-    return instance.update(rec.uid, state="archived")
+    with all_or_nothing(f"archive {rec.uid}", f"run `csfs project archive {rec.uid}` again"):
+        if doc.get("archived") is not True:  # else: an interrupted archive, finish it
+            check_writable(instance, rec.path)
+            _refuse_active(rec.uid, proj, "archive")
+            commit(instance, proj, project_doc={**doc, "archived": True}, workspaces=ws)
+            faults.point("archive-flushed")
+        return instance.update(rec.uid, state="archived")
 
 
 @_serial
 def unarchive(instance: Instance, ref: str | os.PathLike, new_path: str | os.PathLike) -> ProjectRecord:
     """Make an archived project writable again at `new_path` (where it may have moved).
 
-    Accepted only if `new_path` holds our lock for this very project (same lock id and
-    project UID).
+    Accepted only if `new_path` holds our lock for this very project: same project UID,
+    and the lock id registered for it (or, if the registry's lock id is out of date, no
+    other directory holds that one: the lock is then adopted). Unarchiving a project
+    already attached at `new_path` succeeds and changes nothing.
     """
     rec = instance.resolve(ref)
+    new = norm_path(new_path)
+    if rec.state == "attached" and rec.path == new and _holds_lock(new, rec.lock_id):
+        return dataclasses.replace(rec, note="already unarchived")
     if rec.state != "archived":
         raise RefusedError(f"{rec.uid} is {rec.state}, not archived; nothing to unarchive")
-    new = norm_path(new_path)
     proj, doc, ws = _open(new)
     info = lock.read(new)
     refuse_foreign(new, info, instance)
     if info is None:
         raise RefusedError(f"{new} has no cs.lock, so it is not the archived {rec.uid}; "
                            "give the directory the archive was moved to")
-    if info.lock_id != rec.lock_id or doc.get("uid") != rec.uid:
+    adopt = (info.lock_id != rec.lock_id and info.project_uid == rec.uid and doc.get("uid") == rec.uid
+             and (rec.path == new or not _holds_lock(rec.path, rec.lock_id)))
+    if (info.lock_id != rec.lock_id and not adopt) or doc.get("uid") != rec.uid:
         raise RefusedError(f"{new} holds project {doc.get('uid') or '?'} with another lock, "
                            f"not the archived {rec.uid}; give the directory it was moved to")
     other = instance.find_path(new)
     if other is not None and other.uid != rec.uid and other.state != "detached":
         raise RefusedError(f"{new} is already registered as {other.uid} ({other.state})")
-    if doc.get("archived") is not False:
-        export(new, {**doc, "archived": False, "last_exported": now_iso()}, ws)
-        faults.point("unarchive-flushed")
-    wrows, jrows = _rows(proj, ws)
-    return instance.update(rec.uid, state="attached", path=new, title=proj.title, workspaces=wrows, jobs=jrows)
+    with all_or_nothing(f"unarchive {rec.uid}", f"run `csfs project unarchive {rec.uid} {new}` again"):
+        if doc.get("archived") is not False or doc.get("project_dir", str(new)) != str(new):
+            export(new, {**documents.renumber_project(doc, rec.uid, str(new)), "archived": False,
+                         "last_exported": now_iso()}, ws)
+            faults.point("unarchive-flushed")
+        wrows, jrows = _rows(proj, ws)
+        out = instance.update(rec.uid, state="attached", path=new, title=proj.title, lock_id=info.lock_id,
+                              workspaces=wrows, jobs=jrows)
+    return dataclasses.replace(out, note=f"adopted this directory's lock; the registry had lock id "
+                                         f"{rec.lock_id}") if adopt else out
 
 
 @_serial
@@ -401,6 +507,6 @@ def _mark(instance: Instance, ref: str | os.PathLike, juid: str, status: str,
     if job.status not in allowed:
         raise RefusedError(f"{rec.uid} {job.uid} is {job.status or 'without status'}; only {which} "
                            f"jobs can be marked {status}")
-    doc = {**job.doc, "status": status, f"{status}_at": now_iso()}
+    doc = documents.set_status(job.doc, status, now_iso())
     commit(instance, proj, job_docs={job.uid: doc})
     return job.uid

@@ -124,16 +124,29 @@ def tmp_name(instance_id: str) -> str:
 
 def create(project_dir: str | os.PathLike, doc: dict[str, Any]) -> LockInfo:
     """Create cs.lock exclusively with `doc`; ForeignLockError naming the owner if one exists."""
-    project_dir = Path(project_dir)
-    target = lock_path(project_dir)
     data = dumps_json(doc)
-    tmp = project_dir / tmp_name(doc["instance_id"])
+    _put(Path(project_dir), data, doc["instance_id"])
+    return LockInfo(lock_path(project_dir), data, doc)
+
+
+def restore(project_dir: str | os.PathLike, info: LockInfo) -> None:
+    """Put back a lock of ours that an action removed and then had to undo (same bytes)."""
+    _put(Path(project_dir), info.raw, info.instance_id or "restore")
+
+
+def _put(project_dir: Path, data: bytes, instance_id: str) -> None:
+    """Create cs.lock holding `data`, exclusively (temp file, fsync, hard link)."""
+    target = lock_path(project_dir)
+    tmp = project_dir / tmp_name(instance_id)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
+        _write_all(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     faults.point("lock-before-link")
     try:
         try:
@@ -151,7 +164,6 @@ def create(project_dir: str | os.PathLike, doc: dict[str, Any]) -> LockInfo:
             pass
     fsync_dir(project_dir)
     faults.point("lock-created")
-    return LockInfo(target, data, doc)
 
 
 def _create_excl(target: Path, data: bytes, project_dir: Path) -> None:
@@ -161,10 +173,19 @@ def _create_excl(target: Path, data: bytes, project_dir: Path) -> None:
     except FileExistsError:
         raise _foreign(project_dir) from None
     try:
-        os.write(fd, data)
+        _write_all(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        target.unlink(missing_ok=True)  # never leave a half-written lock (it would look foreign)
+        raise
+    os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _foreign(project_dir: Path) -> ForeignLockError:

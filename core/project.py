@@ -10,15 +10,15 @@ a malformed job.json gets `job.error` and the other jobs load as usual.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from . import documents
+from .documents import InputRef, OutputGroup, OutputResult, iso_time, parse_time as timestamp  # noqa: F401
 from .errors import CsfsError, FormatError, NotFoundError
 from .walk import walk_entries, walk_files
 
@@ -29,85 +29,6 @@ JOB_DIR_RE = re.compile(r"^J(\d+)$")
 LEGACY_DIR_RE = re.compile(r"^P(\d+)$")
 # files every job dir holds besides its outputs
 BOOKKEEPING = ("job.json", "events.bson", "job.log")
-# the iteration number in a metafile name: J6_004_particles.cs, cryosparc_P12_J24_001_particles.cs
-VERSION_RE = re.compile(r"(?:^|_)J\d+_(\d+)_")
-
-
-@dataclass
-class OutputResult:
-    """One result slot of an output group (`particle.blob`) with its versions."""
-
-    name: str
-    type: str
-    group_name: str
-    versions: list[int]
-    metafiles: list[str]
-    num_items: list[int]
-    passthrough: bool = False
-
-    @property
-    def final_metafile(self) -> str | None:
-        """The metafile CryoSPARC uses: the first for a passthrough result, else the last."""
-        if not self.metafiles:
-            return None
-        return self.metafiles[0] if self.passthrough else self.metafiles[-1]
-
-    @property
-    def final_version(self) -> int | None:
-        if not self.versions:
-            return None
-        return self.versions[0] if self.passthrough else self.versions[-1]
-
-    def metafile(self, version: int | str) -> str:
-        """The metafile of `version` (an int, or "F" for the final one)."""
-        if version == "F":
-            mf = self.final_metafile
-            if mf is None:
-                raise NotFoundError(f"result {self.group_name}.{self.name} has no versions")
-            return mf
-        try:
-            return self.metafiles[self.versions.index(int(version))]
-        except (ValueError, IndexError):
-            raise NotFoundError(f"result {self.group_name}.{self.name} has no version {version}; "
-                                f"versions: {self.versions}") from None
-
-
-@dataclass
-class OutputGroup:
-    """An output group of a job (`particles`, `volume`, …) and its results."""
-
-    name: str
-    type: str
-    title: str = ""
-    description: str = ""
-    num_items: int = 0
-    passthrough: bool = False
-    results: list[OutputResult] = field(default_factory=list)
-
-    def result(self, name: str) -> OutputResult:
-        for r in self.results:
-            if r.name == name:
-                return r
-        raise NotFoundError(f"output group {self.name} has no result {name!r}")
-
-    @property
-    def metafiles(self) -> list[str]:
-        """Every metafile of every version of every result, deduplicated, order kept."""
-        return list(dict.fromkeys(m for r in self.results for m in r.metafiles))
-
-
-@dataclass
-class InputRef:
-    """One consumed result: which job/group/result and which version (int or "F")."""
-
-    job_uid: str
-    group_name: str
-    result_name: str
-    version: int | str = "F"
-    input_name: str = ""
-    slot_name: str = ""
-
-
 class Job:
     """One job directory. `error` is set (and outputs left empty) when job.json is unusable."""
 
@@ -124,7 +45,8 @@ class Job:
         self.completed_at: str | None = None
         self.groups: list[OutputGroup] = []
         self.inputs: list[InputRef] = []
-        self.form = ""  # "v4" | "v5" | "" (no usable job.json)
+        self.form = ""  # "v4" | "v5" | "csg" (legacy, read from its .csg files) | "" (unusable)
+        self.raw: bytes | None = None  # job.json's bytes, when it could be read
         self.notes: list[str] = []
 
     def __repr__(self) -> str:
@@ -189,7 +111,8 @@ class Job:
         path = self.dir / "job.json"
         try:
             with open(path, "rb") as f:
-                doc = json.loads(f.read())
+                self.raw = f.read()
+            doc = json.loads(self.raw)
         except FileNotFoundError:
             # legacy jobs may predate job.json: their .csg files still describe the outputs
             if not (legacy and self._load_csgs()):
@@ -203,18 +126,22 @@ class Job:
             return
         self.doc = doc
         try:
-            self._parse(doc)
+            info = documents.read_job(doc, self.uid)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            self.groups, self.inputs = [], []
             self.error = f"{self.uid}: job.json is malformed ({type(e).__name__}: {_short(e)})"
+            return
+        self.form, self.type, self.title, self.status = info.form, info.type, info.title, info.status
+        self.created_at, self.completed_at = info.created_at, info.completed_at
+        self.groups, self.inputs = info.groups, info.inputs
 
     def _load_csgs(self) -> bool:
-        """Without job.json, read the outputs from the job's .csg files (old exports)."""
+        """Without job.json, read the outputs from the job's .csg files (legacy jobs)."""
         from . import csg   # on use: opening a project needs neither yaml nor numpy
 
         paths = sorted(self.dir.glob("*.csg"))
         if not paths:
             return False
+        self.form = "csg"
         self.notes.append(f"{self.uid}: job.json is missing; outputs read from its .csg files")
         for path in paths:
             try:
@@ -225,37 +152,35 @@ class Job:
                 for slot, res in c.results.items():
                     mf = csg.resolve_metafile(path, res["metafile"])
                     rel = str(mf.relative_to(self.project_path))
-                    m = VERSION_RE.search(mf.name)
                     n = int(res.get("num_items") or 0)
                     group.num_items = max(group.num_items, n)
                     group.results.append(OutputResult(
                         name=slot, type=str(res.get("type") or f"{group.type}.{slot}"), group_name=group.name,
-                        versions=[int(m.group(1)) if m else 0], metafiles=[rel], num_items=[n],
+                        versions=[documents.metafile_version(mf.name) or 0], metafiles=[rel], num_items=[n],
                         passthrough="_passthrough_" in mf.name))
-                group.passthrough = all(r.passthrough for r in group.results)
+                if group.results and all(r.passthrough for r in group.results):
+                    group.passthrough = "input"
                 self.groups.append(group)
             except (CsfsError, ValueError, KeyError) as e:
                 self.notes.append(f"{self.uid}: {path.name}: {_short(e)}")
         return True
 
-    def _parse(self, doc: dict) -> None:
-        uid = doc.get("uid", self.uid)
-        if uid != self.uid:
-            raise ValueError(f"its uid is {uid!r} but the folder is {self.uid}")
-        spec = doc.get("spec")
-        self.form = "v5" if isinstance(spec, dict) and "outputs" in spec else "v4"
-        self.type = str(doc.get("type") or (spec or {}).get("type") or doc.get("job_type") or "")
-        self.title = str(doc.get("title") or "")
-        self.status = str(doc.get("status") or "")
-        self.created_at = iso_time(doc.get("created_at"))
-        self.completed_at = iso_time(doc.get("completed_at"))
-        if self.form == "v5":
-            self.groups = _v5_groups(spec["outputs"])
-            self.inputs = _v5_inputs(spec.get("inputs") or {})
-        else:
-            self.groups = _v4_groups(doc.get("output_result_groups") or [],
-                                     doc.get("output_results") or [])
-            self.inputs = _v4_inputs(doc.get("input_slot_groups") or [])
+    def may_use(self, producer: "Job") -> bool:
+        """Could this job's inputs name versions of `producer`'s outputs?
+
+        False when its inputs are known (they are then in `inputs`), or for a job read from
+        .csg files (what it uses is named by its metafiles). For an unreadable job.json: if
+        it is a whole JSON object, True unless its bytes never name the producer; if it is
+        not (missing, truncated), True unless the producer's own `children` list, which
+        CryoSPARC keeps, leaves this job out."""
+        if not self.error:
+            return False
+        if self.doc and self.raw is not None:
+            return f'"{producer.uid}"'.encode() in self.raw
+        children = producer.doc.get("children")
+        if isinstance(children, list) and all(isinstance(c, str) for c in children):
+            return self.uid in children
+        return True
 
 
 class Project:
@@ -286,6 +211,14 @@ class Project:
         return t if isinstance(t, str) and t else self.path.name
 
     @property
+    def form(self) -> str:
+        """The document form of new jobs: "v5" when the project or most of its jobs are v5, else "v4"."""
+        if documents._major(self.doc.get("last_dumped_version") or self.doc.get("created_at_version")) == 5:
+            return "v5"
+        forms = [j.form for j in self.jobs.values() if j.form in ("v4", "v5")]
+        return "v5" if forms and forms.count("v5") * 2 > len(forms) else "v4"
+
+    @property
     def lock_path(self) -> Path:
         return self.path / "cs.lock"
 
@@ -306,8 +239,10 @@ class Project:
         pj = path / "project.json"
         problems: list[str] = []
         doc: dict = {}
+        legacy = bool(job_dirs) and bool(LEGACY_DIR_RE.match(path.name) or _has_legacy_names(job_dirs))
         if pj.exists():
-            layout = "v4"
+            # a legacy project keeps its layout once attached (attach writes project.json)
+            layout = "legacy" if legacy else "v4"
             try:
                 doc = json.loads(pj.read_bytes())
                 if not isinstance(doc, dict):
@@ -317,7 +252,7 @@ class Project:
                 if not job_dirs:
                     raise FormatError(f"{pj}: not a valid project.json ({_short(e)})") from None
                 problems.append(f"project.json is malformed ({_short(e)})")
-        elif job_dirs and (LEGACY_DIR_RE.match(path.name) or _has_legacy_names(job_dirs)):
+        elif legacy:
             layout = "legacy"
         else:
             raise NotFoundError(f"{path}: not a CryoSPARC project directory "
@@ -346,7 +281,7 @@ def load_paths(cs_path: Path, slots: Sequence[str] | None = None) -> list[str]:
     """Raw values of the `*/path` columns of a .cs file (optionally only `slots`), unique, order kept."""
     from . import csfile
 
-    cols = [name for name, *_ in csfile.info(cs_path).fields if name.endswith("/path")]
+    cols = [name for name, *_ in csfile.info(cs_path).fields if csfile.is_path_field(name)]
     if slots is not None:
         cols = [c for c in cols if c.rsplit("/", 1)[0] in slots]
     if not cols:
@@ -414,115 +349,7 @@ def unreferenced_files(project: Project, job: Job) -> list[str]:
     return sorted(out)
 
 
-# -- time helpers ----------------------------------------------------------------------------
-
-def iso_time(v: Any) -> str | None:
-    """Normalise a job.json time (ISO string, {"$date": …}, epoch ms) to an ISO string."""
-    if isinstance(v, dict):
-        v = v.get("$date", v.get("$numberLong"))
-        if isinstance(v, dict):
-            v = v.get("$numberLong")
-            v = int(v) if v is not None else None
-    if v is None or v == "":
-        return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return _dt.datetime.fromtimestamp(v / 1000, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
-    return str(v)
-
-
-def timestamp(iso: str | None) -> float | None:
-    """POSIX seconds of an ISO time from `iso_time` (naive times are UTC); None if unparsable."""
-    if not iso:
-        return None
-    try:
-        d = _dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=_dt.timezone.utc)
-    return d.timestamp()
-
-
-# -- parsing helpers -------------------------------------------------------------------------
-
-def _name(v: Any, what: str) -> str:
-    """A group or result name: a non-empty string (it becomes file names and field prefixes)."""
-    if not isinstance(v, str) or not v:
-        raise ValueError(f"{what} name {v!r} is not a non-empty string")
-    return v
-
-
-def _v4_groups(group_docs: list, result_docs: list) -> list[OutputGroup]:
-    groups: dict[str, OutputGroup] = {}
-    for g in group_docs:
-        groups[_name(g["name"], "output group")] = OutputGroup(
-            name=g["name"], type=str(g.get("type", "")), title=str(g.get("title") or ""),
-            description=str(g.get("description") or ""), num_items=int(g.get("num_items") or 0),
-            passthrough=bool(g.get("passthrough", False)))
-    for r in result_docs:
-        gname = r["group_name"]
-        if gname not in groups:
-            raise ValueError(f"result {r.get('name')} names unknown group {gname!r}")
-        groups[gname].results.append(_result(r["name"], str(r.get("type", "")), gname, r))
-    return list(groups.values())
-
-
-def _v5_groups(outputs: dict) -> list[OutputGroup]:
-    groups = []
-    for name, o in outputs.items():
-        _name(name, "output group")
-        gtype = str(o.get("type", ""))
-        g = OutputGroup(name=name, type=gtype, title=str(o.get("title") or ""),
-                        description=str(o.get("description") or ""),
-                        num_items=int(o.get("num_items") or 0),
-                        passthrough=bool(o.get("passthrough")))
-        for r in o.get("results") or []:
-            g.results.append(_result(r["name"], f"{gtype}.{r.get('dtype', r['name'])}", name, r))
-        groups.append(g)
-    return groups
-
-
-def _result(name: str, type: str, group_name: str, r: dict) -> OutputResult:
-    _name(name, f"output result of {group_name}")
-    versions = [int(v) for v in r.get("versions") or []]
-    metafiles = [str(m) for m in r.get("metafiles") or []]
-    num_items = [int(n) for n in r.get("num_items") or []]
-    if len(metafiles) != len(versions):
-        raise ValueError(f"result {group_name}.{name} has {len(versions)} versions "
-                         f"but {len(metafiles)} metafiles")
-    return OutputResult(name=name, type=type, group_name=group_name, versions=versions,
-                        metafiles=metafiles, num_items=num_items,
-                        passthrough=bool(r.get("passthrough", False)))
-
-
-def _version(v: Any) -> int | str:
-    return "F" if v in (None, "F") else int(v)
-
-
-def _v4_inputs(slot_groups: list) -> list[InputRef]:
-    refs = []
-    for ig in slot_groups:
-        for conn in ig.get("connections") or []:
-            for s in conn.get("slots") or []:
-                refs.append(InputRef(job_uid=s.get("job_uid", conn.get("job_uid")),
-                                     group_name=s.get("group_name", conn.get("group_name")),
-                                     result_name=s["result_name"], version=_version(s.get("version")),
-                                     input_name=str(ig.get("name", "")),
-                                     slot_name=str(s.get("slot_name") or "")))
-    return refs
-
-
-def _v5_inputs(inputs: dict) -> list[InputRef]:
-    refs = []
-    for iname, inp in inputs.items():
-        for conn in inp.get("connections") or []:
-            for r in conn.get("results") or []:
-                refs.append(InputRef(job_uid=r.get("job_uid", conn.get("job_uid")),
-                                     group_name=r.get("output", conn.get("output")),
-                                     result_name=r["result"], version=_version(r.get("version")),
-                                     input_name=iname, slot_name=str(r.get("name") or "")))
-    return refs
-
+# -- layout helpers --------------------------------------------------------------------------
 
 def _job_dirs(path: Path) -> list[tuple[str, Path]]:
     found = []
@@ -553,16 +380,10 @@ def _read_workspaces(path: Path, layout: str, problems: list[str]) -> list[dict]
             problems.append("workspaces.json is missing")
         return []
     try:
-        doc = json.loads(path.read_bytes())
+        return documents.read_workspaces(json.loads(path.read_bytes()))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         problems.append(f"workspaces.json is malformed ({_short(e)})")
         return []
-    if isinstance(doc, dict):
-        doc = [dict(v, uid=v.get("uid", k)) if isinstance(v, dict) else {"uid": k} for k, v in doc.items()]
-    if not isinstance(doc, list) or not all(isinstance(w, dict) for w in doc):
-        problems.append("workspaces.json is not a list of workspaces")
-        return []
-    return doc
 
 
 def _inside(root: Path, rel: str) -> Path | None:

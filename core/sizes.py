@@ -1,9 +1,12 @@
 """Sizes by CryoSPARC's accounting, cached in the instance.
 
-A job's size: walk its directory following symlinks, count each (device, inode) once
-and sum `st_size` (directories included, as `du -sL --apparent-size -b` counts them).
-A project's size is the sum over its jobs plus the files outside job directories
-(there symlinks are not followed: `exports/` holds links to job data already counted).
+A job's size is CryoSPARC's documented rule: walk its directory following symlinks,
+count each (device, inode) of every *file* once and sum `st_size`; directories
+themselves are not counted (so `du -sLb`, which adds each folder's size, is not
+used). A CryoSPARC Live session folder (`S<N>/` holding `exposures.bson`) is sized
+the same way, as its own row. A project's size is the sum over its jobs and sessions
+plus the files outside them (there symlinks are not followed: `exports/` holds links
+to job data already counted).
 
 Per-job results are cached in the instance's cache dir, keyed by the job directory and
 checked against the mtimes of job.json and the job directory, and (for the clearable
@@ -15,9 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import re
 import stat
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,9 +29,9 @@ from . import atomic
 from .walk import scan
 
 Progress = Callable[[int, "int | None"], None]
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 SCAN_THREADS = 3
-_DU = shutil.which("du")
+SESSION_DIR_RE = re.compile(r"^S(\d+)$")
 
 
 @dataclass
@@ -41,26 +43,28 @@ class JobSize:
 @dataclass
 class SizeReport:
     jobs: dict[str, JobSize] = field(default_factory=dict)
+    sessions: dict[str, int] = field(default_factory=dict)  # Live sessions (S<N>/) -> bytes
     other: int = 0
     total: int = 0
     scanned: list[str] = field(default_factory=list)  # jobs walked now (the rest came from the cache)
 
     def as_dict(self) -> dict:
-        return {"jobs": {k: asdict(v) for k, v in self.jobs.items()}, "other": self.other,
-                "total": self.total, "clearable": sum(j.clearable for j in self.jobs.values())}
+        return {"jobs": {k: asdict(v) for k, v in self.jobs.items()}, "sessions": dict(self.sessions),
+                "other": self.other, "total": self.total,
+                "clearable": sum(j.clearable for j in self.jobs.values())}
 
 
 def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:
-    """(bytes, files) under `top` (itself included): st_size summed once per (dev, inode)."""
-    seen: set[tuple[int, int]] = set()
+    """(bytes, files) of the files under `top` (or of `top` itself, a file): st_size summed once
+    per (dev, inode); directories are walked, never counted; links followed when `follow`."""
     try:
         st = os.stat(top) if follow else os.lstat(top)
     except OSError:
         return 0, 0
-    seen.add((st.st_dev, st.st_ino))
     if not stat.S_ISDIR(st.st_mode):
-        return st.st_size, 1
-    total, files = st.st_size, 0
+        return (st.st_size, 1) if stat.S_ISREG(st.st_mode) or not follow else (0, 0)
+    seen: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
+    total = files = 0
     enter: set[str] = set()          # folders seen for the first time: walk into them
     for e in scan(top, lambda e: e.path in enter):
         try:
@@ -71,12 +75,26 @@ def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:
         if key in seen:
             continue
         seen.add(key)
-        total += st.st_size
         if stat.S_ISDIR(st.st_mode):
             enter.add(e.path)
-        else:
+        elif stat.S_ISREG(st.st_mode) or not follow:
+            total += st.st_size
             files += 1
     return total, files
+
+
+def session_dirs(project_path: str | os.PathLike) -> dict[str, Path]:
+    """CryoSPARC Live sessions of a project: `S<N>/` folders holding exposures.bson, by number."""
+    found = []
+    try:
+        with os.scandir(project_path) as it:
+            for e in it:
+                m = SESSION_DIR_RE.match(e.name)
+                if m and e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, "exposures.bson")):
+                    found.append((int(m.group(1)), e.name, Path(e.path)))
+    except OSError:
+        return {}
+    return {name: p for _, name, p in sorted(found)}
 
 
 def _signature(job_dir: Path) -> list[int] | None:
@@ -91,15 +109,17 @@ def _signature(job_dir: Path) -> list[int] | None:
 def _clear_deps(project: Any) -> dict[str, str]:
     """Per job, a digest of what its clearable bytes depend on outside its own directory:
     the versions other jobs' inputs name, and which other jobs' inputs are unknown."""
-    from .cleanup import inputs_unknown
+    from .cleanup import unknown_consumers
 
     refs: dict[str, set[tuple[str, str, str]]] = {}
-    unknown = [j.uid for j in project.jobs.values() if inputs_unknown(j)]
+    broken = [j for j in project.jobs.values() if j.error]
+    csg_jobs = [j.uid for j in project.jobs.values() if j.form == "csg"]
     for j in project.jobs.values():
         for r in j.inputs:
             refs.setdefault(str(r.job_uid), set()).add((str(r.group_name), str(r.result_name), str(r.version)))
-    return {uid: hashlib.sha1(json.dumps([sorted(refs.get(uid, ())), [u for u in unknown if u != uid]])
-                              .encode()).hexdigest()[:16] for uid in project.jobs}
+    return {j.uid: hashlib.sha1(json.dumps([sorted(refs.get(j.uid, ())),
+                                            unknown_consumers(project, j) if broken else [], csg_jobs])
+                                .encode()).hexdigest()[:16] for j in project.jobs.values()}
 
 
 def _cache_file(cache_dir: Path, project_path: Path) -> Path:
@@ -140,28 +160,10 @@ def invalidate(cache_dir: str | os.PathLike, project_path: str | os.PathLike, ju
         _write_cache(path, jobs)
 
 
-def du_bytes(path: str | os.PathLike) -> int | None:
-    """The same count from GNU `du -sLb` (C speed), or None when it is unavailable or fails.
-
-    `du` counts each inode once within one run, follows links, includes directories and
-    skips dangling links (exit status 1, total still printed), exactly like `tree_size`.
-    """
-    if _DU is None:
-        return None
-    try:
-        out = subprocess.run([_DU, "-sLb", "--", os.fspath(path)], capture_output=True, text=True,
-                             env={**os.environ, "LC_ALL": "C"}, timeout=3600)
-        return int(out.stdout.split("\t", 1)[0]) if out.stdout.strip() else None
-    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-        return None
-
-
 def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
     """One job now: its size (walked, unless `total` is given) and its clearable intermediate bytes."""
     from .cleanup import clear_plan
 
-    if total is None:
-        total = du_bytes(job.dir)
     if total is None:
         total = tree_size(job.dir)[0]
     clearable = 0
@@ -170,14 +172,15 @@ def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
     return JobSize(total, clearable)
 
 
-def other_size(project: Any) -> int:
-    """Bytes outside the job directories (symlinks not followed), each inode once."""
-    job_dirs = {Path(j.dir).name for j in project.jobs.values()}
+def other_size(project: Any, skip: set[str] = frozenset()) -> int:
+    """Bytes of the files outside the job directories and the names in `skip` (symlinks not
+    followed), each inode once."""
+    skip = {Path(j.dir).name for j in project.jobs.values()} | set(skip)
     total = 0
     seen: set[tuple[int, int]] = set()
     with os.scandir(project.path) as it:
         for e in it:
-            if e.name in job_dirs:
+            if e.name in skip:
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
@@ -228,8 +231,10 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
             if progress:
                 progress(done, len(jobs))
     report.jobs = {j.uid: report.jobs[j.uid] for j in jobs}
-    report.other = other_size(project)
-    report.total = sum(j.bytes for j in report.jobs.values()) + report.other
+    sessions = session_dirs(project.path)
+    report.sessions = {name: tree_size(p)[0] for name, p in sessions.items()}
+    report.other = other_size(project, set(sessions))
+    report.total = sum(j.bytes for j in report.jobs.values()) + sum(report.sessions.values()) + report.other
     if cache_path and (todo or set(fresh) != set(cached)):
         _write_cache(cache_path, fresh)
     return report

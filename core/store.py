@@ -16,12 +16,14 @@ import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
-from . import faults, lock
+from . import documents, faults, lock
+from .documents import workspace_rows  # noqa: F401  (lifecycle imports it from here)
 from .lock import now_iso
-from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_json
-from .errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
+from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
+from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
+                     RefusedError, UsageError)
 from .instance import Instance, ProjectRecord, norm_path
 
 _JOB_RE = re.compile(r"^J(\d+)$")
@@ -86,19 +88,12 @@ def read_doc(path: Path, default: Any) -> Any:
         return default
 
 
-def workspace_rows(workspaces: Any) -> list[tuple[str, str]]:
-    """(uid, title) of each workspace in a workspaces.json document (list or dict form)."""
-    items = workspaces.values() if isinstance(workspaces, dict) else workspaces or []
-    return [(str(w.get("uid")), str(w.get("title") or "")) for w in items
-            if isinstance(w, dict) and w.get("uid")]
-
-
 def job_row(uid: str, doc: Mapping[str, Any]) -> tuple[str, str, str, str]:
     """The registry row of a job document."""
     def s(k: str) -> str:
         v = doc.get(k)
         return "" if v is None else str(v)
-    return (uid, s("type") or str((doc.get("spec") or {}).get("type", "")), s("title"), s("status"))
+    return (uid, documents.job_type(doc), s("title"), s("status"))
 
 
 _thread_lock = threading.RLock()
@@ -127,8 +122,82 @@ def serialized(instance: Instance) -> Iterator[None]:
                 os.close(fd)
 
 
+class Undo:
+    """The undo steps of one action, run newest first if the action fails."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], Any]]] = []
+        self._saved: set[Path] = set()
+
+    def add(self, what: str, fn: Callable[[], Any]) -> None:
+        self.steps.append((what, fn))
+
+    def save_file(self, path: Path) -> None:
+        """Remember a file's bytes (or absence) before the action first changes it."""
+        if path in self._saved:
+            return
+        self._saved.add(path)
+        try:
+            old = path.read_bytes()
+        except FileNotFoundError:
+            self.add(f"remove {path}", lambda: path.unlink(missing_ok=True))
+        else:
+            self.add(f"restore {path}", lambda: write_bytes(path, old))
+
+    def run(self) -> list[str]:
+        """Undo everything (best effort); the steps that failed, in words."""
+        failed = []
+        for what, fn in reversed(self.steps):
+            try:
+                fn()
+            except (OSError, CsfsError) as e:
+                failed.append(f"{what}: {getattr(e, 'strerror', None) or e}")
+        return failed
+
+
+_undo = threading.local()
+
+
+@contextmanager
+def all_or_nothing(what: str, redo: str) -> Iterator[Undo]:
+    """Run an action so that, if it fails, what it changed on disk is undone.
+
+    Document writes (`export`) and the steps callers `add` are undone newest first. An
+    OSError (disk full, I/O error) becomes a FaultError saying that nothing changed, or,
+    if undoing failed too, what is left and that `redo` (re-running the action) completes
+    it. A kill cannot be undone: lifecycle actions are ordered so a re-run completes
+    them. Nested calls join the outermost action.
+    """
+    outer = getattr(_undo, "log", None)
+    if outer is not None:
+        yield outer
+        return
+    undo = _undo.log = Undo()
+    try:
+        yield undo
+    except Exception as e:
+        _undo.log = None
+        failed = undo.run()
+        reason = (f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}"
+                  if isinstance(e, OSError) else str(e))
+        code = e.errno if isinstance(e, OSError) else getattr(e, "errno", None)
+        if failed:
+            raise FaultError(f"{what} failed ({reason}) and could not be undone ({'; '.join(failed)}); "
+                             f"{redo}", code) from None
+        if isinstance(e, OSError):
+            fix = "free space there" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "check that disk"
+            raise FaultError(f"{what} failed ({reason}); nothing changed. {fix[0].upper() + fix[1:]}, "
+                             "then run it again", code) from None
+        raise
+    finally:
+        _undo.log = None
+
+
 def _write(path: Path, doc: Any) -> None:
     remove_stale_tmp(path)
+    undo = getattr(_undo, "log", None)
+    if undo is not None:
+        undo.save_file(path)
     write_json(path, doc)
 
 
@@ -159,8 +228,10 @@ def commit(instance: Instance, project: ProjectLike | str | os.PathLike,
     the project's current project.json, `workspaces` to the current workspaces.json;
     both are rewritten on every commit. `job_docs` maps job UID -> full job document.
     """
-    with serialized(instance):
-        _commit(instance, norm_path(getattr(project, "path", project)), job_docs, project_doc, workspaces)
+    path = norm_path(getattr(project, "path", project))
+    with serialized(instance), all_or_nothing(f"writing the metadata of {path}",
+                                              "run the command again once the disk is fixed"):
+        _commit(instance, path, job_docs, project_doc, workspaces)
 
 
 def _commit(instance: Instance, path: Path, job_docs: Mapping[str, dict] | None, project_doc: dict | None,
@@ -209,20 +280,21 @@ def job_numbers(project_dir: Path) -> list[int]:
 
 
 def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: str, title: str,
-            doc_extra: Mapping[str, Any] | None = None) -> tuple[str, Path]:
+            doc_extra: Mapping[str, Any] | None = None, form: str = "v4") -> tuple[str, Path]:
     """Create the next job (J<max+1>/ with gridfs_data/ and job.json) and commit it.
 
-    The job starts in status `building` unless `doc_extra` says otherwise; `doc_extra`
-    keys override the defaults. The directory is built under a hidden temporary name
+    The job document has the shape CryoSPARC of `form` ("v4" or "v5") writes
+    (documents.new_job_doc); it starts in status `building` unless `doc_extra` says
+    otherwise, and `doc_extra` keys override the defaults. The directory is built under a hidden temporary name
     and renamed into place, so a job directory never exists without its job.json.
     Returns (job uid, job directory).
     """
     with serialized(instance):
-        return _new_job(instance, norm_path(getattr(project, "path", project)), type, title, doc_extra)
+        return _new_job(instance, norm_path(getattr(project, "path", project)), type, title, doc_extra, form)
 
 
 def _new_job(instance: Instance, path: Path, type: str, title: str,
-             doc_extra: Mapping[str, Any] | None) -> tuple[str, Path]:
+             doc_extra: Mapping[str, Any] | None, form: str) -> tuple[str, Path]:
     rec = check_writable(instance, path)
     pdoc = read_doc(path / "project.json", default={})
     ws = workspace_rows(read_doc(path / "workspaces.json", default=[]))
@@ -231,16 +303,11 @@ def _new_job(instance: Instance, path: Path, type: str, title: str,
     _remove_stale_new_jobs(path)
     tmp = path / f"{_NEW_JOB_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "gridfs_data").mkdir(parents=True)
-    doc: dict[str, Any] = {
-        "uid": "", "project_uid": pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid,
-        "type": type, "title": title, "status": "building", "created_at": now_iso(), "completed_at": None,
-        "parents": [], "children": [], "input_slot_groups": [], "output_result_groups": [],
-        "output_results": [], "params_spec": {}, "workspace_uids": [ws[0][0]] if ws else [],
-        **(doc_extra or {}),
-    }
+    puid = pdoc.get("uid", rec.uid) if isinstance(pdoc, dict) else rec.uid
+    created = now_iso()
     while True:
         uid = f"J{num}"
-        doc["uid"] = uid
+        doc = documents.new_job_doc(form, uid, puid, type, title, created, [ws[0][0]] if ws else [], doc_extra)
         write_json(tmp / "job.json", doc)
         faults.point("new-job-tmp")
         try:

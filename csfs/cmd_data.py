@@ -115,6 +115,7 @@ def _cmd_du(args: argparse.Namespace) -> int:
     if args.jobs:
         rows = [(uid, project.jobs[uid].type, project.jobs[uid].status, s.bytes, human_bytes(s.bytes),
                  s.clearable, human_bytes(s.clearable)) for uid, s in report.jobs.items()]
+        rows += [(name, "live_session", "", n, human_bytes(n), "", "") for name, n in report.sessions.items()]
         rows.append(("other", "", "", report.other, human_bytes(report.other), "", ""))
         print_table(rows, ["JOB", "TYPE", "STATUS", "BYTES", "SIZE", "CLEARABLE_BYTES", "CLEARABLE"],
                     right=["BYTES", "SIZE", "CLEARABLE_BYTES", "CLEARABLE"])
@@ -232,11 +233,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("paths", metavar="PATH", nargs="+", help="files or directories to import")
 
     p = leaf(sub, "du", "sizes by CryoSPARC's accounting, per job and for the project", _cmd_du,
-             "A job's size: its directory walked following symlinks, each inode once, st_size summed\n"
-             "(like `du -sL --apparent-size -b`). The project adds the files outside job directories.\n"
+             "A job's size (CryoSPARC's rule): the files in its directory, symlinks followed, each\n"
+             "inode once, st_size summed; folders themselves are not counted (`du -sLb` adds them).\n"
+             "CryoSPARC Live sessions (S<N>/) get rows of their own; the project adds the files\n"
+             "outside job and session directories.\n"
              "Also shows the bytes clear-intermediate would free. Results are cached in the instance\n"
              "and rescanned only for jobs that changed, so a second run is near-instant.")
-    p.add_argument("--jobs", action="store_true", help="one line per job")
+    p.add_argument("--jobs", action="store_true", help="one line per job and per Live session")
 
     p = leaf(sub, "clear-intermediate", "delete intermediate result versions nothing uses", _cmd_clear,
              "For each output result keep the final version and every version another job's input\n"

@@ -40,7 +40,7 @@ def _done(args: argparse.Namespace, rec: ProjectRecord, verb: str) -> int:
     if getattr(args, "json", False):
         print_json(rec.as_dict())
     else:
-        print(f"{verb} {rec.uid} ({rec.state}): {rec.path}")
+        print(f"{verb} {rec.uid} ({rec.state}): {rec.path}" + (f" ({rec.note})" if rec.note else ""))
     return 0
 
 
@@ -56,6 +56,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from csfs.core.recover import recover
+
+    rep = recover(resolve_home(args.home), args.dirs)
+    if args.json:
+        print_json(rep.as_dict())
+        return 0
+    if rep.kept_aside:
+        print(f"old registry kept as {rep.kept_aside}")
+    print_table([(r["uid"], r["state"], r["path"], r["how"]) for r in rep.registered],
+                ["UID", "STATE", "PATH", "HOW"])
+    for s in rep.skipped:
+        print(f"skipped {s['path']}: {s['why']}")
+    print(f"registry rebuilt: {len(rep.registered)} project(s), {len(rep.skipped)} directory(ies) skipped")
+    return 0
+
+
 # -- project -------------------------------------------------------------------------------
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -67,7 +84,7 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
 
 def _cmd_detach(args: argparse.Namespace) -> int:
-    return _done(args, _lifecycle().detach(_instance(args), args.project), "detached")
+    return _done(args, _lifecycle().detach(_instance(args), args.project, args.registry_only), "detached")
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
@@ -190,6 +207,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     inst = group(sub, "instance", "this csfs instance (its id and project registry in CSFS_HOME)")
     leaf(inst, "info", "show the instance id, home, registry and project counts", _cmd_info, json=True)
+    p = leaf(inst, "recover", "rebuild a damaged or lost registry from the project directories", _cmd_recover,
+             "The registry is rebuilt from the cs.lock files of every directory it knew (saved in\n"
+             "CSFS_HOME/registry.known.json on each change) and of the directories DIR... you name\n"
+             "(a project directory, or a folder holding project directories). P-uids stay as the\n"
+             "locks name them. Directories locked by other instances are skipped. The old registry\n"
+             "file is kept beside the new one as registry.sqlite3.damaged-<time>.", json=True)
+    p.add_argument("dirs", metavar="DIR", nargs="*", help="more directories to search for projects of this instance")
 
     prj = group(sub, "project", "project lifecycle: create, attach, detach, archive, unarchive, forget, "
                                 "rescue, list, show")
@@ -207,8 +231,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("path", metavar="PATH", help="the project directory")
 
     p = leaf(prj, "detach", "flush metadata, remove our lock; the directory can then be attached anywhere",
-             _cmd_detach, "Refused while a job is queued/launched/started/running/waiting (named).", json=True)
+             _cmd_detach, "Refused while a job is queued/launched/started/running/waiting (named), and when\n"
+                          "the directory does not hold the lock this instance registered for the project.\n"
+                          "Detaching a detached project succeeds and changes nothing.", json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+    p.add_argument("--registry-only", action="store_true",
+                   help="only mark the project detached in this registry, touching nothing on disk (for a "
+                        "project that is gone or was taken over by another instance)")
 
     p = leaf(prj, "archive", "make an attached project read-only (lock kept); it may then be moved",
              _cmd_archive, "Refused while a job is active. After moving the directory, run\n"

@@ -231,6 +231,7 @@ class ProjectView:
     def _sizes(self, rest: list[str]) -> Node:
         report = self.sizes()
         texts = {uid: f"{js.bytes}\n" for uid, js in report.jobs.items()}
+        texts.update({name: f"{n}\n" for name, n in report.sessions.items()})
         texts["total"] = f"{report.total}\n"
         if not rest:
             return self._vdir(["sizes"], lambda: [self._child_entry(["sizes"], n, False) for n in texts])

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from csfs.core import cleanup, csfile, sizes, verify
+from csfs.core import cleanup, csfile, documents, sizes, verify
 from csfs.core.errors import ActiveJobError, RefusedError
 from csfs.core.project import Project
 
@@ -123,18 +123,20 @@ def test_killed_mid_clear_then_rerun_finishes(demo, home, csfs):
 def test_drop_versions_v4_and_v5_forms():
     r4 = {"group_name": "volume", "name": "map", "versions": [0, 1, 2], "metafiles": ["a", "b", "c"],
           "num_items": [1, 1, 1]}
-    doc4 = {"output_results": [r4]}
-    cleanup._drop_versions(doc4, {"volume.map": [0, 1]})
-    assert r4 == {"group_name": "volume", "name": "map", "versions": [2], "metafiles": ["c"], "num_items": [1]}
+    doc4 = documents.drop_versions({"output_results": [r4]}, {"volume.map": [0, 1]})
+    assert r4["versions"] == [0, 1, 2]  # the input is left as it was
+    assert doc4["output_results"][0] == {"group_name": "volume", "name": "map", "versions": [2], "metafiles": ["c"], "num_items": [1]}
     r5 = {"name": "map", "versions": [0, 1, 2], "metafiles": ["a", "b", "c"], "num_items": [1, 1, 1]}
-    doc5 = {"spec": {"outputs": {"volume": {"type": "volume", "results": [r5]}}}}
-    cleanup._drop_versions(doc5, {"volume.map": [1]})
+    doc5 = documents.drop_versions({"spec": {"outputs": {"volume": {"type": "volume", "results": [r5]}}}},
+                                   {"volume.map": [1]})
+    r5 = doc5["spec"]["outputs"]["volume"]["results"][0]
     assert r5["versions"] == [0, 2] and r5["metafiles"] == ["a", "c"]
 
 
 def test_unreadable_job_json_elsewhere_blocks_clearing(demo, home):
     """J7 consumes J6's alignments2D v2: with J7's job.json unreadable, what it uses is unknown,
-    so nothing may be cleared (in J6 or anywhere) until it is fixed."""
+    so nothing may be cleared in J6 (whose children J7 is) until it is fixed. Jobs whose
+    children lists leave J7 out are unrelated to it and are cleared as usual."""
     inst, puid, project = attach(demo, home)
     (demo / "J7" / "job.json").write_text('{"uid": "J7", "trunc')
     before = snapshot(demo)
@@ -142,7 +144,16 @@ def test_unreadable_job_json_elsewhere_blocks_clearing(demo, home):
         cleanup.clear_intermediate(inst, puid, "J6")
     plans = {p.job: p for p in cleanup.clear_intermediate(inst, puid)}
     assert plans["J6"].skipped and "J7" in plans["J6"].skipped and not plans["J6"].files
-    assert snapshot(demo) == before
+    assert not plans["J8"].skipped and plans["J8"].files
+    after = snapshot(demo)
+    assert {k: v for k, v in after.items() if not k.startswith(("J8/", "project.json"))} == \
+        {k: v for k, v in before.items() if not k.startswith(("J8/", "project.json"))}
+    # without a children list to go by, an unreadable job may consume anything: nothing is cleared
+    edit = json.loads((demo / "J8" / "job.json").read_text())
+    del edit["children"]
+    (demo / "J8" / "job.json").write_text(json.dumps(edit))
+    with pytest.raises(RefusedError, match="J7"):
+        cleanup.clear_intermediate(inst, puid, "J8")
     assert sizes.project_sizes(Project.open(demo), inst.cache_dir).jobs["J6"].clearable == 0
 
 

@@ -19,7 +19,7 @@ def test_demo_jobs_types_statuses(demo):
     p = Project.open(demo)
     assert p.layout == "v4" and p.uid == "P1" and p.title == "csfs demo"
     assert p.doc["synthetic"] is True and p.problems == []
-    assert [w["uid"] for w in p.workspaces] == ["W1"]
+    assert [w["uid"] for w in p.workspaces] == ["W1", "S1"]          # S1: a Live session
     assert list(p.jobs) == [f"J{i}" for i in range(1, 11)]
     types = {u: j.type for u, j in p.jobs.items()}
     assert types["J1"] == "import_movies" and types["J5"] == "extract_micrographs_multi"
@@ -81,9 +81,12 @@ def test_demo_referenced_files_exist(demo):
     j8 = referenced_files(p, "J8/J8_000_volume.cs")
     assert j8[0] == "J8/J8_000_volume_map.mrc" and len(j8) == 8
     assert referenced_files(p, "J8/J8_000_volume.cs", slots=["map_half_A"]) == ["J8/J8_000_volume_map_half_A.mrc"]
-    # J6's passthrough names J5's stacks, once each, in row order
-    stacks = referenced_files(p, "J6/J6_passthrough_particles.cs")
+    # J6's passthrough names J5's stacks, once each, in row order, and (location/micrograph_path)
+    # the micrographs they were extracted from
+    stacks = referenced_files(p, "J6/J6_passthrough_particles.cs", slots=["blob"])
     assert stacks and all(s.startswith("J5/extract/") for s in stacks) and len(stacks) == len(set(stacks))
+    mics = referenced_files(p, "J6/J6_passthrough_particles.cs", slots=["location"])
+    assert mics and all(s.startswith("J2/motioncorrected/") for s in mics)
     with pytest.raises(NotFoundError):
         referenced_files(p, "J8/nope.cs")
     with pytest.raises(FormatError):

@@ -1,4 +1,5 @@
-"""Sizes: CryoSPARC's accounting against a real `du -sL --apparent-size`, and the cache."""
+"""Sizes: CryoSPARC's accounting (files only, links followed, each inode once) against real
+`find -L`, Live session rows, and the cache."""
 from __future__ import annotations
 
 import json
@@ -14,23 +15,36 @@ from csfs.core.project import Project
 from data_helpers import attach
 
 
+def files_size(path) -> int:
+    """CryoSPARC's rule with real tools: `find -L` lists every file with its device, inode and
+    st_size; each inode is summed once and directories are not counted."""
+    out = subprocess.run(["find", "-L", str(path), "-type", "f", "-printf", "%D %i %s\n"],
+                         capture_output=True, text=True).stdout
+    return sum(int(size) for size in {tuple(line.split()[:2]): line.split()[2]
+                                      for line in out.splitlines()}.values())
+
+
 def du_apparent(path) -> int:
-    """`du -sL --apparent-size -B1`: links followed, each inode once, st_size summed."""
+    """`du -sL --apparent-size -B1`: like CryoSPARC's rule, but it adds each directory's size."""
     out = subprocess.run(["du", "-sL", "--apparent-size", "-B1", str(path)], capture_output=True, text=True)
     return int(out.stdout.split()[0])
 
 
-@pytest.mark.skipif(shutil.which("du") is None, reason="needs coreutils du")
-def test_job_sizes_match_du(demo, tmp_path):
+@pytest.mark.skipif(shutil.which("find") is None, reason="needs findutils")
+def test_job_sizes_follow_cryosparc_rule(demo, tmp_path):
     project = Project.open(demo)
     report = sizes.project_sizes(project, tmp_path / "cache")
     assert set(report.jobs) == set(project.jobs)
     for uid, job in project.jobs.items():
-        assert report.jobs[uid].bytes == du_apparent(job.dir), uid
+        assert report.jobs[uid].bytes == files_size(job.dir), uid
+    # folders are not counted: du -sLb is larger by exactly the folders' sizes
+    dirs = sum(os.stat(d).st_size for d in [demo / "J5", *(p for p in (demo / "J5").rglob("*") if p.is_dir())])
+    assert du_apparent(demo / "J5") == report.jobs["J5"].bytes + dirs
     # import job links to raw data outside the project: their targets are counted
     raw = sum(os.stat(p).st_size for p in (demo / "J1").rglob("*") if p.is_symlink())
     assert raw > 0 and report.jobs["J1"].bytes > raw
-    assert report.total == sum(j.bytes for j in report.jobs.values()) + report.other
+    assert report.sessions == {"S1": files_size(demo / "S1")} and report.sessions["S1"] > 0
+    assert report.total == sum(j.bytes for j in report.jobs.values()) + report.sessions["S1"] + report.other
     assert report.other >= (demo / "project.json").stat().st_size
 
 
@@ -46,10 +60,31 @@ def test_each_inode_once_and_loops(tmp_path):
     outside.write_bytes(b"y" * 500)
     (d / "out.bin").symlink_to(outside)
     total, files = sizes.tree_size(d)
-    dirs = os.stat(d).st_size + os.stat(d / "sub").st_size
-    assert total == 1000 + 500 + dirs
+    assert total == 1000 + 500  # no directory sizes
     assert files == 2
-    assert total == du_apparent(d)
+    assert total == files_size(d)
+
+
+def test_live_sessions_are_rows_of_their_own(demo, tmp_path, home, csfs):
+    """A CryoSPARC Live session folder (S<N>/ with exposures.bson) is sized like a job, not lumped
+    into "other"; a folder named S<N> without exposures.bson stays "other"."""
+    before = sizes.project_sizes(Project.open(demo), tmp_path / "c1")
+    s3 = demo / "S3"
+    (s3 / "thumbnails").mkdir(parents=True)
+    (s3 / "exposures.bson").write_bytes(b"\0" * 300)
+    (s3 / "thumbnails" / "t.png").write_bytes(b"p" * 700)
+    (demo / "S4").mkdir()
+    (demo / "S4" / "notes.txt").write_bytes(b"n" * 50)
+    report = sizes.project_sizes(Project.open(demo), tmp_path / "c2")
+    assert report.sessions == {**before.sessions, "S3": 1000} and "S1" in report.sessions
+    assert report.other == before.other + 50
+    assert report.total == before.total + 1050
+    _, puid, _ = attach(demo, home)
+    r = csfs("du", puid, "--jobs", home=home)
+    rows = [line.split()[:2] for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and ["S1", "live_session"] in rows and ["S3", "live_session"] in rows
+    doc = json.loads(csfs("du", puid, "--json", home=home).stdout)
+    assert doc["sessions"] == report.sessions
 
 
 def test_clearable_reported_for_final_jobs_only(demo, tmp_path):
@@ -97,28 +132,15 @@ def test_cli_du(demo, home, csfs):
     r = csfs("du", puid, "--json", home=home)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["jobs"]["J8"]["bytes"] == du_apparent(demo / "J8")
-    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + doc["other"]
+    assert doc["jobs"]["J8"]["bytes"] == files_size(demo / "J8")
+    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + sum(doc["sessions"].values()) + \
+        doc["other"]
     r = csfs("du", puid, "--jobs", home=home)
     assert r.returncode == 0 and "J8" in r.stdout and "CLEARABLE" in r.stdout
     r = csfs("du", str(demo), home=home)  # a directory path works too
     assert r.returncode == 0 and str(doc["total"]) in r.stdout
     r = csfs("du", "P99", home=home)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-
-
-def test_python_walk_matches_du_path(demo, monkeypatch):
-    """Without coreutils du the Python walk gives the same numbers."""
-    project = Project.open(demo)
-    with_du = sizes.project_sizes(project)
-    monkeypatch.setattr(sizes, "_DU", None)
-    assert sizes.du_bytes(demo) is None
-    assert sizes.project_sizes(project).as_dict() == with_du.as_dict()
-    mkdir = demo / "J5" / "odd name\twith tab"
-    mkdir.mkdir()
-    (mkdir / "f").write_bytes(b"1" * 77)
-    monkeypatch.setattr(sizes, "_DU", shutil.which("du"))
-    assert sizes.du_bytes(mkdir) == sizes.tree_size(mkdir)[0]
 
 
 def test_clearable_follows_changes_in_consuming_jobs(demo, tmp_path):
