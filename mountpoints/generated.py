@@ -36,7 +36,8 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     with _guard:
         if _pool is None:
             _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        max_tasks_per_child=TASKS_PER_WORKER)
+                                        max_tasks_per_child=TASKS_PER_WORKER,
+                                        initializer=_end_with_parent, initargs=(os.getpid(),))
         pool = _pool
     try:
         return pool.submit(fn, *args).result(timeout=TIMEOUT)
@@ -53,7 +54,10 @@ def shutdown() -> None:
     with _guard:
         pool, _pool = _pool, None
     if pool is not None:
+        workers = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
+        for w in workers:      # the mount is ending: no worker may outlive it (orphaned, idle)
+            w.terminate()
 
 
 def materialize(cache_dir: Path, project: Path, kind: str, juid: str, group: str | None,
@@ -106,6 +110,16 @@ def load_plan(project: Path, kind: str, juid: str, group: str | None) -> LightPl
 
 
 # -- run in the worker process ------------------------------------------------------------
+
+def _end_with_parent(parent: int) -> None:
+    """The worker ends when the mount process has ended, however it ended (unmounted while
+    a request was starting a worker, killed): an orphaned worker would idle for ever."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
 
 def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
     from csfs.core import exportplan
