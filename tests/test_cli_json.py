@@ -102,7 +102,7 @@ SCENARIO: list[tuple[tuple[str, ...], list[str], set[str]]] = [
     (("project", "create"), ["Other", "--dir", "{tmp}"], {"action", "project"}),
     (("group", "import"), ["P2", "{demo}/exports/groups/J5_particles/J5_particles_exported.csg"],
      {"action", "project", "job", "source"}),
-    (("job", "import"), ["P2", "{demo}/exports/jobs/J5_extract_micrographs_multi"],
+    (("job", "import"), ["P2", "{demo}/exports/jobs/J5_extract_micrographs_multi", "--allow-from", "{d}"],
      {"action", "project", "job", "source"}),
     (("import", "raw"), ["P2", "--kind", "movies", "{d}/raw"], {"action", "project", "job", "source"}),
     (("relink",), ["P2", "--from", "{d}/raw", "--to", "{d}/raw2", "--dry-run"],
