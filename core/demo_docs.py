@@ -81,6 +81,24 @@ def _group_passthrough(job: "_Job", g: dict) -> str | bool:
     return next((sg["name"] for sg in job.slot_groups if sg["type"] == g["type"]), False)
 
 
+def _slot_groups(job: "_Job") -> list[dict]:
+    """Input slot groups as v4/v5 record them: each connection also lists the source group's results
+    the job did not ask for, passed through at the final version with `slot_name` None."""
+    by_uid = {j.uid: j for j in job.demo.jobs}
+    out = []
+    for sg in job.slot_groups:
+        conns = []
+        for c in sg["connections"]:
+            asked = {s["result_name"] for s in c["slots"]}
+            extra = [{"slot_name": None, "job_uid": c["job_uid"], "group_name": c["group_name"],
+                      "result_name": r["name"], "result_type": r["type"], "version": "F"}
+                     for r in by_uid[c["job_uid"]].results
+                     if r["group_name"] == c["group_name"] and r["name"] not in asked]
+            conns.append(dict(c, slots=c["slots"] + extra))
+        out.append(dict(sg, connections=conns))
+    return out
+
+
 def _parents(job: "_Job") -> list[str]:
     return list(dict.fromkeys(c["job_uid"] for g in job.slot_groups for c in g["connections"]))
 
@@ -119,7 +137,7 @@ def _v4_job(flavour: str, job: "_Job", children: list[str]) -> dict:
         "title": job.title, "description": "", "status": job.status, "version": job.demo.cs_version,
         **{k: mongo_date(v, ms) for k, v in _times(job).items()},
         "workspace_uids": ["W1"], "job_dir": job.uid, "parents": _parents(job), "children": children,
-        "input_slot_groups": job.slot_groups, "output_result_groups": groups, "output_results": results,
+        "input_slot_groups": job.slot_groups if legacy else _slot_groups(job), "output_result_groups": groups, "output_results": results,
         "params_spec": job.demo.params.get(job.type, {}),
         "queued_to_lane": "default", "interactive_hostname": "",
         "resources_allocated": {"lane": "default", "hostname": "gpu01", "slots": {"GPU": [0]}},
@@ -164,7 +182,7 @@ def _dtype(result_type: str) -> str:
 
 def _v5_spec(job: "_Job") -> dict:
     inputs = {}
-    for sg in job.slot_groups:
+    for sg in _slot_groups(job):
         inputs[sg["name"]] = {
             "type": sg["type"], "title": sg["title"], "description": sg["description"],
             "slots": [{"name": s["name"], "dtype": _dtype(s["type"]), "required": not s["optional"]}

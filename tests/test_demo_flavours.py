@@ -86,7 +86,8 @@ def test_v5_shape(demo_masters):
     res = {r["name"]: r for r in out["particles"]["results"]}
     assert res["alignments3D"]["dtype"] == "alignments3D" and len(res["alignments3D"]["versions"]) == 4
     conn = docs[8]["spec"]["inputs"]["particles"]["connections"][0]
-    assert conn["job_uid"] == "J7" and {r["result"] for r in conn["results"]} == {"blob", "ctf", "alignments3D"}
+    assert conn["job_uid"] == "J7" and {r["result"]: r["name"] for r in conn["results"]} == {
+        "blob": "blob", "ctf": "ctf", "alignments3D": "alignments3D", "alignments2D": None}   # None: passed through
     assert docs[6]["spec"]["params"] == {"class2D_K": 4}
     pdoc = json.loads((project / "project.json").read_text())
     assert pdoc["uid"] == "P3" and pdoc["uid_num"] == 3 and ISO_Z.match(pdoc["created_at"])

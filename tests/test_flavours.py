@@ -29,7 +29,9 @@ def _outline(project: Project) -> dict:
                 rows = csfile.load(project.path / r.final_metafile)["uid"] if r.final_metafile else []
                 groups[(g.name, r.name)] = (len(r.versions), r.passthrough, np.sort(np.asarray(rows)).tobytes())
         out[uid] = {"groups": groups, "error": job.error,
-                    "inputs": sorted((i.job_uid, i.group_name, i.result_name, str(i.version)) for i in job.inputs),
+                    # the slots asked for (v4/v5 also list passed-through results, with no slot name)
+                    "inputs": sorted((i.job_uid, i.group_name, i.result_name, str(i.version))
+                                     for i in job.inputs if i.slot_name),
                     "type": job.type, "status": job.status,
                     "created": job.created_timestamp, "completed": job.completed_timestamp}
     return out
@@ -51,6 +53,8 @@ def test_every_flavour_reads_as_the_same_project(demo_masters):
     assert v4["J7"]["inputs"] == [("J6", "particles", "alignments2D", "2"), ("J6", "particles", "blob", "F"),
                                   ("J6", "particles", "ctf", "F")]
     assert v4["J4"]["created"] == v4["J3"]["created"] + 3600          # ms dates and ISO dates agree
+    passed = [i for i in Project.open(demo_masters("v4") / "CS-csfs-demo").job("J8").inputs if not i.slot_name]
+    assert [(i.job_uid, i.result_name, i.version) for i in passed] == [("J7", "alignments2D", "F")]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
