@@ -11,6 +11,7 @@ import pytest
 
 from csfs.core import consolidate, csfile, lifecycle
 from csfs.core.demo_docs import LEGACY_NO_JOB_JSON
+from csfs.core.errors import RefusedError
 from csfs.core.instance import Instance
 from csfs.core.project import Project
 
@@ -134,17 +135,17 @@ def legacy(demo_masters, tmp_path) -> Path:
     return copy_demo(demo_masters("legacy"), tmp_path / "legacy")
 
 
-@pytest.mark.xfail(strict=True, reason="docs: a legacy job known from its .csg files is listed under problems")
 def test_legacy_jobs_without_job_json_are_no_problem(legacy):
     assert Project.open(legacy).all_problems() == []
 
 
-@pytest.mark.xfail(strict=True, reason="docs: a legacy job known from its .csg files has no status, so it "
-                                       "cannot be exported")
 def test_legacy_job_without_job_json_exports(legacy, home):
+    """Its groups export (it completed: CryoSPARC wrote its .csg files); it has no job.json, so
+    no job export: that is refused with what to do instead."""
     inst, puid, project = attach(legacy, home)
     dest = consolidate.export_group(inst, puid, "J5", "particles")
     rows = csfile.load(dest / "J5_particles_exported.cs")
     final = csfile.load(legacy / "J5" / "cryosparc_P12_J5_particles.cs")
     assert np.array_equal(np.sort(rows["uid"]), np.sort(final["uid"]))
-    assert consolidate.export_job(inst, puid, "J5").is_dir()
+    with pytest.raises(RefusedError, match="export its output groups"):
+        consolidate.export_job(inst, puid, "J5")
