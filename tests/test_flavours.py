@@ -97,6 +97,12 @@ def test_lifecycle_keeps_each_version_faithful(flavour, demo_masters, tmp_path):
         assert json.loads((moved / "project.json").read_text())["project_dir"] == str(moved)
     lifecycle.detach(inst, "P2")
     assert not (moved / "cs.lock").exists()
+    # and on to another instance, where it is P1: renumbered again, the same documents' shapes
+    assert lifecycle.attach(Instance(tmp_path / "home-B"), moved).uid == "P1"
+    for p in moved.glob("J*/job.json"):
+        d = json.loads(p.read_text())
+        assert (d["project_uid"], d["project_uid_num"]) == ("P1", 1) and set(d) == shapes[p.parent.name], p
+    assert json.loads((moved / "project.json").read_text())["uid"] == "P1"
     assert job_data(moved) == data
     assert Project.open(moved).job("J6").group("particles").result("alignments2D").versions == [0, 1, 2, 3, 4]
 
