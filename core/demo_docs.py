@@ -14,6 +14,7 @@ Shapes follow cryosparc-tools' published models and test documents:
 from __future__ import annotations
 
 import datetime as _dt
+import email.utils
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ STATUS_NUM = {s: i for i, s in enumerate(
 # v4 variants, spread over the jobs as a real project mixes them
 V4_BOTH_TYPE_KEYS = {1, 2, 3}          # `type` and `job_type`
 V4_JOB_TYPE_ONLY = {4, 5, 6}           # `job_type` only (cryosparc-tools' JobDocument)
-V4_MS_DATES = {1, 2, 3, 4, 5}          # {"$date": <ms>} (older); the others {"$date": "ISO"}
+V4_MS_DATES = {1, 2, 3, 4, 5}          # {"$date": <ms>} (older); the others {"$date": "ISO"} but:
+V4_RFC1123_DATES = {10}                # "Mon, 04 Nov 2024 20:29:09 GMT", as CryoSPARC's API returns times
 V4_INT_NUM_ITEMS = {4, 7}              # output_results[].num_items as one int (the v4 spec's type)
 V4_NO_GROUPS = {7}                     # no output_result_groups (as cryosparc-tools' test job)
 LEGACY_NO_JOB_JSON = {1, 2, 3, 4, 5}   # predate job.json: outputs only in their .csg files
@@ -37,6 +39,11 @@ LEGACY_NO_JOB_JSON = {1, 2, 3, 4, 5}   # predate job.json: outputs only in their
 def iso(d: _dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with a Z, as pydantic (v5) and newer v4 exports write it."""
     return None if d is None else d.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def rfc1123(d: _dt.datetime | None) -> str | None:
+    """RFC 1123 (`Mon, 04 Mar 2024 19:00:00 GMT`), whatever the locale."""
+    return None if d is None else email.utils.format_datetime(d.astimezone(_dt.timezone.utc), usegmt=True)
 
 
 def mongo_date(d: _dt.datetime | None, ms: bool) -> dict | None:
@@ -135,7 +142,8 @@ def _v4_job(flavour: str, job: "_Job", children: list[str]) -> dict:
               for g in job.groups]
     doc |= {
         "title": job.title, "description": "", "status": job.status, "version": job.demo.cs_version,
-        **{k: mongo_date(v, ms) for k, v in _times(job).items()},
+        **{k: rfc1123(v) if not legacy and n in V4_RFC1123_DATES else mongo_date(v, ms)
+           for k, v in _times(job).items()},
         "workspace_uids": ["W1"], "job_dir": job.uid, "parents": _parents(job), "children": children,
         "input_slot_groups": job.slot_groups if legacy else _slot_groups(job), "output_result_groups": groups, "output_results": results,
         "params_spec": job.demo.params.get(job.type, {}),
