@@ -45,6 +45,7 @@ class Entry:
     source: Path | None = None
     generate: Callable[[], bytes] | None = None
     mode: int = GENERATED_MODE  # permission bits (dirs 0o755, data files those of the source)
+    sources: tuple[str, ...] = ()  # the files a generated entry is made from (the mount's permissions)
 
 
 class Plan:
@@ -149,11 +150,13 @@ def _dir(path: str, mtime: float) -> Entry:
     return Entry(path, "dir", 0, mtime, None, None, DIR_MODE)
 
 
-def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable[[], bytes] | None = None) -> Entry:
+def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable[[], bytes] | None = None,
+               sources: Iterable[str | os.PathLike] = ()) -> Entry:
+    srcs = tuple(os.fspath(s) for s in sources)
     if isinstance(data_or_size, bytes):
         data = data_or_size
-        return Entry(path, "generated", len(data), mtime, None, lambda: data, GENERATED_MODE)
-    return Entry(path, "generated", data_or_size, mtime, None, gen, GENERATED_MODE)
+        return Entry(path, "generated", len(data), mtime, None, lambda: data, GENERATED_MODE, srcs)
+    return Entry(path, "generated", data_or_size, mtime, None, gen, GENERATED_MODE, srcs)
 
 
 def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None = None) -> Entry | None:
@@ -401,9 +404,11 @@ def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[lis
     mtime = job_time(job)
     data = group_data(project, group)
     size = len(npy_header(data.dtype, data.rows)) + data.rows * data.dtype.itemsize
+    metafiles = [_path_of(project, p.metafile) for p in data.parts]
     entries = [
-        _generated(prefix + cs_name, size, mtime, partial(_dataset_bytes, project, data, size)),
-        _generated(prefix + f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime),
+        _generated(prefix + cs_name, size, mtime, partial(_dataset_bytes, project, data, size), metafiles),
+        _generated(prefix + f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime,
+                   sources=[Path(job.dir) / "job.json", *metafiles]),
     ]
     missing: list[str] = []
     dirs: dict[str, str] = {}
@@ -430,13 +435,24 @@ def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
 
 
+def has_job_export(job: Any) -> bool:
+    """A job export holds the job's job.json: a legacy job known from its .csg files has
+    none (its output groups still export)."""
+    return bool(getattr(job, "doc", None))
+
+
 def job_export_plan(project: Any, juid: str) -> Plan:
     """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
     job = _find_job(project, juid)
     check_exportable(job)
+    if not has_job_export(job):
+        groups = ", ".join(g.name for g in job.groups) or "none"
+        raise RefusedError(f"{job.uid} has no job.json (a legacy job known from its .csg files), so it has "
+                           f"no job export; export its output groups instead (groups: {groups})")
     mtime = job_time(job)
     jdir = Path(job.dir)
-    entries: list[Entry] = [_generated("job.json", dumps_json(exported_job_doc(job.doc)), mtime)]
+    entries: list[Entry] = [_generated("job.json", dumps_json(exported_job_doc(job.doc)), mtime,
+                                       sources=[jdir / "job.json"])]
     ev = _source_file("events.bson", jdir / "events.bson")
     if ev is not None:
         entries.append(ev)

@@ -47,7 +47,8 @@ class Job:
         self.inputs: list[InputRef] = []
         self.form = ""  # "v4" | "v5" | "csg" (legacy, read from its .csg files) | "" (unusable)
         self.raw: bytes | None = None  # job.json's bytes, when it could be read
-        self.notes: list[str] = []
+        self.notes: list[str] = []      # how the job was read, when not from its job.json
+        self._read_problems: list[str] = []  # .csg files that could not be read
 
     def __repr__(self) -> str:
         return f"Job({self.uid}, {self.type!r}, {self.status!r}{', error' if self.error else ''})"
@@ -91,7 +92,7 @@ class Job:
     @cached_property
     def problems(self) -> list[str]:
         """Non-fatal problems: missing metafiles, metafiles outside the project, dangling symlinks."""
-        out: list[str] = list(self.notes)
+        out: list[str] = list(self._read_problems)
         if self.error:
             out.append(self.error)
         for mf in self.metafiles:
@@ -140,8 +141,9 @@ class Job:
         paths = sorted(self.dir.glob("*.csg"))
         if not paths:
             return False
-        self.form = "csg"
-        self.notes.append(f"{self.uid}: job.json is missing; outputs read from its .csg files")
+        # CryoSPARC writes a job's .csg files when its outputs are final: the job completed
+        self.form, self.status = "csg", "completed"
+        self.notes.append(f"{self.uid}: no job.json (a legacy job); outputs read from its .csg files")
         for path in paths:
             try:
                 c = csg.load(path)
@@ -161,7 +163,7 @@ class Job:
                     group.passthrough = "input"
                 self.groups.append(group)
             except (CsfsError, ValueError, KeyError) as e:
-                self.notes.append(f"{self.uid}: {path.name}: {_short(e)}")
+                self._read_problems.append(f"{self.uid}: {path.name}: {_short(e)}")
         return True
 
     def may_use(self, producer: "Job") -> bool:
@@ -212,7 +214,7 @@ class Project:
     @property
     def form(self) -> str:
         """The document form of new jobs: "v5" when the project or most of its jobs are v5, else "v4"."""
-        if documents._major(self.doc.get("last_dumped_version") or self.doc.get("created_at_version")) == 5:
+        if documents.major_version(self.doc.get("last_dumped_version") or self.doc.get("created_at_version")) == 5:
             return "v5"
         forms = [j.form for j in self.jobs.values() if j.form in ("v4", "v5")]
         return "v5" if forms and forms.count("v5") * 2 > len(forms) else "v4"

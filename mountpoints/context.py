@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from cachetools import TTLCache
 
 from .nodes import Inodes, ns
+from .perms import Perms
 
 LONG_TTL = 60.0
 SHORT_TTL = 1.0
@@ -29,6 +30,8 @@ class Context:
         self.mountpoint = os.path.abspath(mountpoint)
         self.uid = os.getuid()
         self.gid = os.getgid()
+        self.allow_other = False   # others may read: permissions also count the folders above
+        self.perms = Perms(self)
         self.started_ns = ns(time.time())
         self.inodes = Inodes()
         self._lock = threading.RLock()

@@ -24,8 +24,8 @@ from typing import Any, Callable
 from csfs.core.errors import CsfsError
 
 from .context import Context
-from .control import Controls
-from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, READ_BUF, FuseOSError, Operations, fuse_get_context
+from .control import Controls, Pending
+from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, NOFLUSH, READ_BUF, FuseOSError, Operations, fuse_get_context
 from . import dircache, generated, watch, zerocopy
 from .kcache import KernelCache
 from .instance_view import InstanceView
@@ -66,10 +66,11 @@ MAX_READ = 1024 * 1024 - 4 * 4096
 
 
 class _Handle:
-    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size", "version")
+    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size", "version", "pending")
 
     def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
         self.fd, self.data, self.node = fd, data, node
+        self.pending: Pending | None = None   # a control file opened for writing
         self.ahead = 0   # prefetch requested up to here
         self.keep = False   # the kernel keeps this file's pages (keep_cache)
         self.sparse = False  # the source has holes: serve them as zeros without reading
@@ -115,6 +116,9 @@ class CsfsFS(Operations):
         # version whose pages the kernel may cache for an immutable file (see _cache_mode)
         self._versions: dict[str, list] = {}
         self._vlock = threading.Lock()
+        # real path -> until when (monotonic): files changed behind our back lately, whose old
+        # attributes the kernel may still hold under another name (an export's copy of them)
+        self._replaced: dict[str, float] = {}
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -165,8 +169,8 @@ class CsfsFS(Operations):
         node = self._node(path)
         attrs = node.attrs
         if node.immutable:
-            if node.real is None and self.kcache.enabled:
-                self.kcache.record(path)    # an export entry: dropped when its project changes
+            if node.source is None and node.real is None and node.children is None and self.kcache.enabled:
+                self.kcache.record(path)    # a generated export file: dropped when its project changes
             v = self._versions.get(path)
             if v is not None and v[1] and v[2] != attrs["st_size"]:
                 # still being read in an older version: its size, so no reader is cut short
@@ -211,6 +215,15 @@ class CsfsFS(Operations):
         for view in self._views():
             self.ctx.watch(view.path)
 
+    def _note_replaced(self, paths: Any) -> None:
+        now = time.monotonic()
+        until = now + ENTRY_TIMEOUT
+        with self._vlock:
+            if len(self._replaced) > 10_000:
+                self._replaced = {p: t for p, t in self._replaced.items() if t > now}
+            for p in paths:
+                self._replaced[p] = until
+
     def _views(self) -> list[ProjectView]:
         if isinstance(self.root, ProjectView):
             return [self.root]
@@ -233,6 +246,7 @@ class CsfsFS(Operations):
             if not hits:
                 continue
             deep = any(_structural(base, p, m) for p, m in hits)
+            self._note_replaced(p for p, _ in hits)
             paths = {p for p, _ in hits} | {os.path.dirname(p) for p, _ in hits if p != base}
             self.ctx.forget(base if deep else None, paths)
             shown = {view.key + ("/" + os.path.relpath(p, base) if p != base else "") or "/" for p in paths}
@@ -278,6 +292,8 @@ class CsfsFS(Operations):
                 self._owner_only()
             fi.direct_io = 1
             h = _Handle(node=node)
+            if wants_write:
+                h.pending = Pending(node.control, bool(fi.flags & os.O_APPEND))
         elif wants_write:
             raise FuseOSError(errno.EROFS)
         elif node.children is not None:
@@ -300,6 +316,8 @@ class CsfsFS(Operations):
                 self._cache_mode(path, node, fi, h, (len(data), zlib.crc32(data)))
             else:
                 fi.direct_io = 1   # sizes: always the current text
+        if NOFLUSH and h.pending is None:
+            fi.noflush = 1   # only control files need flush(): no round trip at close for the rest
         fh = next(self._next)
         self._handles[fh] = h
         fi.fh = fh
@@ -318,6 +336,10 @@ class CsfsFS(Operations):
         if not node.immutable:
             return      # keep_cache 0: the kernel drops this file's pages at every open
         now = time.monotonic()
+        src = node.real or node.source
+        if src is not None and self._replaced.get(src, 0.0) > now:
+            fi.direct_io = 1   # its file changed lately: the kernel may hold its old size
+            return
         with self._vlock:
             v = self._versions.get(path)
             if v is None or (v[0] == version and now >= v[3]):
@@ -400,18 +422,21 @@ class CsfsFS(Operations):
 
     @_errors
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        """A control file: act on each complete command (control.Pending)."""
         h = self._handles.get(fi.fh)
-        if h is None or h.node is None or h.node.kind != "control":
+        if h is None or h.pending is None:
             raise FuseOSError(errno.EROFS)
         self._owner_only()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("utf-8", "replace")
-        controls, scope, action, project = h.node.control
-        for line in [ln for ln in text.splitlines() if ln.strip()] or [text]:
-            controls.run(scope, action, line, project)   # one command per line
-        return len(data)
+        return h.pending.write(data, offset)
+
+    @_errors
+    def flush(self, path: str, fi: Any) -> int:
+        """close(): a control file acts on a last command written without a newline, and
+        close() returns its errno. Other files are opened with noflush (libfuse3)."""
+        h = self._handles.get(fi.fh)
+        if h is not None and h.pending is not None:
+            h.pending.flush()
+        return 0
 
     @_errors
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
@@ -419,8 +444,7 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EROFS)
         return 0
 
-    # no flush/fsync: libfuse answers ENOSYS and the kernel stops sending them (one round
-    # trip less per file closed)
+    # no fsync: libfuse answers ENOSYS and the kernel stops sending it
 
     def release(self, path: str, fi: Any) -> int:
         h = self._handles.pop(fi.fh, None)
@@ -433,6 +457,11 @@ class CsfsFS(Operations):
                     v[1] -= 1
         if h.fd >= 0:
             os.close(h.fd)
+        if h.pending is not None:
+            try:   # no flush came (a binding without it): the outcome file tells the result
+                h.pending.flush()
+            except Exception:
+                pass
         return 0
 
     # -- everything else is read-only ------------------------------------------------

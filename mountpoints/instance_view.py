@@ -74,4 +74,5 @@ class InstanceView:
         data, mtime = self.controls.outcome(SCOPE, rest[0])
         attrs = virtual_attrs("file", len(data), mtime, self._ino("/control/" + rest[0]),
                               self.ctx.uid, self.ctx.gid, writable=True)
+        self.ctx.perms.control(attrs)
         return Node("control", attrs, data=lambda: data, control=(self.controls, SCOPE, rest[0], None))

@@ -118,6 +118,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     _few_malloc_arenas()
     sys.setswitchinterval(0.0005)   # requests are short: hand the GIL over quickly
     ctx = Context(home, mountpoint, plain=plain)
+    ctx.allow_other = allow_other
     fs = CsfsFS(ctx, source)
     name = f"csfs:{source or home}".replace(",", "_")
     # noatime: a readdir would otherwise invalidate the directory's cached attributes

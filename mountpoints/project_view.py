@@ -14,6 +14,7 @@ from . import generated
 from .context import PROJECT_TTL, Context
 from .control import PROJECT_ACTIONS, Controls
 from .nodes import T_DEV, T_INO, T_MODE, Node, compact, ns, real_attrs, virtual_attrs
+from .perms import AS_IS, LIST
 
 VIRTUAL_TOP = ("exports", "sizes", "control")
 EXPORT_KINDS = ("jobs", "groups")
@@ -58,7 +59,8 @@ class ProjectView:
             for uid, job in jobs.items():
                 if job.error or job.status != "completed":
                     continue
-                names = [("jobs", exportplan.job_export_name(job), None)]
+                names = ([("jobs", exportplan.job_export_name(job), None)]
+                         if exportplan.has_job_export(job) else [])
                 names += [("groups", exportplan.group_export_name(job, g.name), g.name) for g in job.groups]
                 for kind, name, group in names:
                     if exportplan.plain_name(name):     # a '/' in job.json's names: not listable
@@ -145,6 +147,8 @@ class ProjectView:
             raise _enoent()
         dev = st[T_DEV]
         attrs = real_attrs(st, self.ctx.inodes.real(dev, st[T_INO]), shared=not self.ctx.plain)
+        if not parts:   # the project folder: no more open than the folders above it
+            attrs = self.ctx.perms.on_real_path(attrs, real)
         node = Node("real", attrs, real=real, immutable=long)
         if S.S_ISDIR(st[T_MODE]):
             node.kind = "dir"
@@ -206,16 +210,20 @@ class ProjectView:
                     else:
                         out.append(self._child_entry(parts, name, sub is not None and sub[0] == "dir"))
                 return out
-            return self._vdir(parts, children, mtime, mode, immutable=True)
+            node = self._vdir(parts, children, mtime, mode, immutable=True)
+            self.ctx.perms.apply(node.attrs, mode, [(self._job_dir(base), AS_IS)])
+            return node
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("file", size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=mode)
         if kind == "file":
-            # a copy of a source file: its very stat (inode, link count, blocks, times), as a
-            # hard link has; du counts the data once, tar -S finds the holes of sparse stacks
+            # a copy of a source file: its very stat (inode, link count, blocks, times, owner
+            # and mode), as a hard link has; du counts the data once, tar -S finds the holes
             st = self._source_stat(source)
             if st is not None:
                 attrs = real_attrs(st, self.ctx.inodes.real(st[T_DEV], st[T_INO]), shared=True)
+            attrs = self.ctx.perms.on_real_path(attrs, source)   # less what closed folders withhold
             return Node("file", attrs, source=source, immutable=True)
+        self.ctx.perms.apply(attrs, mode, [(src, AS_IS) for src in plan.sources(rel)])
         if inline is not None:
             return Node("file", attrs, data=lambda: inline, immutable=True)
         export_kind, name = base[-2], base[-1]
@@ -228,26 +236,41 @@ class ProjectView:
         """The compact stat of an export's data file (its real path, symlinks resolved)."""
         return self.ctx.cached(("stat", source), lambda: _stat(source), True)
 
+    def _job_dir(self, base: list[str]) -> str:
+        """The job folder of the export at `base` (exports/<kind>/<name>)."""
+        juid = self.export_index()[base[-2]][base[-1]][0]
+        return str(self.project().jobs[juid].dir)
+
     def _sizes(self, rest: list[str]) -> Node:
         report = self.sizes()
         texts = {uid: f"{js.bytes}\n" for uid, js in report.jobs.items()}
         texts.update({name: f"{n}\n" for name, n in report.sessions.items()})
         texts["total"] = f"{report.total}\n"
         if not rest:
-            return self._vdir(["sizes"], lambda: [self._child_entry(["sizes"], n, False) for n in texts])
+            node = self._vdir(["sizes"], lambda: [self._child_entry(["sizes"], n, False) for n in texts])
+            self.ctx.perms.apply(node.attrs, 0o555, [(str(self.path), AS_IS)])
+            return node
         if len(rest) != 1 or rest[0] not in texts:
             raise _enoent()
-        return self._vfile(["sizes", rest[0]], texts[rest[0]].encode(), self.ctx.started_ns)
+        node = self._vfile(["sizes", rest[0]], texts[rest[0]].encode(), self.ctx.started_ns)
+        # who may list a job folder may know its size; the total, who may list them all
+        folders = [n for n in texts if n != "total"] if rest[0] == "total" else rest
+        self.ctx.perms.apply(node.attrs, 0o444, [(str(self.path), LIST)] +
+                             [(str(self.path / n), LIST) for n in folders])
+        return node
 
     def _control(self, rest: list[str]) -> Node:
         if not rest:
-            return self._vdir(["control"], lambda: [self._child_entry(["control"], n, False)
+            node = self._vdir(["control"], lambda: [self._child_entry(["control"], n, False)
                                                     for n in PROJECT_ACTIONS])
+            self.ctx.perms.apply(node.attrs, 0o555, [(str(self.path), AS_IS)])
+            return node
         if len(rest) != 1 or rest[0] not in PROJECT_ACTIONS:
             raise _enoent()
         scope = str(self.path)
         data, mtime = self.controls.outcome(scope, rest[0])
         node = self._vfile(["control", rest[0]], data, mtime, writable=True)
+        self.ctx.perms.control(node.attrs)
         node.kind = "control"
         node.control = (self.controls, scope, rest[0], self.path)
         return node
