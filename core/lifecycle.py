@@ -22,9 +22,10 @@ import re
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import documents, faults, lock
+from . import documents, faults, lock, safeio
 from .atomic import write_json
-from .errors import ActiveJobError, ArchivedError, FormatError, ForeignLockError, NotFoundError, RefusedError, UsageError
+from .errors import (ActiveJobError, ArchivedError, CsfsError, FormatError, ForeignLockError, NotFoundError,
+                     RefusedError, UsageError)
 from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
@@ -345,8 +346,8 @@ def _rescued_from(rec: ProjectRecord) -> bool:
     """Whether the directory holds a rescue record naming the lock this instance registered."""
     for p in rec.path.glob("cs.lock.rescued-*.json"):
         try:
-            old = json.loads(p.read_bytes()).get("old_lock") or {}
-        except (OSError, ValueError, AttributeError):
+            old = safeio.load_json(p, safeio.LOCK_LIMIT).get("old_lock") or {}
+        except (CsfsError, AttributeError):
             continue
         if isinstance(old, dict) and rec.lock_id and old.get("lock_id") == rec.lock_id:
             return True
