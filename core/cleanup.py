@@ -203,19 +203,22 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
         # dropped versions listed with whatever remains, and running the clear again finishes it
         metafiles = set(job.metafiles)
         store.check_writable(instance, project.path)
-        for f in sorted(plan.files, key=lambda f: f.path in metafiles):
-            try:
-                os.unlink(Path(project.path) / f.path)
-            except FileNotFoundError:
-                pass
-            faults.point("clear-unlink")
-            done += 1
-            if progress:
-                progress(done, total)
-        doc = documents.drop_versions(job.doc, plan.versions)
-        doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
-            "cleared_at": now_iso(), "versions": plan.versions,
-            "files": [f.path for f in plan.files], "bytes": plan.bytes}]
-        store.commit(instance, project, job_docs={job.uid: doc})
+        with store.all_or_nothing(f"clearing {job.uid}", f"run `csfs clear-intermediate {rec.uid} {job.uid}` "
+                                                         "again to finish and record it") as undo:
+            undo.keep(f"deleting its intermediate files (job.json still lists them)")
+            for f in sorted(plan.files, key=lambda f: f.path in metafiles):
+                try:
+                    os.unlink(Path(project.path) / f.path)
+                except FileNotFoundError:
+                    pass
+                faults.point("clear-unlink")
+                done += 1
+                if progress:
+                    progress(done, total)
+            doc = documents.drop_versions(job.doc, plan.versions)
+            doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
+                "cleared_at": now_iso(), "versions": plan.versions,
+                "files": [f.path for f in plan.files], "bytes": plan.bytes}]
+            store.commit(instance, project, job_docs={job.uid: doc})
         sizes.invalidate(instance.cache_dir, project.path, job.uid)
     return plans

@@ -127,7 +127,13 @@ class Undo:
 
     def __init__(self) -> None:
         self.steps: list[tuple[str, Callable[[], Any]]] = []
+        self.kept: list[str] = []
         self._saved: set[Path] = set()
+
+    def keep(self, what: str) -> None:
+        """Record a change that is not undone (files deleted, a job created): a failure then
+        says so instead of "nothing changed"."""
+        self.kept.append(what)
 
     def add(self, what: str, fn: Callable[[], Any]) -> None:
         self.steps.append((what, fn))
@@ -184,6 +190,8 @@ def all_or_nothing(what: str, redo: str) -> Iterator[Undo]:
         if failed:
             raise FaultError(f"{what} failed ({reason}) and could not be undone ({'; '.join(failed)}); "
                              f"{redo}", code) from None
+        if undo.kept and isinstance(e, (OSError, FaultError)):
+            raise FaultError(f"{what} failed ({reason}) after {', '.join(undo.kept)}; {redo}", code) from None
         if isinstance(e, OSError):
             fix = "free space there" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "check that disk"
             raise FaultError(f"{what} failed ({reason}); nothing changed. {fix[0].upper() + fix[1:]}, "
@@ -289,8 +297,9 @@ def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: 
     and renamed into place, so a job directory never exists without its job.json.
     Returns (job uid, job directory).
     """
-    with serialized(instance):
-        return _new_job(instance, norm_path(getattr(project, "path", project)), type, title, doc_extra, form)
+    path = norm_path(getattr(project, "path", project))
+    with serialized(instance), all_or_nothing(f"creating a job in {path}", "run the command again"):
+        return _new_job(instance, path, type, title, doc_extra, form)
 
 
 def _new_job(instance: Instance, path: Path, type: str, title: str,
@@ -314,6 +323,7 @@ def _new_job(instance: Instance, path: Path, type: str, title: str,
             if (path / uid).exists():  # rename() would replace an empty directory
                 raise FileExistsError(uid)
             os.rename(tmp, path / uid)
+            _undo.log.keep(f"creating {uid} (left in status {doc.get('status', 'building')!r})")
             break
         except OSError as e:
             if not isinstance(e, FileExistsError) and e.errno != errno.ENOTEMPTY:
