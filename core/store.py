@@ -76,7 +76,10 @@ def owned_lock(instance: Instance, rec: ProjectRecord, path: Path | None = None)
                            f"run `csfs project attach {path}` to lock it again")
     if rec.lock_id and info.lock_id != rec.lock_id:
         raise ForeignLockError(f"{path}: cs.lock ({info.describe()}) is not the lock this instance "
-                               f"wrote for {rec.uid}; is this a copy? attach the copy instead")
+                               f"registered for {rec.uid} (lock id {info.lock_id}, registered {rec.lock_id}). "
+                               f"If this directory is {rec.uid} itself (its lock or the registry was restored "
+                               f"from a backup), run `csfs project attach {path}` to adopt its lock; if it is a "
+                               "copy, work on the original; nothing changed")
     return info
 
 

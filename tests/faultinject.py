@@ -26,6 +26,7 @@ from typing import Any
 
 # operations that need free space (a full disk fails them; unlink/rmdir still work)
 SPACE_OPS = {"open", "write", "link", "symlink", "mkdir", "sendfile", "commit"}
+# (ENOSPC hits the first of these at or after the chosen operation; EIO hits that operation)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Outcome:
 class _State:
     plan = Plan()
     n = 0
+    fired = False
     log: list = []
 
 
@@ -67,7 +69,11 @@ def _tick(op: str, path: Any = None) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         threading.Timer(p.delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
         return
-    if p.error and (s.n == p.at or (p.sticky and op in SPACE_OPS)):
+    space = p.error in (_errno.ENOSPC, _errno.EDQUOT)
+    if space and op not in SPACE_OPS:  # a full disk fails only what needs space (not unlink, rmdir)
+        return
+    if p.error and (not s.fired or p.sticky):
+        s.fired = True
         if op == "commit":
             raise sqlite3.OperationalError("database or disk is full" if p.error == _errno.ENOSPC
                                            else "disk I/O error")
@@ -116,11 +122,10 @@ def _wrap_open() -> None:
     real = io.open
 
     def fn(file, mode="r", *a, **kw):
-        f = real(file, mode, *a, **kw)
         if any(c in mode for c in "wax+"):
             _tick("open", file)
-            return _Writer(f, file)
-        return f
+            return _Writer(real(file, mode, *a, **kw), file)
+        return real(file, mode, *a, **kw)
     io.open = builtins.open = fn
     import pathlib
     pathlib.io.open = fn  # type: ignore[attr-defined]
@@ -146,7 +151,7 @@ class _Con:
 
 def install(plan: Plan) -> None:
     """Patch os, open and sqlite3 in this (child) process."""
-    _State.plan, _State.n, _State.log = plan, 0, []
+    _State.plan, _State.n, _State.log, _State.fired = plan, 0, [], False
     writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
     _wrap("open", when=lambda path, flags, *a, **kw: bool(flags & writing))
     _wrap("write", arg=None)
