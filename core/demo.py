@@ -1,11 +1,13 @@
-"""`csfs demo`: a synthetic but structurally faithful CryoSPARC v4 project.
+"""`csfs demo`: a synthetic but structurally faithful CryoSPARC project (legacy, v4 or v5).
 
-`make_demo(dir, scale, seed)` writes `<dir>/raw/` (the "microscope" movies) and
-`<dir>/CS-csfs-demo/` with ten jobs: import → motion → CTF → blob picks → extract
+`make_demo(dir, scale, seed, flavour)` writes `<dir>/raw/` (the "microscope" movies)
+and the project (`<dir>/CS-csfs-demo/`, or `<dir>/P12/` for legacy) with ten jobs: import → motion → CTF → blob picks → extract
 → 2D classes (intermediate iterations) → ab-initio → refinement (per-iteration
 volumes), one job left running and one failed. uids flow from picks to refinement,
 inputs name the versions they consumed, every data file has a real MRC header.
 Deterministic for a seed: all times come from a fixed base, never from "now".
+Each flavour writes its version's real document shapes (core/demo_docs.py); v4
+also holds a CryoSPARC Live session folder `S1/`.
 """
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ import numpy as np
 
 from . import csfile, csg, mrc
 from . import demo_data as dd
+from . import demo_docs as docs
+from .demo_docs import FLAVOURS
 from .errors import RefusedError, UsageError
 
-PROJECT_DIR = "CS-csfs-demo"
+PROJECT_DIR = "CS-csfs-demo"      # v4 and v5; legacy: P12
 TITLE = "csfs demo"
-PROJECT_UID = "P1"
-CS_VERSION = "v4.5.3"
+DESCRIPTION = "Synthetic demo project written by `csfs demo` (not real data)."
 BASE_TIME = _dt.datetime(2024, 3, 4, 9, 0, tzinfo=_dt.timezone.utc)
 PSIZE = 0.83
 
@@ -64,11 +67,6 @@ def _t(hours: float) -> _dt.datetime:
     return BASE_TIME + _dt.timedelta(hours=hours)
 
 
-def _date(d: _dt.datetime | None) -> dict | None:
-    """A time as CryoSPARC's JSON export writes it."""
-    return None if d is None else {"$date": d.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
-
-
 class _Job:
     """Collects one job's outputs, inputs and files; `finish()` writes its metadata."""
 
@@ -88,8 +86,12 @@ class _Job:
     def rel(self, name: str) -> str:
         return f"{self.uid}/{name}"
 
+    def fname(self, name: str) -> str:
+        """A job file name as the demo's version names it (`cryosparc_P12_J6_…` in legacy)."""
+        return docs.metafile_name(self.demo.flavour, name)
+
     def save_cs(self, name: str, arr: np.ndarray) -> str:
-        rel = self.rel(name)
+        rel = self.rel(self.fname(name))
         self.demo.write(rel, csfile.dumps(arr))
         return rel
 
@@ -119,37 +121,15 @@ class _Job:
                 {"slot_name": s, "job_uid": src, "group_name": group, "result_name": s,
                  "result_type": f"{itype}.{s}", "version": v} for s, v in slots.items()]}]})
 
-    def doc(self, children: list[str]) -> dict:
-        parents = list(dict.fromkeys(c["job_uid"] for g in self.slot_groups for c in g["connections"]))
-        running = self.status == "running"
-        failed = self.status == "failed"
-        end = None if running else self.finished
-        return {
-            "uid": self.uid, "project_uid": PROJECT_UID, "type": self.type, "title": self.title,
-            "description": "", "status": self.status, "version": CS_VERSION,
-            "created_at": _date(self.created), "queued_at": _date(_t(self.num + 0.05)),
-            "launched_at": _date(_t(self.num + 0.08)), "started_at": _date(_t(self.num + 0.1)),
-            "running_at": _date(_t(self.num + 0.1)),
-            "completed_at": None if running or failed else _date(end),
-            "failed_at": _date(end) if failed else None, "killed_at": None,
-            "workspace_uids": ["W1"], "job_dir": self.uid, "parents": parents, "children": children,
-            "input_slot_groups": self.slot_groups, "output_result_groups": self.groups,
-            "output_results": self.results,
-            "params_spec": self.demo.params.get(self.type, {}),
-            "queued_to_lane": "default", "interactive_hostname": "",
-            "resources_allocated": {"lane": "default", "hostname": "gpu01", "slots": {"GPU": [0]}},
-            "ui_layouts": {}, "errors_run": ([{"message": "CUDA out of memory", "warning": False}]
-                                             if failed else []),
-            "deleted": False, "is_experiment": False, "synthetic": True,
-        }
-
     def finish(self, children: list[str]) -> None:
-        _write_json(self.dir / "job.json", self.doc(children))
+        doc = docs.job_doc(self.demo.flavour, self, children)
+        if doc is not None:
+            _write_json(self.dir / "job.json", doc)
         for g in self.groups:
             res = {r["name"]: r for r in self.results if r["group_name"] == g["name"] and r["metafiles"]}
             if not res:
                 continue
-            c = csg.Csg(created=self.finished.replace(tzinfo=None), version=CS_VERSION,
+            c = csg.Csg(created=self.finished.replace(tzinfo=None), version=self.demo.cs_version,
                         group={"name": g["name"], "title": g["title"], "type": g["type"],
                                "description": g["description"]},
                         results={s: {"metafile": ">" + Path(r["metafiles"][0 if r["passthrough"] else -1]).name,
@@ -168,7 +148,8 @@ class _Job:
         self.demo.write(self.rel("job.log"), ("\n".join(lines) + "\n").encode())
 
     def _events(self) -> bytes:
-        texts = [f"[CPU: 1.2 GB] Project {PROJECT_UID} Job {self.uid} Started", *self.log]
+        puid = self.demo.project_uid
+        texts = [f"[CPU: 1.2 GB] Project {puid} Job {self.uid} Started", *self.log]
         if self.status == "failed":
             texts.append("Job failed: CUDA out of memory")
         elif self.status == "completed":
@@ -177,7 +158,7 @@ class _Job:
         out = bytearray()
         for i, text in enumerate(texts):
             oid = bson.ObjectId(self.demo.rng.bytes(12))
-            out += bson.encode({"_id": oid, "project_uid": PROJECT_UID, "job_uid": self.uid,
+            out += bson.encode({"_id": oid, "project_uid": puid, "job_uid": self.uid,
                                 "type": "text", "text": text, "flags": [],
                                 "created_at": _t(self.num + 0.1 + i * 0.01)})
         return bytes(out)
@@ -190,8 +171,10 @@ def _write_json(path: Path, obj: Any) -> None:
 
 class _Demo:
     def __init__(self, root: Path, raw: Path, scale: Scale, seed: int,
-                 progress: Callable[[int, int | None], None] | None) -> None:
-        self.root, self.raw, self.s = root, raw, scale
+                 progress: Callable[[int, int | None], None] | None, flavour: str = "v4") -> None:
+        self.root, self.raw, self.s, self.flavour = root, raw, scale, flavour
+        self.project_uid = docs.PROJECT_UIDS[flavour]
+        self.cs_version = docs.VERSIONS[flavour]
         self.rng = np.random.default_rng(seed)
         self.progress = progress
         self.jobs: list[_Job] = []
@@ -199,6 +182,11 @@ class _Demo:
                        "homo_refine_new": {"refine_symmetry": {"value": "C1"}}}
         self.png = dd.png_bytes()
         self.traj = dd.npy_bytes(np.zeros((scale.frames, 2), "<f4"))
+        self.dumped_at = _t(12)
+
+    def object_id(self) -> str:
+        """A mongo ObjectId as hex (seeded)."""
+        return self.rng.bytes(12).hex()
 
     # -- file writers --------------------------------------------------------------------
     def write(self, rel: str, data: bytes) -> None:
@@ -259,6 +247,8 @@ class _Demo:
                         children[c["job_uid"]].append(j.uid)
         for j in self.jobs:
             j.finish(children[j.uid])
+        if self.flavour == "v4":
+            self._live_session()
         self._project_files()
         self._set_times()
         self.tick(10)
@@ -417,7 +407,7 @@ class _Demo:
             a = dd.alignment_cols(rng, "alignments2D", n, K, PSIZE, three_d=False)
             self.align2d[v] = a
             cls_mf.append(j.save_cs(f"J6_{v:03d}_particles.cs", dd.table(self.uid, a)))
-            avg = j.rel(f"J6_{v:03d}_class_averages.mrc")
+            avg = j.rel(j.fname(f"J6_{v:03d}_class_averages.mrc"))
             self.image(avg, (K, s.box, s.box))
             avg_mf.append(j.save_cs(f"J6_{v:03d}_class_averages.cs",
                                     dd.table(class_uid, dd.template_cols(avg, K, s.box, PSIZE))))
@@ -436,13 +426,18 @@ class _Demo:
         n = len(self.uid)
         v2d = max(s.iters2d - 3, 0)                         # a non-final 2D iteration
         self.consumed_2d = v2d
-        versions, pmf, vmf = list(range(s.iters_abinit)), [], []
+        # legacy numbers iterations 0, 1, …; v4/v5 as real ab-initio runs do (0, 100, …), the last
+        # one's files named `…_final_…`
+        real = self.flavour != "legacy"
+        versions = [v * 100 if real else v for v in range(s.iters_abinit)]
+        pmf, vmf = [], []
         for v in versions:
+            tag = "final" if real and v == versions[-1] else f"{v:05d}"
             self.align3d = dd.alignment_cols(rng, "alignments3D", n, 1, PSIZE, three_d=True)
-            pmf.append(j.save_cs(f"J7_class_00_{v:05d}_particles.cs", dd.table(self.uid, self.align3d)))
-            vol = j.rel(f"J7_class_00_{v:05d}_volume.mrc")
+            pmf.append(j.save_cs(f"J7_class_00_{tag}_particles.cs", dd.table(self.uid, self.align3d)))
+            vol = j.rel(j.fname(f"J7_class_00_{tag}_volume.mrc"))
             self.image(vol, (s.vol,) * 3, volume=True)
-            vmf.append(j.save_cs(f"J7_class_00_{v:05d}_volume.cs",
+            vmf.append(j.save_cs(f"J7_class_00_{tag}_volume.cs",
                                  dd.table(self.vol_uid(), dd.volume_cols({"map": vol}, s.vol, PSIZE))))
         self.part |= self.align2d[v2d]
         passthrough = j.save_cs("J7_passthrough_particles_class_0.cs",
@@ -467,7 +462,7 @@ class _Demo:
         for v in versions:
             a = dd.alignment_cols(rng, "alignments3D", n, 1, PSIZE, three_d=True)
             pmf.append(j.save_cs(f"{j.uid}_{v:03d}_particles.cs", dd.table(self.uid, a)))
-            maps = {slot: j.rel(f"{j.uid}_{v:03d}_volume_{slot}.mrc") for slot in VOLUME_SLOTS}
+            maps = {slot: j.rel(j.fname(f"{j.uid}_{v:03d}_volume_{slot}.mrc")) for slot in VOLUME_SLOTS}
             for rel in maps.values():
                 self.image(rel, (s.vol,) * 3, volume=True)
             vmf.append(j.save_cs(f"{j.uid}_{v:03d}_volume.cs",
@@ -499,23 +494,28 @@ class _Demo:
         j.log.append("Loading templates from J6")
 
     def _project_files(self) -> None:
-        created = _date(BASE_TIME)
-        doc = {
-            "uid": PROJECT_UID, "title": TITLE,
-            "description": "Synthetic demo project written by `csfs demo` (not real data).",
-            "synthetic": True, "created_at": created, "archived": False, "detached": True,
-            "owner_user_id": "csfs-demo", "version": CS_VERSION,
-            "generate_intermediate_results_settings": {"class2D": True, "refinement": True},
-            "workspaces_details": [], "project_params_pdef": {},
-        }
-        _write_json(self.root / "project.json", doc)
-        _write_json(self.root / "workspaces.json", [{
-            "uid": "W1", "project_uid": PROJECT_UID, "title": "Demo workspace", "description": "",
-            "created_at": created, "workspace_type": "base",
-            "jobs": [j.uid for j in self.jobs]}])
-        _write_json(self.root / "job_manifest.json", {
-            "project_uid": PROJECT_UID,
-            "jobs": [{"uid": j.uid, "type": j.type, "status": j.status} for j in self.jobs]})
+        for name, doc in docs.project_files(self.flavour, self, TITLE, DESCRIPTION, BASE_TIME).items():
+            _write_json(self.root / name, doc)
+
+    def _live_session(self) -> None:
+        """A CryoSPARC Live session folder (v4): S1/ with exposures.bson and its preprocessed files
+        (for the first 40 exposures at most: the large scale stays quick to write)."""
+        s = self.s
+        d = self.root / "S1"
+        for sub in ("motioncorrected", "ctfestimated", "thumbnails"):
+            (d / sub).mkdir(parents=True)
+        out = bytearray()
+        for i, nm in enumerate(self.names[:40]):
+            mic = f"S1/motioncorrected/{nm}_patch_aligned_doseweighted.mrc"
+            self.image(mic, (1, s.mic_px // 2, s.mic_px // 2))
+            self.write(f"S1/thumbnails/{nm}_thumb_@1x.png", self.png)
+            self.write(f"S1/ctfestimated/{nm}_ctf_diag_2D.png", self.png)
+            out += bson.encode({
+                "_id": bson.ObjectId(self.rng.bytes(12)), "uid": int(self.mic_uid[i]), "project_uid": self.project_uid,
+                "session_uid": "S1", "exp_group_id": 1, "stage": "ready", "abs_file_path": f"/data/microscope/{nm}.mrc",
+                "groups": {"exposure": {"micrograph_blob": {"path": mic, "shape": [s.mic_px // 2] * 2}}},
+                "created_at": _t(11 + i * 0.01)})
+        self.write("S1/exposures.bson", bytes(out))
 
     def _set_times(self) -> None:
         """Every file's mtime is its job's end time (raw data: a day before the project)."""
@@ -530,29 +530,38 @@ class _Demo:
                     os.utime(os.path.join(dirpath, name), (t, t), follow_symlinks=False)
                 os.utime(dirpath, (t, t))
         t = self.jobs[-1].finished.timestamp()
+        if (self.root / "S1").exists():
+            for dirpath, dirnames, filenames in os.walk(self.root / "S1", topdown=False):
+                for name in filenames + dirnames:
+                    os.utime(os.path.join(dirpath, name), (t, t))
+                os.utime(dirpath, (t, t))
         for p in ("project.json", "workspaces.json", "job_manifest.json", "."):
-            os.utime(self.root / p, (t, t))
+            if (self.root / p).exists():
+                os.utime(self.root / p, (t, t))
 
 
 def make_demo(dir: str | os.PathLike, scale: str = "tiny", seed: int = 0,
-              progress: Callable[[int, int | None], None] | None = None) -> Path:
-    """Write `<dir>/CS-csfs-demo/` and `<dir>/raw/`; returns the project directory.
+              progress: Callable[[int, int | None], None] | None = None, flavour: str = "v4") -> Path:
+    """Write the project (`<dir>/CS-csfs-demo/`, legacy `<dir>/P12/`) and `<dir>/raw/`; returns the project.
 
-    Refuses to overwrite an existing project or raw folder.
+    `flavour` picks the CryoSPARC version whose documents it writes: legacy (<= v3.3),
+    v4 (the default) or v5. Refuses to overwrite an existing project or raw folder.
     """
     if scale not in SCALES:
         raise UsageError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    if flavour not in FLAVOURS:
+        raise UsageError(f"unknown flavour {flavour!r}; choose one of: {', '.join(FLAVOURS)}")
     if not isinstance(seed, int) or seed < 0:
         raise UsageError(f"--seed must be a whole number >= 0, not {seed!r}")
     dir = Path(dir).expanduser().absolute()
-    root, raw = dir / PROJECT_DIR, dir / "raw"
+    root, raw = dir / docs.project_dir_name(flavour), dir / "raw"
     for p in (root, raw):
         if p.exists() or p.is_symlink():
             raise RefusedError(f"{p} already exists; choose an empty folder for the demo")
     dir.mkdir(parents=True, exist_ok=True)
     root.mkdir()
     try:
-        _Demo(root, raw, SCALES[scale], seed, progress).build()
+        _Demo(root, raw, SCALES[scale], seed, progress, flavour).build()
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(raw, ignore_errors=True)
@@ -571,9 +580,10 @@ def summarize(project_dir: str | os.PathLike) -> dict:
         files += 1
         size += e.stat(follow_symlinks=False).st_size
     proj = Project.open(root)
-    particles = next((g.num_items for j in proj.jobs.values() if j.type.startswith("extract")
-                      for g in j.groups if g.name == "particles"), 0)
-    micrographs = next((g.num_items for j in proj.jobs.values() if j.type == "import_movies"
-                        for g in j.groups), 0)
+    groups = [g for j in proj.jobs.values() for g in j.groups]
+    # by the outputs, not the job types: a legacy job without job.json has no type
+    particles = next((g.num_items for g in groups if g.type == "particle"
+                      and any(r.name == "blob" for r in g.results)), 0)
+    micrographs = next((g.num_items for g in groups if g.type == "exposure"), 0)
     return {"path": str(root), "title": proj.title, "jobs": len(proj.jobs), "micrographs": micrographs,
             "particles": particles, "files": files, "bytes": size}

@@ -23,6 +23,9 @@ symlinks), plus:
       echo all > control/clear-intermediate   (or a job uid)
       echo J12 > control/export-job      echo 'J12 particles' > control/export-group
 The instance root's control/ has attach (write a path) and unarchive (write 'P<n> <path>').
+With --plain, only the real project directories are shown (no exports/, sizes/,
+control/): for backups (rsync -a), diffs and anything that must see the project as is.
+Semantics (errno, inodes, caching, what changes show when): SEMANTICS.md.
 Returns once the mount is ready; the server keeps running in the background
 (use -f to stay in the foreground). Unmount with `csfs umount MOUNTPOINT`.
 
@@ -52,13 +55,15 @@ def _mount(args: argparse.Namespace) -> int:
 
         Instance(home)  # create the instance (id, registry) before serving it
     if args.foreground:
-        mounting.serve(project, mountpoint, home, mounting.parse_options(args.options), args.allow_other)
+        mounting.serve(project, mountpoint, home, mounting.parse_options(args.options), args.allow_other,
+                       plain=args.plain)
         return 0
     argv = mounting.main_argv(str(project) if project else None, mountpoint, home, args.options,
-                              args.allow_other)
+                              args.allow_other, plain=args.plain)
     log = home / "logs" / ("mount" + re.sub(r"[^A-Za-z0-9]+", "_", mountpoint) + ".log")
     pid = mounting.spawn(argv, mountpoint, log)
-    print(f"mounted {project or 'instance ' + str(home)} at {mountpoint} (pid {pid})")
+    what = f"{project or 'instance ' + str(home)}{' (plain)' if args.plain else ''}"
+    print(f"mounted {what} at {mountpoint} (pid {pid})")
     return 0
 
 
@@ -110,6 +115,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--allow-other", action="store_true",
                    help="let other users read the mount (adds default_permissions; "
                         "needs user_allow_other in /etc/fuse.conf for non-root)")
+    p.add_argument("--plain", action="store_true",
+                   help="show the project (or instance) only: no exports/, sizes/, control/ "
+                        "(for backups and diffs)")
     p.add_argument("--list", action="store_true", help="list active csfs mounts instead (= csfs mounts)")
     p.add_argument("--json", action="store_true", help="with --list: print JSON")
     p.set_defaults(func=_mount)

@@ -11,11 +11,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from cachetools import TTLCache
 
 from .nodes import Inodes, ns
+from .perms import Perms
 
 LONG_TTL = 60.0
 SHORT_TTL = 1.0
@@ -23,11 +24,14 @@ PROJECT_TTL = 5.0
 
 
 class Context:
-    def __init__(self, home: Path, mountpoint: str) -> None:
+    def __init__(self, home: Path, mountpoint: str, plain: bool = False) -> None:
         self.home = home
+        self.plain = plain      # the project(s) only: no exports/, sizes/, control/
         self.mountpoint = os.path.abspath(mountpoint)
         self.uid = os.getuid()
         self.gid = os.getgid()
+        self.allow_other = False   # others may read: permissions also count the folders above
+        self.perms = Perms(self)
         self.started_ns = ns(time.time())
         self.inodes = Inodes()
         self._lock = threading.RLock()
@@ -38,6 +42,7 @@ class Context:
         self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
         self._plans: TTLCache = TTLCache(maxsize=32, ttl=600)
         self._instance: Any = None
+        self.watcher: Any = None    # mountpoints.watch.Watcher once the mount runs (None: TTLs only)
         self.action_lock = threading.Lock()   # one control action at a time
 
     # -- caches -------------------------------------------------------------
@@ -64,6 +69,36 @@ class Context:
         with self._lock:
             for c in (self._long, self._short, self._objects, self._plans):
                 c.clear()
+
+    def forget(self, base: str | None = None, paths: Iterable[str] = ()) -> None:
+        """Drop what was cached about `paths` (their lstat, stat and listing) and, with
+        `base`, everything of the project directory `base` (its model, plans, sizes and
+        every path below it) and the list of the instance's projects."""
+        under = (base.rstrip("/") + "/") if base else None
+        exact = set(paths)
+
+        def hit(key: Any) -> bool:
+            if key == ("folders",):
+                return base is not None
+            for k in key[1:2] if not base else key[1:]:
+                if isinstance(k, str) and (k in exact or (under is not None and (k == base or k.startswith(under)))):
+                    return True
+            return False
+        with self._lock:
+            for c in (self._long, self._short, self._objects, self._plans):
+                for key in [k for k in list(c.keys()) if hit(k)]:
+                    c.pop(key, None)
+
+    def drop(self, key: Any) -> None:
+        """Forget one cached object."""
+        with self._lock:
+            for c in (self._long, self._short, self._objects, self._plans):
+                c.pop(key, None)
+
+    def watch(self, path: Path | str, recursive: bool = True) -> None:
+        """Watch a directory tree for changes made behind the mount's back (once running)."""
+        if self.watcher is not None:
+            self.watcher.watch_tree(str(path), recursive)
 
     # -- the instance -------------------------------------------------------
     def instance(self) -> Any:

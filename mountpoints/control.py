@@ -4,6 +4,14 @@ a read tells the last outcome in one line.
 Project scope: detach, archive, clear-intermediate, export-job, export-group.
 Instance scope (root of an instance mount): attach, unarchive.
 Failures reach the writer as the core error's errno; the outcome says why.
+
+A command is acted on only when complete (`Pending`): a line ending in a newline, at the
+write() that completes it (so `echo J10 > export-job` gets its errno from write()), or
+the text left without a newline at flush() (close() returns the errno). A fragment such
+as the `J1` of `J1` + `0` is never acted on. Writes must come in order (offset = bytes
+written so far; any offset with O_APPEND); binary bytes, a line over MAX_LINE or more than
+MAX_INPUT bytes on one open file are refused with EINVAL and the file stays refused
+until it is closed.
 """
 from __future__ import annotations
 
@@ -25,6 +33,9 @@ log = logging.getLogger("csfs.mount")
 
 PROJECT_ACTIONS = ("detach", "archive", "clear-intermediate", "export-job", "export-group")
 INSTANCE_ACTIONS = ("attach", "unarchive")
+MAX_LINE = 4096           # one command (a path for attach/unarchive fits easily)
+MAX_INPUT = 64 * 1024     # bytes accepted by one open control file
+_BINARY = bytes(c for c in range(32) if c not in b"\t\n\r") + b"\x7f"
 _YES = {"1", "y", "yes", "true", "now"}
 _JOB = re.compile(r"^J\d+$")
 _PROJECT = re.compile(r"^P\d+$")
@@ -87,6 +98,12 @@ class Controls:
             raise OSError(errno.EIO, str(e)) from None
         self._record(scope, action, f"{stamp} {action} {shown}: ok: {result}\n")
 
+    def refuse(self, scope: str, action: str, why: str) -> None:
+        """Record and raise EINVAL for input that is no command at all."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._record(scope, action, f"{stamp} {action}: failed (EINVAL): {why}\n")
+        raise OSError(errno.EINVAL, why)
+
     def _dispatch(self, action: str, text: str, project: Path | None) -> str:
         ctx = self.ctx
         if action in INSTANCE_ACTIONS:
@@ -136,6 +153,84 @@ class Controls:
         if self.ctx.inside_mount(path):
             raise UsageError(f"{action}: {path} is inside this mount; give the real directory")
         return Path(path)
+
+
+class Pending:
+    """What has been written to one open control file and not yet acted on.
+
+    write() returns the bytes it took: when a later line of one write fails after earlier
+    ones were acted on, a short count (the writer retries the rest and gets the errno); a
+    write whose first command fails takes nothing, and a retry of it acts again."""
+
+    __slots__ = ("target", "append", "buf", "pos", "redo", "received", "acted", "broken")
+
+    def __init__(self, target: tuple[Controls, str, str, Path | None], append: bool) -> None:
+        self.target = target      # (controls, scope, action, project)
+        self.append = append      # opened with O_APPEND: the kernel picks the offsets
+        self.buf = b""            # a command not yet complete
+        self.pos = 0              # the offset the next write must have
+        self.redo: bytes | None = None   # the fragment a failed write started from
+        self.received = 0
+        self.acted = False
+        self.broken = ""          # why this open file refuses every further write
+
+    def write(self, data: bytes, offset: int) -> int:
+        """Take `data`; act on every line it completes. Raises OSError(errno)."""
+        if self.broken:
+            raise OSError(errno.EINVAL, self.broken)
+        if self.redo is not None and (self.append or offset == self.pos):
+            self.buf, self.redo = self.redo, None      # the writer retries a failed write
+        elif not self.append and offset != self.pos:
+            self._refuse(f"write at offset {offset}, expected {self.pos}: write the command from the start")
+        self.received += len(data)
+        if self.received > MAX_INPUT:
+            self._refuse(f"more than {MAX_INPUT} bytes written: a control file takes short commands")
+        if any(c in _BINARY for c in data):
+            self._refuse("binary input: write a command as text, e.g. `echo J12 > export-job`")
+        start = len(self.buf)
+        self.buf += data
+        done = 0
+        while (nl := self.buf.find(b"\n", done)) >= 0:
+            line = self.buf[done:nl]
+            if line.strip():
+                try:
+                    self._act(line)
+                except OSError:
+                    if done > start:   # earlier lines of this write were acted on
+                        self.buf, self.pos = b"", offset + done - start
+                        return done - start
+                    self.buf, self.redo = b"", self.buf[:start]
+                    raise
+            done = nl + 1
+        self.buf = self.buf[done:]
+        self.pos = offset + len(data)
+        if len(self.buf) > MAX_LINE:
+            self._refuse(f"a line of more than {MAX_LINE} bytes: a control file takes short commands")
+        return len(data)
+
+    def flush(self) -> None:
+        """close(): act on text left without a newline (or refuse input that held no command)."""
+        line, self.buf = self.buf, b""
+        if self.broken:
+            return
+        if line.strip():
+            self._act(line)
+        elif self.received and not self.acted:
+            self._act(b"")   # only blank lines: the action says what it expected
+
+    def _act(self, line: bytes) -> None:
+        controls, scope, action, project = self.target
+        self.acted = True
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self._refuse("not UTF-8 text: write a command as text, e.g. `echo J12 > export-job`")
+        controls.run(scope, action, text, project)
+
+    def _refuse(self, why: str) -> None:
+        self.broken, self.buf = why, b""
+        controls, scope, action, _ = self.target
+        controls.refuse(scope, action, why)
 
 
 def _idle(action: str) -> str:

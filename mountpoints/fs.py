@@ -17,15 +17,16 @@ import stat as S
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 from csfs.core.errors import CsfsError
 
 from .context import Context
-from .control import Controls
-from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, READ_BUF, FuseOSError, Operations, fuse_get_context
-from . import dircache, generated, zerocopy
+from .control import Controls, Pending
+from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, NOFLUSH, READ_BUF, FuseOSError, Operations, fuse_get_context
+from . import dircache, generated, watch, zerocopy
 from .kcache import KernelCache
 from .instance_view import InstanceView
 from .nodes import Node
@@ -65,14 +66,16 @@ MAX_READ = 1024 * 1024 - 4 * 4096
 
 
 class _Handle:
-    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size")
+    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size", "version", "pending")
 
     def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
         self.fd, self.data, self.node = fd, data, node
+        self.pending: Pending | None = None   # a control file opened for writing
         self.ahead = 0   # prefetch requested up to here
         self.keep = False   # the kernel keeps this file's pages (keep_cache)
         self.sparse = False  # the source has holes: serve them as zeros without reading
         self.size = 0
+        self.version: tuple | None = None   # counted in CsfsFS._versions while open
 
     def prefetch(self, offset: int, size: int, drop_behind: bool) -> None:
         """Keep the disk busy ahead of the reader: the kernel sends our reads out of order
@@ -109,6 +112,13 @@ class CsfsFS(Operations):
         self.controls.after_action = self._after_action
         self._handles: dict[int, _Handle] = {}
         self._next = itertools.count(1)
+        # path -> [version, open handles of it, its size, direct_io until (monotonic)]: the
+        # version whose pages the kernel may cache for an immutable file (see _cache_mode)
+        self._versions: dict[str, list] = {}
+        self._vlock = threading.Lock()
+        # real path -> until when (monotonic): files changed behind our back lately, whose old
+        # attributes the kernel may still hold under another name (an export's copy of them)
+        self._replaced: dict[str, float] = {}
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -135,6 +145,7 @@ class CsfsFS(Operations):
             config_3.negative_timeout = 0.0
         self.kcache.bind()
         self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
+        self._start_watching()
         threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint, 4 * self.max_read // 1024),
                          daemon=True).start()
 
@@ -143,6 +154,9 @@ class CsfsFS(Operations):
         self.init_with_config(None, None)
 
     def destroy(self, path: str) -> None:
+        if self.ctx.watcher is not None:
+            self.ctx.watcher.stop()
+            self.ctx.watcher = None
         generated.shutdown()
         for h in list(self._handles.values()):
             if h.fd >= 0:
@@ -152,7 +166,16 @@ class CsfsFS(Operations):
     # -- metadata -----------------------------------------------------------------
     @_errors
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
-        return self._node(path).attrs
+        node = self._node(path)
+        attrs = node.attrs
+        if node.immutable:
+            if node.source is None and node.real is None and node.children is None and self.kcache.enabled:
+                self.kcache.record(path)    # a generated export file: dropped when its project changes
+            v = self._versions.get(path)
+            if v is not None and v[1] and v[2] != attrs["st_size"]:
+                # still being read in an older version: its size, so no reader is cut short
+                attrs = dict(attrs, st_size=v[2], st_blocks=(v[2] + 511) // 512)
+        return attrs
 
     @_errors
     def entries(self, path: str) -> list[tuple[str, int, int]]:
@@ -178,6 +201,56 @@ class CsfsFS(Operations):
         return 0
 
     # no releasedir: libfuse then answers it without calling into Python
+
+    # -- changes behind our back ----------------------------------------------------
+    def _start_watching(self) -> None:
+        """inotify on the shown project(s) and the instance's registry (mountpoints/watch.py)."""
+        try:
+            self.ctx.watcher = watch.Watcher(self._changed)
+        except OSError as e:
+            log.warning("no inotify (%s): changes made outside the mount show after the cache times", e)
+            return
+        if isinstance(self.root, InstanceView):
+            self.ctx.watch(self.ctx.home, recursive=False)
+        for view in self._views():
+            self.ctx.watch(view.path)
+
+    def _note_replaced(self, paths: Any) -> None:
+        now = time.monotonic()
+        until = now + ENTRY_TIMEOUT
+        with self._vlock:
+            if len(self._replaced) > 10_000:
+                self._replaced = {p: t for p, t in self._replaced.items() if t > now}
+            for p in paths:
+                self._replaced[p] = until
+
+    def _views(self) -> list[ProjectView]:
+        if isinstance(self.root, ProjectView):
+            return [self.root]
+        return list(self.root.views())
+
+    def _changed(self, events: list[tuple[str, int]]) -> None:
+        """A batch of inotify events: drop what the mount and the kernel cached about those
+        paths; a change to a project's structure or metadata (a job's job.json, a metafile,
+        a file removed or replaced, anything at the top) drops all of that project's."""
+        if any(p == watch.OVERFLOW for p, _ in events):
+            self.ctx.invalidate()
+            self.kcache.invalidate("")
+            return
+        home = str(self.ctx.home)
+        if any(os.path.dirname(p) == home for p, _ in events):
+            self.ctx.forget(base=home)        # the registry: which projects the instance shows
+        for view in self._views():
+            base = str(view.path)
+            hits = [(p, m) for p, m in events if p == base or p.startswith(base + "/")]
+            if not hits:
+                continue
+            deep = any(_structural(base, p, m) for p, m in hits)
+            self._note_replaced(p for p, _ in hits)
+            paths = {p for p, _ in hits} | {os.path.dirname(p) for p, _ in hits if p != base}
+            self.ctx.forget(base if deep else None, paths)
+            shown = {view.key + ("/" + os.path.relpath(p, base) if p != base else "") or "/" for p in paths}
+            self.kcache.invalidate_paths(sorted(shown), prefixes=[view.key + "/exports"] if deep else [])
 
     def _after_action(self, project: Path | None) -> None:
         """A control action changed something: drop kernel caches of that project folder."""
@@ -219,6 +292,8 @@ class CsfsFS(Operations):
                 self._owner_only()
             fi.direct_io = 1
             h = _Handle(node=node)
+            if wants_write:
+                h.pending = Pending(node.control, bool(fi.flags & os.O_APPEND))
         elif wants_write:
             raise FuseOSError(errno.EROFS)
         elif node.children is not None:
@@ -231,18 +306,65 @@ class CsfsFS(Operations):
             # larger read-ahead below us; none for sparse sources, whose read-ahead would
             # only fill the source's page cache with zeroed holes we never read
             os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_RANDOM if h.sparse else os.POSIX_FADV_SEQUENTIAL)
-            fi.keep_cache = self._keep(path, node)
+            self._cache_mode(path, node, fi, h, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
             h.keep = bool(fi.keep_cache)
         else:
-            h = _Handle(data=node.data() if node.data else b"")
+            data = node.data() if node.data else b""
+            h = _Handle(data=data)
+            h.size = len(data)
             if node.immutable:
-                fi.keep_cache = self._keep(path, node)
+                self._cache_mode(path, node, fi, h, (len(data), zlib.crc32(data)))
             else:
                 fi.direct_io = 1   # sizes: always the current text
+        if NOFLUSH and h.pending is None:
+            fi.noflush = 1   # only control files need flush(): no round trip at close for the rest
         fh = next(self._next)
         self._handles[fh] = h
         fi.fh = fh
         return 0
+
+    def _cache_mode(self, path: str, node: Node, fi: Any, h: _Handle, version: tuple) -> None:
+        """How the kernel may cache what this handle serves (each handle serves one version:
+        its own fd or bytes). Never a mix of versions in one file:
+        - the version the kernel may hold pages of (or the first open): keep_cache for
+          immutable files, counted while open;
+        - another version while that one is still being read: direct_io (no page cache, no
+          size limit), so neither reader sees the other's pages;
+        - another version, nobody reading the old one: direct_io too, and the kernel's pages
+          and attributes are dropped (libfuse3; libfuse2 cannot, so it stays direct until the
+          attribute timeout has passed); the next open starts afresh."""
+        if not node.immutable:
+            return      # keep_cache 0: the kernel drops this file's pages at every open
+        now = time.monotonic()
+        src = node.real or node.source
+        if src is not None and self._replaced.get(src, 0.0) > now:
+            fi.direct_io = 1   # its file changed lately: the kernel may hold its old size
+            return
+        with self._vlock:
+            v = self._versions.get(path)
+            if v is None or (v[0] == version and now >= v[3]):
+                keep = self._keep(path, node)
+                if v is None:
+                    if len(self._versions) > MAX_VERSIONS:
+                        self._forget_versions()
+                    v = self._versions[path] = [version, 0, h.size, 0.0]
+                    keep = 0    # pages of an older version may linger: drop them now
+                v[1] += 1
+                h.version = version
+                fi.keep_cache = keep
+                return
+            fi.direct_io = 1
+            if v[1] or v[0] == version:
+                return
+            del self._versions[path]
+            if not self.kcache.enabled:
+                self._versions[path] = [version, 0, h.size, now + ENTRY_TIMEOUT]
+        self.kcache.invalidate_paths([path], wait=False)
+
+    def _forget_versions(self) -> None:
+        """Bound the table: forget files nobody has open (their next open drops their pages)."""
+        for p in [p for p, v in self._versions.items() if not v[1]]:
+            del self._versions[p]
 
     def _keep(self, path: str, node: Node) -> int:
         """keep_cache for immutable files, remembered so a control action can drop it.
@@ -293,25 +415,28 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EBADF)
         if h.fd >= 0:
             return os.lseek(h.fd, offset, whence)
-        size = len(h.data if h.data is not None else b"")
+        size = len(h.data if h.data is not None else self.read(path, 1 << 30, 0, fi))  # control: its outcome
         if offset >= size and whence in (os.SEEK_DATA, os.SEEK_HOLE):
             raise FuseOSError(errno.ENXIO)
         return offset if whence == os.SEEK_DATA else size
 
     @_errors
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        """A control file: act on each complete command (control.Pending)."""
         h = self._handles.get(fi.fh)
-        if h is None or h.node is None or h.node.kind != "control":
+        if h is None or h.pending is None:
             raise FuseOSError(errno.EROFS)
         self._owner_only()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("utf-8", "replace")
-        controls, scope, action, project = h.node.control
-        for line in [ln for ln in text.splitlines() if ln.strip()] or [text]:
-            controls.run(scope, action, line, project)   # one command per line
-        return len(data)
+        return h.pending.write(data, offset)
+
+    @_errors
+    def flush(self, path: str, fi: Any) -> int:
+        """close(): a control file acts on a last command written without a newline, and
+        close() returns its errno. Other files are opened with noflush (libfuse3)."""
+        h = self._handles.get(fi.fh)
+        if h is not None and h.pending is not None:
+            h.pending.flush()
+        return 0
 
     @_errors
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
@@ -319,13 +444,24 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.EROFS)
         return 0
 
-    # no flush/fsync: libfuse answers ENOSYS and the kernel stops sending them (one round
-    # trip less per file closed)
+    # no fsync: libfuse answers ENOSYS and the kernel stops sending it
 
     def release(self, path: str, fi: Any) -> int:
         h = self._handles.pop(fi.fh, None)
-        if h is not None and h.fd >= 0:
+        if h is None:
+            return 0
+        if h.version is not None:
+            with self._vlock:
+                v = self._versions.get(path)
+                if v is not None and v[0] == h.version and v[1]:
+                    v[1] -= 1
+        if h.fd >= 0:
             os.close(h.fd)
+        if h.pending is not None:
+            try:   # no flush came (a binding without it): the outcome file tells the result
+                h.pending.flush()
+            except Exception:
+                pass
         return 0
 
     # -- everything else is read-only ------------------------------------------------
@@ -348,6 +484,15 @@ class CsfsFS(Operations):
 
     create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
     chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
+
+
+def _structural(base: str, path: str, mask: int) -> bool:
+    """Does this event change what a project's model, exports or sizes are built from?"""
+    return (os.path.dirname(path) == base or path == base or bool(mask & watch.STRUCTURAL)
+            or path.endswith((".json", ".cs", ".csg")))
+
+
+MAX_VERSIONS = 200_000
 
 
 def _tune_readahead(mountpoint: str, kb: int, wait: float = 10.0) -> None:

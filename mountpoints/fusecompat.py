@@ -13,6 +13,8 @@ these flags instead of checking the binding itself:
               by scanning for zeros)
   INVALIDATE  libfuse has fuse_invalidate_path (libfuse3): kernel caches of generated files
               can be dropped after a control action; otherwise only real data keeps its cache
+  NOFLUSH     fuse_file_info has `noflush` (libfuse >= 3.11): files other than control files
+              are opened without flush() at close; otherwise every close calls flush()
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ LIBRARY = ""           # "mfusepy" or "fusepy"
 FUSE_MAJOR = 0
 FUSE_MINOR = 0
 LIBFUSE: Any = None    # the binding's ctypes handle on libfuse
-READ_BUF = LSEEK = INVALIDATE = False
+READ_BUF = LSEEK = INVALIDATE = NOFLUSH = False
 
 
 def _import_mfusepy() -> Any:
@@ -63,7 +65,7 @@ def _version(lib: Any) -> tuple[int, int]:
 
 def _load() -> Any:
     """Import the binding CSFS_FUSE asks for (or the first that works); fill in the flags."""
-    global AVAILABLE, PROBLEM, LIBRARY, FUSE_MAJOR, FUSE_MINOR, LIBFUSE, READ_BUF, LSEEK, INVALIDATE
+    global AVAILABLE, PROBLEM, LIBRARY, FUSE_MAJOR, FUSE_MINOR, LIBFUSE, READ_BUF, LSEEK, INVALIDATE, NOFLUSH
     wanted = os.environ.get(ENV, "").strip().lower() or "auto"
     if wanted not in CHOICES + ("auto",):
         PROBLEM = f"{ENV}={wanted!r} is not one of {', '.join(CHOICES)}, auto"
@@ -81,6 +83,7 @@ def _load() -> Any:
         READ_BUF = "read_buf" in ops and zerocopy.supported(FUSE_MAJOR, FUSE_MINOR)
         LSEEK = "lseek" in ops
         INVALIDATE = hasattr(LIBFUSE, "fuse_invalidate_path")
+        NOFLUSH = any(f[0] == "noflush" for f in getattr(mod.fuse_file_info, "_fields_", ()))
         return mod
     PROBLEM = "; ".join(problems)
     return None

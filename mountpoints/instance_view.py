@@ -43,11 +43,15 @@ class InstanceView:
             v = self._views[name] = ProjectView(self.ctx, self.controls, path, "/" + name)
         return v
 
+    def views(self) -> list[ProjectView]:
+        """The project folders resolved so far."""
+        return list(self._views.values())
+
     def resolve(self, parts: list[str]) -> Node:
         if not parts:
-            return self._dir("/", lambda: [("control", S.S_IFDIR, self._ino("/control"))] +
-                             [(n, S.S_IFDIR, self._ino("/" + n)) for n in self.folders()])
-        if parts[0] == "control":
+            top = [] if self.ctx.plain else [("control", S.S_IFDIR, self._ino("/control"))]
+            return self._dir("/", lambda: top + [(n, S.S_IFDIR, self._ino("/" + n)) for n in self.folders()])
+        if parts[0] == "control" and not self.ctx.plain:
             return self._control(parts[1:])
         node = self.view(parts[0]).resolve(parts[1:])
         if len(parts) == 1:       # the folder keeps the real directory's attributes but a stable name inode
@@ -70,4 +74,5 @@ class InstanceView:
         data, mtime = self.controls.outcome(SCOPE, rest[0])
         attrs = virtual_attrs("file", len(data), mtime, self._ino("/control/" + rest[0]),
                               self.ctx.uid, self.ctx.gid, writable=True)
+        self.ctx.perms.control(attrs)
         return Node("control", attrs, data=lambda: data, control=(self.controls, SCOPE, rest[0], None))

@@ -3,7 +3,8 @@
 Immutable files (completed jobs, exports) are opened with `keep_cache`, so a second
 read never reaches this process. After a control action, every such path of the
 affected project is invalidated with libfuse's fuse_invalidate_path (libfuse >= 3.1):
-a generated file that changed (an export's job.json after a clear) is read afresh.
+a generated file that changed (an export's job.json after a clear) is read afresh. The
+same happens for paths that change behind the mount's back (mountpoints/watch.py).
 Without that function, only real data files keep their cache.
 """
 from __future__ import annotations
@@ -52,24 +53,33 @@ class KernelCache:
             self._paths.add(path)
 
     def invalidate(self, prefix: str = "") -> None:
-        """Drop the kernel's cached pages, listings and attributes of paths under `prefix`.
+        """Drop the kernel's cached pages, listings and attributes of recorded paths under
+        `prefix` (all with ""). Waits at most 5 s: a notification must never block the
+        request that triggered it."""
+        self.invalidate_paths([], prefixes=[prefix])
 
-        Runs in a helper thread that we wait for at most 5 s: a notification must never
-        block the request that triggered it."""
+    def invalidate_paths(self, paths: list[str], prefixes: list[str] = (), wait: bool = True) -> None:
+        """Drop the kernel's pages and attributes of `paths` (whether recorded or not: a path
+        the kernel does not know is skipped) and of every recorded path under `prefixes`."""
         if not self.enabled:
             return
         with self._lock:
-            if prefix:
-                hit = {p for p in self._paths if p == prefix or p.startswith(prefix.rstrip("/") + "/")}
-            else:
-                hit = set(self._paths)
+            hit = set(paths)
+            for prefix in prefixes:
+                if prefix:
+                    hit |= {p for p in self._paths if p == prefix or p.startswith(prefix.rstrip("/") + "/")}
+                else:
+                    hit |= self._paths
             self._paths -= hit
+        if not hit:
+            return
 
         def run() -> None:
             for p in sorted(hit, key=len, reverse=True):
                 self._fn(self._fuse, p.encode("utf-8", "surrogateescape"))
         t = threading.Thread(target=run, daemon=True)
         t.start()
-        t.join(5.0)
-        if t.is_alive():
-            log.warning("kernel cache invalidation still running after 5 s")
+        if wait:
+            t.join(5.0)
+            if t.is_alive():
+                log.warning("kernel cache invalidation still running after 5 s")

@@ -106,8 +106,9 @@ def check_mountpoint(mountpoint: str) -> None:
 
 
 def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, object],
-          allow_other: bool) -> None:
-    """Mount and serve in the foreground until unmounted (libfuse handles SIGINT/SIGTERM)."""
+          allow_other: bool, plain: bool = False) -> None:
+    """Mount and serve in the foreground until unmounted (libfuse handles SIGINT/SIGTERM).
+    `plain`: the project(s) only, without exports/, sizes/ and control/."""
     import logging
 
     from .context import Context
@@ -116,7 +117,8 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
     _few_malloc_arenas()
     sys.setswitchinterval(0.0005)   # requests are short: hand the GIL over quickly
-    ctx = Context(home, mountpoint)
+    ctx = Context(home, mountpoint, plain=plain)
+    ctx.allow_other = allow_other
     fs = CsfsFS(ctx, source)
     name = f"csfs:{source or home}".replace(",", "_")
     # noatime: a readdir would otherwise invalidate the directory's cached attributes
@@ -204,7 +206,7 @@ def unmount(mountpoint: str) -> str:
 
 
 def main_argv(source: str | None, mountpoint: str, home: Path, options: str | None,
-              allow_other: bool) -> list[str]:
+              allow_other: bool, plain: bool = False) -> list[str]:
     """The command line of the foreground daemon a background mount starts."""
     argv = [sys.executable, "-m", "csfs", "--home", str(home), "mount"]
     if source:
@@ -214,4 +216,6 @@ def main_argv(source: str | None, mountpoint: str, home: Path, options: str | No
         argv += ["-o", options]
     if allow_other:
         argv.append("--allow-other")
+    if plain:
+        argv.append("--plain")
     return argv

@@ -2,7 +2,8 @@
 
 Stat rules (DESIGN §5): exact st_size, st_blocks = ceil(size/512) for virtual files
 (the real count for pass-through ones), st_blksize >= 256 KiB, stable nanosecond times from the sources,
-distinct inode numbers (real inodes for real files, a reserved range for virtual ones).
+inode numbers shared by a source file and its virtual copies (Inodes), a range of their own for
+generated entries.
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 BLKSIZE = 256 * 1024
-VIRTUAL_INO_BASE = 1 << 62
+PACKED_INO = 1 << 48        # source inodes below this are packed with their device index
+PACKED_DEVS = 1 << 13       # ... for this many devices: (idx << 48) | ino < 2**61
+TABLE_INO_BASE = 1 << 61    # other source inodes: numbered from a table
+VIRTUAL_INO_BASE = 1 << 62  # entries of the mount's own (generated files, virtual dirs)
 
 
 @dataclass
@@ -38,22 +42,41 @@ class Node:
 
 
 class Inodes:
-    """Stable inode numbers: real (st_dev, st_ino) mapped per device; virtual paths numbered."""
+    """Inode numbers of one mount: stable for its life, unique across source filesystems.
+
+    A source file (a real entry, or a virtual copy of one under exports/) is numbered from
+    its (st_dev, st_ino), so every copy shares one number, as hard links do. Devices are
+    indexed in the order first seen (index 0, the source's own filesystem, keeps its inode
+    numbers); device k's inode i becomes (k << 48) | i when k < 2**13 and i < 2**48, an
+    injective packing. Anything larger (an overlay's or NFS's 64-bit inodes, very many
+    devices) is numbered from a table in [2**61, 2**62). Virtual entries of their own
+    (generated files, virtual directories) are numbered per mount path from 2**62 up, so
+    they can never meet a source's number.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._devs: dict[int, int] = {}
+        self._table: dict[tuple[int, int], int] = {}
         self._virtual: dict[str, int] = {}
 
     def real(self, dev: int, ino: int) -> int:
-        """The inode number shown for a real (dev, ino): itself on the first device seen."""
+        """The mount's number for the source file (dev, ino)."""
         idx = self._devs.get(dev)
         if idx is None:
             with self._lock:
                 idx = self._devs.setdefault(dev, len(self._devs))
-        return ino if idx == 0 else (ino ^ (idx << 48))
+        if idx < PACKED_DEVS and ino < PACKED_INO:
+            return (idx << 48) | ino
+        key = (dev, ino)
+        n = self._table.get(key)
+        if n is None:
+            with self._lock:
+                n = self._table.setdefault(key, TABLE_INO_BASE + len(self._table) + 1)
+        return n
 
     def virtual(self, key: str) -> int:
+        """The number of the virtual entry at mount path `key`."""
         ino = self._virtual.get(key)
         if ino is None:
             with self._lock:
@@ -75,12 +98,18 @@ def compact(st: os.stat_result) -> tuple:
             st.st_mtime_ns, st.st_ctime_ns, st.st_blocks, st.st_blksize, st.st_rdev, st.st_dev, st.st_ino)
 
 
-def real_attrs(t: tuple, ino: int) -> dict[str, Any]:
-    """The stat dict of a pass-through entry from its compact() tuple (times in ns: use_ns)."""
+def real_attrs(t: tuple, ino: int, shared: bool = False) -> dict[str, Any]:
+    """The stat dict of a source entry from its compact() tuple (times in ns: use_ns).
+
+    `shared`: a regular file that the mount may show again under exports/ (every regular
+    file of a default mount, and each virtual copy of one) reports one link more than it
+    has on disk, so du, tar, rsync -H and cp -a, which only pair up inodes with st_nlink > 1,
+    see every copy as the hard link it stands for."""
     # the real st_blocks: du then matches the native tree, and a truly sparse file (0 blocks)
     # is all holes for tar -S too. Virtual files get ceil(size/512) (virtual_attrs).
     return {
-        "st_mode": t[T_MODE], "st_ino": ino, "st_nlink": t[T_NLINK], "st_uid": t[T_UID],
+        "st_mode": t[T_MODE], "st_ino": ino,
+        "st_nlink": t[T_NLINK] + (1 if shared and S.S_ISREG(t[T_MODE]) else 0), "st_uid": t[T_UID],
         "st_gid": t[T_GID], "st_size": t[T_SIZE], "st_atime": t[T_ATIME], "st_mtime": t[T_MTIME],
         "st_ctime": t[T_CTIME], "st_blocks": t[T_BLOCKS], "st_blksize": max(BLKSIZE, t[T_BLKSIZE]),
         "st_rdev": t[T_RDEV],

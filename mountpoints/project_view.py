@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import stat as S
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from csfs.core.errors import CsfsError
 
 from . import generated
-from .context import Context
+from .context import PROJECT_TTL, Context
 from .control import PROJECT_ACTIONS, Controls
 from .nodes import T_DEV, T_INO, T_MODE, Node, compact, ns, real_attrs, virtual_attrs
+from .perms import AS_IS, LIST
 
 VIRTUAL_TOP = ("exports", "sizes", "control")
 EXPORT_KINDS = ("jobs", "groups")
@@ -28,6 +30,7 @@ class ProjectView:
         self.controls = controls
         self.path = Path(path)
         self.key = key          # mount-relative prefix, unique per project folder
+        ctx.watch(self.path)
 
     # -- core objects (cached) ---------------------------------------------------
     def project(self) -> Any:
@@ -56,7 +59,8 @@ class ProjectView:
             for uid, job in jobs.items():
                 if job.error or job.status != "completed":
                     continue
-                names = [("jobs", exportplan.job_export_name(job), None)]
+                names = ([("jobs", exportplan.job_export_name(job), None)]
+                         if exportplan.has_job_export(job) else [])
                 names += [("groups", exportplan.group_export_name(job, g.name), g.name) for g in job.groups]
                 for kind, name, group in names:
                     if exportplan.plain_name(name):     # a '/' in job.json's names: not listable
@@ -65,10 +69,23 @@ class ProjectView:
         return self.ctx.obj(("exports", str(self.path)), compute)
 
     def plan(self, kind: str, name: str) -> Any:
+        """An export's plan, kept for minutes; every PROJECT_TTL seconds its inputs (job.json,
+        final metafiles) are stat'ed, and a plan built from older ones is rebuilt (changes
+        inotify does not see: another host writing to a network filesystem)."""
         juid, group = self.export_index()[kind][name]
-
-        return self.ctx.obj(("plan", str(self.path), kind, name),
-                            lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
+        key = ("plan", str(self.path), kind, name)
+        plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
+        now = time.monotonic()
+        if now - plan.checked > PROJECT_TTL:
+            plan.checked = now
+            try:
+                stale = generated.inputs_version(self.project(), juid) != plan.version
+            except (CsfsError, OSError):
+                stale = True
+            if stale:
+                self.ctx.drop(key)
+                plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
+        return plan
 
     def sizes(self) -> Any:
         from csfs.core.sizes import project_sizes
@@ -84,6 +101,8 @@ class ProjectView:
 
     # -- resolution ----------------------------------------------------------------
     def resolve(self, parts: list[str]) -> Node:
+        if self.ctx.plain:
+            return self._real(parts)
         if parts and parts[0] in VIRTUAL_TOP:
             return getattr(self, "_" + parts[0])(parts[1:])
         if not parts:
@@ -123,9 +142,14 @@ class ProjectView:
         if st is None:
             if missing_ok:
                 return self._vdir(parts, lambda: self._merged(parts, None, extra, merge))
+            if not parts:   # the project directory itself moved away: an empty folder
+                return self._vdir(parts, lambda: [])
             raise _enoent()
         dev = st[T_DEV]
-        node = Node("real", real_attrs(st, self.ctx.inodes.real(dev, st[T_INO])), real=real, immutable=long)
+        attrs = real_attrs(st, self.ctx.inodes.real(dev, st[T_INO]), shared=not self.ctx.plain)
+        if not parts:   # the project folder: no more open than the folders above it
+            attrs = self.ctx.perms.on_real_path(attrs, real)
+        node = Node("real", attrs, real=real, immutable=long)
         if S.S_ISDIR(st[T_MODE]):
             node.kind = "dir"
             node.children = lambda: self._merged(parts, real, extra, merge, long, dev)
@@ -133,21 +157,22 @@ class ProjectView:
 
     def _merged(self, parts: list[str], real: str | None, extra: tuple[str, ...],
                 merge: frozenset[str], long: bool = False, dev: int = 0) -> list[tuple[str, int, int]]:
-        """Virtual `extra` directories first, then the real entries they do not shadow.
+        """The real entries, then the virtual `extra` directories (which shadow real ones).
 
+        Real first: a walk (tar, rsync -H, cp -a) meets a project file before its copies
+        under exports/, so the file is archived and its copies become the hard links.
         A name in `merge` that also exists for real is a merged directory: it keeps the
         real inode (getattr resolves it through _real too)."""
         listing = self.ctx.cached(("list", real), lambda: _scan(real), long) if real else []
-        real_ino = {name: ino for name, _, ino in listing if name in merge}
-        out = []
-        for n in extra:
-            if n in real_ino:
-                out.append((n, S.S_IFDIR, self.ctx.inodes.real(dev, real_ino[n])))
-            else:
-                out.append(self._child_entry(parts, n, True))
         hidden = set(extra)
         real_ino = self.ctx.inodes.real
-        out += [(name, mode, real_ino(dev, ino)) for name, mode, ino in listing if name not in hidden]
+        out = [(name, mode, real_ino(dev, ino)) for name, mode, ino in listing if name not in hidden]
+        merged = {name: ino for name, _, ino in listing if name in merge}
+        for n in extra:
+            if n in merged:
+                out.append((n, S.S_IFDIR, real_ino(dev, merged[n])))
+            else:
+                out.append(self._child_entry(parts, n, True))
         return out
 
     # -- virtual trees -------------------------------------------------------------
@@ -179,24 +204,42 @@ class ProjectView:
                 out = []
                 for name in plan.children(rel):
                     sub = plan.lookup(f"{rel}/{name}" if rel else name)
-                    out.append(self._child_entry(parts, name, sub is not None and sub[0] == "dir"))
+                    st = self._source_stat(sub[3]) if sub is not None and sub[0] == "file" else None
+                    if st is not None:
+                        out.append((name, S.S_IFREG, self.ctx.inodes.real(st[T_DEV], st[T_INO])))
+                    else:
+                        out.append(self._child_entry(parts, name, sub is not None and sub[0] == "dir"))
                 return out
-            return self._vdir(parts, children, mtime, mode, immutable=True)
+            node = self._vdir(parts, children, mtime, mode, immutable=True)
+            self.ctx.perms.apply(node.attrs, mode, [(self._job_dir(base), AS_IS)])
+            return node
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("file", size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=mode)
         if kind == "file":
-            # the source's real block count: du matches the data on disk, and tar -S finds
-            # the holes of sparse particle stacks exactly as with the physical export
-            st = self.ctx.cached(("stat", source), lambda: _stat(source), True)
-            if st is not None and st.st_size == size:
-                attrs["st_blocks"] = st.st_blocks
+            # a copy of a source file: its very stat (inode, link count, blocks, times, owner
+            # and mode), as a hard link has; du counts the data once, tar -S finds the holes
+            st = self._source_stat(source)
+            if st is not None:
+                attrs = real_attrs(st, self.ctx.inodes.real(st[T_DEV], st[T_INO]), shared=True)
+            attrs = self.ctx.perms.on_real_path(attrs, source)   # less what closed folders withhold
             return Node("file", attrs, source=source, immutable=True)
+        self.ctx.perms.apply(attrs, mode, [(src, AS_IS) for src in plan.sources(rel)])
         if inline is not None:
             return Node("file", attrs, data=lambda: inline, immutable=True)
         export_kind, name = base[-2], base[-1]
         juid, group = self.export_index()[export_kind][name]
         return Node("file", attrs, immutable=True, source_fn=lambda: str(generated.materialize(
-            self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s)))
+            self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s,
+            plan.version)))
+
+    def _source_stat(self, source: str) -> tuple | None:
+        """The compact stat of an export's data file (its real path, symlinks resolved)."""
+        return self.ctx.cached(("stat", source), lambda: _stat(source), True)
+
+    def _job_dir(self, base: list[str]) -> str:
+        """The job folder of the export at `base` (exports/<kind>/<name>)."""
+        juid = self.export_index()[base[-2]][base[-1]][0]
+        return str(self.project().jobs[juid].dir)
 
     def _sizes(self, rest: list[str]) -> Node:
         report = self.sizes()
@@ -204,28 +247,38 @@ class ProjectView:
         texts.update({name: f"{n}\n" for name, n in report.sessions.items()})
         texts["total"] = f"{report.total}\n"
         if not rest:
-            return self._vdir(["sizes"], lambda: [self._child_entry(["sizes"], n, False) for n in texts])
+            node = self._vdir(["sizes"], lambda: [self._child_entry(["sizes"], n, False) for n in texts])
+            self.ctx.perms.apply(node.attrs, 0o555, [(str(self.path), AS_IS)])
+            return node
         if len(rest) != 1 or rest[0] not in texts:
             raise _enoent()
-        return self._vfile(["sizes", rest[0]], texts[rest[0]].encode(), self.ctx.started_ns)
+        node = self._vfile(["sizes", rest[0]], texts[rest[0]].encode(), self.ctx.started_ns)
+        # who may list a job folder may know its size; the total, who may list them all
+        folders = [n for n in texts if n != "total"] if rest[0] == "total" else rest
+        self.ctx.perms.apply(node.attrs, 0o444, [(str(self.path), LIST)] +
+                             [(str(self.path / n), LIST) for n in folders])
+        return node
 
     def _control(self, rest: list[str]) -> Node:
         if not rest:
-            return self._vdir(["control"], lambda: [self._child_entry(["control"], n, False)
+            node = self._vdir(["control"], lambda: [self._child_entry(["control"], n, False)
                                                     for n in PROJECT_ACTIONS])
+            self.ctx.perms.apply(node.attrs, 0o555, [(str(self.path), AS_IS)])
+            return node
         if len(rest) != 1 or rest[0] not in PROJECT_ACTIONS:
             raise _enoent()
         scope = str(self.path)
         data, mtime = self.controls.outcome(scope, rest[0])
         node = self._vfile(["control", rest[0]], data, mtime, writable=True)
+        self.ctx.perms.control(node.attrs)
         node.kind = "control"
         node.control = (self.controls, scope, rest[0], self.path)
         return node
 
 
-def _stat(path: str) -> os.stat_result | None:
+def _stat(path: str) -> tuple | None:
     try:
-        return os.stat(path)
+        return compact(os.stat(path))
     except OSError:
         return None
 

@@ -20,14 +20,29 @@ def realdata() -> Path:
     return REALDATA
 
 
+FLAVOURS = ("legacy", "v4", "v5")   # csfs.core.demo_docs.FLAVOURS
+
+
 @pytest.fixture(scope="session")
-def _demo_master(tmp_path_factory) -> Path:
-    """One tiny demo (project + raw data) per session; tests copy it."""
+def demo_masters(tmp_path_factory):
+    """flavour -> one tiny demo folder (project + raw data) per session, made on first use; tests copy it."""
     from csfs.core.demo import make_demo
 
-    root = tmp_path_factory.mktemp("demo-master")
-    make_demo(root, scale="tiny", seed=1)
-    return root
+    made: dict[str, Path] = {}
+
+    def get(flavour: str = "v4") -> Path:
+        if flavour not in made:
+            root = tmp_path_factory.mktemp(f"demo-master-{flavour}")
+            make_demo(root, scale="tiny", seed=1, flavour=flavour)
+            made[flavour] = root
+        return made[flavour]
+    return get
+
+
+@pytest.fixture(scope="session")
+def _demo_master(demo_masters) -> Path:
+    """The tiny v4 demo master (the default flavour)."""
+    return demo_masters("v4")
 
 
 def copy_demo(master: Path, dst: Path) -> Path:
@@ -40,14 +55,26 @@ def copy_demo(master: Path, dst: Path) -> Path:
             if target.startswith(str(master)):
                 link.unlink()
                 link.symlink_to(str(dst) + target[len(str(master)):])
-    (project,) = [p for p in dst.iterdir() if p.name.startswith("CS-")]
+    (project,) = [p for p in dst.iterdir() if p.name != "raw"]
     return project
 
 
 @pytest.fixture
 def demo(_demo_master, tmp_path) -> Path:
-    """A fresh copy of the tiny demo folder (symlinks kept); returns the project directory."""
+    """A fresh copy of the tiny v4 demo folder (symlinks kept); returns the project directory."""
     return copy_demo(_demo_master, tmp_path / "demo")
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request) -> str:
+    """Each demo flavour in turn: legacy (<= v3.3), v4, v5."""
+    return request.param
+
+
+@pytest.fixture
+def flavour_demo(flavour, demo_masters, tmp_path) -> Path:
+    """A fresh copy of the tiny demo of `flavour`; returns the project directory."""
+    return copy_demo(demo_masters(flavour), tmp_path / "demo")
 
 
 def run_csfs(*args: str, home: Path | None = None, input: str | None = None,

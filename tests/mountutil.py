@@ -27,6 +27,18 @@ def fuse_missing() -> str | None:
     return None
 
 
+def fusepy_missing() -> str | None:
+    """Why the fusepy binding cannot be tested here, or None."""
+    import ctypes.util
+    import importlib.util
+
+    if importlib.util.find_spec("fuse") is None:
+        return "fusepy is not installed (pip install fusepy, or pip install -e '.[test]')"
+    if ctypes.util.find_library("fuse") is None:
+        return "libfuse2 is missing (apt-get install libfuse2)"
+    return None
+
+
 needs_fuse = [pytest.mark.fuse, pytest.mark.skipif(fuse_missing() is not None, reason=str(fuse_missing()))]
 
 
@@ -47,10 +59,12 @@ def force_unmount(mountpoint: Path, pid: int | None) -> None:
 
 @contextlib.contextmanager
 def mounted(home: Path, mountpoint: Path, source: Path | str | None = None,
-            timeout: float = 60, env: dict | None = None) -> Iterator[tuple[Path, int]]:
-    """Mount with `csfs mount` (background), yield (mountpoint, server pid), always unmount."""
+            timeout: float = 60, env: dict | None = None,
+            extra: list[str] | None = None) -> Iterator[tuple[Path, int]]:
+    """Mount with `csfs mount` (background; `extra` options such as --plain), yield
+    (mountpoint, server pid), always unmount."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    args = ["mount"] + ([str(source)] if source else []) + [str(mountpoint)]
+    args = ["mount"] + list(extra or []) + ([str(source)] if source else []) + [str(mountpoint)]
     r = run_csfs(*args, home=home, timeout=timeout, env=env)
     m = re.search(r"\(pid (\d+)\)", r.stdout)
     pid = int(m.group(1)) if m else None
@@ -90,6 +104,18 @@ def write_sparse(path: Path) -> None:
         f.write(b"head" * 1024)
         f.seek(4 * 1024 * 1024, os.SEEK_CUR)
         f.write(b"tail" * 1024)
+
+
+def ls_links_shared(listing: bytes) -> bytes:
+    """Native `ls -l` output as a default mount shows it: each regular file has one link more
+    (the mount may show it again under exports/, as a hard link)."""
+    out = []
+    for line in listing.split(b"\n"):
+        if line.startswith(b"-"):
+            perms, links, rest = line.split(b" ", 2)
+            line = b" ".join([perms, str(int(links) + 1).encode(), rest])
+        out.append(line)
+    return b"\n".join(out)
 
 
 def check_inodes(mnt: Path) -> None:

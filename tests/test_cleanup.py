@@ -35,7 +35,8 @@ def test_dry_run_lists_and_deletes_nothing(demo, home):
     assert snapshot(demo) == before
 
 
-def test_keeps_final_and_consumed_versions(demo, home):
+def test_keeps_final_and_consumed_versions(flavour_demo, home):
+    demo = flavour_demo
     inst, puid, project = attach(demo, home)
     # J7 consumes J6 particles.alignments2D version 2, J10 consumes class_averages version 3
     keep = (_files_of(project, "J6", "particles", "alignments2D", 2)
@@ -135,7 +136,8 @@ def test_drop_versions_v4_and_v5_forms():
 
 def test_unreadable_job_json_elsewhere_blocks_clearing(demo, home):
     """J7 consumes J6's alignments2D v2: with J7's job.json unreadable, what it uses is unknown,
-    so nothing may be cleared (in J6 or anywhere) until it is fixed."""
+    so nothing may be cleared in J6 (whose children J7 is) until it is fixed. Jobs whose
+    children lists leave J7 out are unrelated to it and are cleared as usual."""
     inst, puid, project = attach(demo, home)
     (demo / "J7" / "job.json").write_text('{"uid": "J7", "trunc')
     before = snapshot(demo)
@@ -143,7 +145,16 @@ def test_unreadable_job_json_elsewhere_blocks_clearing(demo, home):
         cleanup.clear_intermediate(inst, puid, "J6")
     plans = {p.job: p for p in cleanup.clear_intermediate(inst, puid)}
     assert plans["J6"].skipped and "J7" in plans["J6"].skipped and not plans["J6"].files
-    assert snapshot(demo) == before
+    assert not plans["J8"].skipped and plans["J8"].files
+    after = snapshot(demo)
+    assert {k: v for k, v in after.items() if not k.startswith(("J8/", "project.json"))} == \
+        {k: v for k, v in before.items() if not k.startswith(("J8/", "project.json"))}
+    # without a children list to go by, an unreadable job may consume anything: nothing is cleared
+    edit = json.loads((demo / "J8" / "job.json").read_text())
+    del edit["children"]
+    (demo / "J8" / "job.json").write_text(json.dumps(edit))
+    with pytest.raises(RefusedError, match="J7"):
+        cleanup.clear_intermediate(inst, puid, "J8")
     assert sizes.project_sizes(Project.open(demo), inst.cache_dir).jobs["J6"].clearable == 0
 
 

@@ -140,7 +140,8 @@ def test_load_strings_refuses_numbers_and_unknown_fields(realdata):
 def test_path_fields(realdata):
     arr = csfile.load(realdata / "cryosparc_P12_J24_001_particles.cs")
     assert csfile.path_fields(arr) == ["blob/path"]
-    assert csfile.path_fields(synthetic().dtype) == ["blob/path"]   # `*/path` only
+    # location/micrograph_path names the micrograph a particle was picked from: a data path too
+    assert csfile.path_fields(synthetic().dtype) == ["blob/path", "location/micrograph_path"]
 
 
 # ------------------------------------------------------------------ writing / compatibility

@@ -18,7 +18,7 @@ from csfs.core.project import Project
 
 from conftest import REPO, copy_demo
 from data_helpers import attach
-from doc_variants import edit_json, make_legacy, make_numbered, make_v5
+from doc_variants import edit_json, make_numbered
 
 RFC1123 = "Mon, 04 Nov 2024 20:29:09 GMT"
 RFC1123_TS = dt.datetime(2024, 11, 4, 20, 29, 9, tzinfo=dt.timezone.utc).timestamp()
@@ -89,7 +89,7 @@ def test_int_num_items_and_no_groups(demo, home):
 def test_group_passthrough_names_an_input(demo):
     def named(d: dict) -> dict:
         for g in d["output_result_groups"]:
-            g["passthrough"] = "micrographs" if g["passthrough"] else False
+            g["passthrough"] = "micrographs" if g["name"] == "micrographs" else False
         return d
     edit_json(demo / "J5" / "job.json", named)
     j5 = Project.open(demo).job("J5")
@@ -124,6 +124,19 @@ def test_unknown_version_is_refused_for_that_job_alone(demo, home):
     with pytest.raises(Exception, match="v6"):
         exportplan.job_export_plan(project, "J7")
     exportplan.job_export_plan(project, "J8")  # the others still export
+
+
+@pytest.mark.parametrize("metafile", ["/etc/passwd", "../other/J1_particles.cs", "J8/../../x.cs"])
+def test_metafile_leaving_the_project_is_refused(demo, metafile):
+    def bad(d: dict) -> dict:
+        d["output_results"][0]["metafiles"][-1] = metafile
+        return d
+    edit_json(demo / "J8" / "job.json", bad)
+    project = Project.open(demo)
+    assert "leaves the project" in project.job("J8").error
+    with pytest.raises(Exception, match="leaves the project"):
+        exportplan.group_export_plan(project, "J8", "particles")
+    assert all(j.error is None for j in project.jobs.values() if j.uid != "J8")
 
 
 def test_malformed_job_does_not_block_unrelated_jobs(demo, home):
@@ -190,8 +203,8 @@ def test_unarchive_at_a_new_place_updates_project_dir(demo, home, tmp_path):
 
 # -- legacy projects stay legacy after attach ------------------------------------------------------
 
-def test_legacy_project_stays_readable_after_attach(demo, home, csfs):
-    legacy = make_legacy(demo)
+def test_legacy_project_stays_readable_after_attach(demo_masters, tmp_path, home, csfs):
+    legacy = copy_demo(demo_masters("legacy"), tmp_path / "legacy")
     before = Project.open(legacy)
     assert before.layout == "legacy" and before.job("J5").error is None
     inst, puid, project = attach(legacy, home)
@@ -208,10 +221,24 @@ def test_legacy_project_stays_readable_after_attach(demo, home, csfs):
     assert verify.verify(Project.open(legacy)) == []
 
 
-def test_legacy_csg_job_keeps_what_its_metafiles_name(demo, home):
+def test_legacy_csg_job_is_completed_and_its_groups_export(demo_masters, tmp_path, home, csfs):
+    """A legacy job known from its .csg files finished (CryoSPARC writes .csg files for final
+    outputs): its groups export, it has no job export (no job.json), and no false problem."""
+    legacy = copy_demo(demo_masters("legacy"), tmp_path / "legacy")
+    r = csfs("jobs", legacy)
+    assert r.returncode == 0 and "problems" not in r.stdout, r.stdout
+    inst, puid, project = attach(legacy, home)
+    j5 = project.job("J5")
+    assert j5.status == "completed" and j5.problems == [] and j5.notes
+    assert csfs("group", "export", puid, "J5", "particles", home=home).returncode == 0
+    r = csfs("job", "export", puid, "J5", home=home)
+    assert r.returncode != 0 and "group" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_legacy_csg_job_keeps_what_its_metafiles_name(demo_masters, tmp_path, home):
     """A job known from .csg files only may use any version: the files its metafiles name are
     never cleared from the jobs it comes from."""
-    legacy = make_legacy(demo)
+    legacy = copy_demo(demo_masters("legacy"), tmp_path / "legacy")
     inst, puid, project = attach(legacy, home)
     plan = cleanup.clear_plan(project, project.job("J4"))
     named = set()
@@ -223,23 +250,23 @@ def test_legacy_csg_job_keeps_what_its_metafiles_name(demo, home):
 
 # -- v5 documents -----------------------------------------------------------------------------------
 
-def test_v5_project_reads_like_v4(demo, _demo_master, tmp_path):
-    v4 = Project.open(copy_demo(_demo_master, tmp_path / "v4"))
-    v5 = Project.open(make_v5(demo))
+def test_v5_project_reads_like_v4(demo_masters, tmp_path):
+    v4 = Project.open(copy_demo(demo_masters("v4"), tmp_path / "v4"))
+    v5 = Project.open(copy_demo(demo_masters("v5"), tmp_path / "v5"))
     assert v5.form == "v5" and v4.form == "v4"
     for uid, j in v4.jobs.items():
         k = v5.job(uid)
-        assert k.form == "v5" and k.error is None
+        assert k.form == "v5" and k.error is None and j.error is None
         assert (k.type, k.status) == (j.type, j.status)
         assert documents.parse_time(k.completed_at) == documents.parse_time(j.completed_at)
-        assert [(g.name, [(r.name, r.versions, r.metafiles) for r in g.results]) for g in k.groups] == \
-            [(g.name, [(r.name, r.versions, r.metafiles) for r in g.results]) for g in j.groups]
+        assert [(g.name, [(r.name, r.versions) for r in g.results]) for g in k.groups] == \
+            [(g.name, [(r.name, r.versions) for r in g.results]) for g in j.groups]
         assert [(i.job_uid, i.group_name, i.result_name, i.version) for i in k.inputs] == \
             [(i.job_uid, i.group_name, i.result_name, i.version) for i in j.inputs]
 
 
-def test_v5_export_strips_instance_fields(demo):
-    make_v5(demo)
+def test_v5_export_strips_instance_fields(demo_masters, tmp_path):
+    demo = copy_demo(demo_masters("v5"), tmp_path / "v5")
     plan = exportplan.job_export_plan(Project.open(demo), "J8")
     doc = json.loads(plan.lookup("job.json").generate())
     for key in ("dumped_at", "last_dumped_version", "autodump", "_id", "job_dir_size", "parents", "children"):
@@ -250,13 +277,12 @@ def test_v5_export_strips_instance_fields(demo):
 
 @pytest.mark.parametrize("src_form,dst_form", [("v5", "v5"), ("v5", "v4"), ("v4", "v5"), ("legacy", "v4"),
                                                ("v4", "legacy")])
-def test_job_export_imports_across_versions(_demo_master, tmp_path, csfs, src_form, dst_form):
+def test_job_export_imports_across_versions(demo_masters, tmp_path, csfs, src_form, dst_form):
     """A job exported from a project of one version imports into another instance's project of
     another: the new job is a document of the target's version, its outputs name its own
     metafiles, the particle uids are kept and verify is clean."""
-    make = {"v4": lambda p: p, "v5": make_v5, "legacy": make_legacy}
-    src = make[src_form](copy_demo(_demo_master, tmp_path / "src"))
-    dst = make[dst_form](copy_demo(_demo_master, tmp_path / "dst"))
+    src = copy_demo(demo_masters(src_form), tmp_path / "src")
+    dst = copy_demo(demo_masters(dst_form), tmp_path / "dst")
     home_a, home_b = tmp_path / "A", tmp_path / "B"
     inst_a, puid_a, _ = attach(src, home_a)
     inst_b, puid_b, _ = attach(dst, home_b)
@@ -291,9 +317,8 @@ def test_job_export_imports_across_versions(_demo_master, tmp_path, csfs, src_fo
 # -- imports carry what a real document of the project's version carries ------------------------------
 
 @pytest.mark.parametrize("form", ["v4", "v5"])
-def test_imported_raw_job_document_shape(demo, home, form, tmp_path):
-    if form == "v5":
-        make_v5(demo)
+def test_imported_raw_job_document_shape(demo_masters, home, form, tmp_path):
+    demo = copy_demo(demo_masters(form), tmp_path / form)
     inst, puid, _ = attach(demo, home)
     raw = tmp_path / "raw.mrc"
     raw.write_bytes(b"\0" * 1024)

@@ -244,6 +244,8 @@ def test_allow_other_reads_but_only_the_owner_acts(demo):
     base = Path(tempfile.mkdtemp(prefix="csfs-other-"))   # outside pytest's private tmp dirs
     try:
         os.chmod(base, 0o755)
+        # the project too: through the mount, nobody reads only what they could read directly
+        demo = Path(shutil.copytree(demo, base / demo.name, symlinks=True))
         inst = Instance(base / "home")
         lifecycle.attach(inst, demo)
         (base / "mnt").mkdir()

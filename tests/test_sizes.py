@@ -43,7 +43,8 @@ def test_job_sizes_follow_cryosparc_rule(demo, tmp_path):
     # import job links to raw data outside the project: their targets are counted
     raw = sum(os.stat(p).st_size for p in (demo / "J1").rglob("*") if p.is_symlink())
     assert raw > 0 and report.jobs["J1"].bytes > raw
-    assert report.total == sum(j.bytes for j in report.jobs.values()) + report.other
+    assert report.sessions == {"S1": files_size(demo / "S1")} and report.sessions["S1"] > 0
+    assert report.total == sum(j.bytes for j in report.jobs.values()) + report.sessions["S1"] + report.other
     assert report.other >= (demo / "project.json").stat().st_size
 
 
@@ -66,23 +67,24 @@ def test_each_inode_once_and_loops(tmp_path):
 
 def test_live_sessions_are_rows_of_their_own(demo, tmp_path, home, csfs):
     """A CryoSPARC Live session folder (S<N>/ with exposures.bson) is sized like a job, not lumped
-    into "other"; a folder named S2 without exposures.bson stays "other"."""
+    into "other"; a folder named S<N> without exposures.bson stays "other"."""
     before = sizes.project_sizes(Project.open(demo), tmp_path / "c1")
-    s1 = demo / "S1"
-    (s1 / "thumbnails").mkdir(parents=True)
-    (s1 / "exposures.bson").write_bytes(b"\0" * 300)
-    (s1 / "thumbnails" / "t.png").write_bytes(b"p" * 700)
-    (demo / "S2").mkdir()
-    (demo / "S2" / "notes.txt").write_bytes(b"n" * 50)
+    s3 = demo / "S3"
+    (s3 / "thumbnails").mkdir(parents=True)
+    (s3 / "exposures.bson").write_bytes(b"\0" * 300)
+    (s3 / "thumbnails" / "t.png").write_bytes(b"p" * 700)
+    (demo / "S4").mkdir()
+    (demo / "S4" / "notes.txt").write_bytes(b"n" * 50)
     report = sizes.project_sizes(Project.open(demo), tmp_path / "c2")
-    assert report.sessions == {"S1": 1000}
+    assert report.sessions == {**before.sessions, "S3": 1000} and "S1" in report.sessions
     assert report.other == before.other + 50
     assert report.total == before.total + 1050
     _, puid, _ = attach(demo, home)
     r = csfs("du", puid, "--jobs", home=home)
-    assert r.returncode == 0 and any(line.split()[:2] == ["S1", "live_session"] for line in r.stdout.splitlines())
+    rows = [line.split()[:2] for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and ["S1", "live_session"] in rows and ["S3", "live_session"] in rows
     doc = json.loads(csfs("du", puid, "--json", home=home).stdout)
-    assert doc["sessions"] == {"S1": 1000}
+    assert doc["sessions"] == report.sessions
 
 
 def test_clearable_reported_for_final_jobs_only(demo, tmp_path):
@@ -131,7 +133,8 @@ def test_cli_du(demo, home, csfs):
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["jobs"]["J8"]["bytes"] == files_size(demo / "J8")
-    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + doc["other"]
+    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + sum(doc["sessions"].values()) + \
+        doc["other"]
     r = csfs("du", puid, "--jobs", home=home)
     assert r.returncode == 0 and "J8" in r.stdout and "CLEARABLE" in r.stdout
     r = csfs("du", str(demo), home=home)  # a directory path works too
