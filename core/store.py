@@ -188,7 +188,7 @@ def all_or_nothing(what: str, redo: str) -> Iterator[Undo]:
         _undo.log = None
         failed = undo.run()
         reason = (f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}"
-                  if isinstance(e, OSError) else str(e))
+                  if isinstance(e, OSError) else str(e).split("; nothing changed")[0])  # not true any more
         code = e.errno if isinstance(e, OSError) else getattr(e, "errno", None)
         if failed:
             raise FaultError(f"{what} failed ({reason}) and could not be undone ({'; '.join(failed)}); "

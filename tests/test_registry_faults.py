@@ -292,3 +292,62 @@ def test_archive_killed_after_its_registry_commit_reruns_as_success(tmp_path):
     assert out.code in (-9, 0)
     r = ok(run_main("project", "archive", "P1", home=home))
     assert check_agree(Instance(home), path) == "archived", r.stdout
+
+
+# -- a real full disk (a small tmpfs, when we may mount one) ------------------------------------
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    import os
+    import subprocess
+
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path) -> Path:
+    """Fill a file system to the last byte; returns the filler file."""
+    import os
+
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.mark.parametrize("full", ["home", "project"])
+def test_attach_on_a_real_full_disk(tmp_path, tiny_tmpfs, full):
+    """The instance home (or the project) on a full tmpfs: attach says what is wrong and what
+    to do (never 'cannot rollback'), leaves no lock and no registry change; with space again,
+    attach completes."""
+    home = (tiny_tmpfs if full == "home" else tmp_path) / "home"
+    parent = tiny_tmpfs if full == "project" else tmp_path
+    path = make_project(parent, statuses=("completed",) * 3)
+    inst = Instance(home)
+    lifecycle.attach(inst, make_project(tmp_path / "other", name="CS-other"))  # the registry has a row
+    before = [(r.uid, r.state, r.lock_id) for r in inst.projects()]
+    data = job_data(path)
+    filler = _fill(tiny_tmpfs)
+    err = refused(run_main("project", "attach", path, home=home), 1)
+    assert "rollback" not in err and ("no space left" in err.lower()), err
+    assert "Free space" in err or "free space" in err, err
+    assert lock.read(path) is None and job_data(path) == data
+    filler.unlink()
+    assert [(r.uid, r.state, r.lock_id) for r in Instance(home).projects()] == before
+    ok(run_main("project", "attach", path, home=home))
+    assert check_agree(Instance(home), path) == "attached"
