@@ -24,7 +24,7 @@ from .lock import now_iso
 from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
 from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
                      RefusedError, UsageError)
-from .instance import Instance, ProjectRecord, norm_path
+from .instance import Instance, ProjectRecord, RegistryError, norm_path
 
 _JOB_RE = re.compile(r"^J(\d+)$")
 
@@ -193,7 +193,7 @@ def all_or_nothing(what: str, redo: str) -> Iterator[Undo]:
         if failed:
             raise FaultError(f"{what} failed ({reason}) and could not be undone ({'; '.join(failed)}); "
                              f"{redo}", code) from None
-        if undo.kept and isinstance(e, (OSError, FaultError)):
+        if undo.kept and isinstance(e, (OSError, FaultError, RegistryError)):
             raise FaultError(f"{what} failed ({reason}) after {', '.join(undo.kept)}; {redo}", code) from None
         if isinstance(e, OSError):
             fix = "free space there" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "check that disk"
