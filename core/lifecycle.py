@@ -25,8 +25,7 @@ from typing import Callable, TypeVar
 from . import documents, faults, lock, safeio
 from .atomic import write_json
 from .errors import (ActiveJobError, AlreadyError, ArchivedError, CsfsError, FormatError, ForeignLockError,
-                     NotFoundError,
-                     RefusedError, UsageError)
+                     NotFoundError, RefusedError, UsageError)
 from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
