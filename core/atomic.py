@@ -102,12 +102,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file; a missing or malformed file raises FormatError naming it."""
-    from .errors import FormatError, NotFoundError
+    from . import safeio
 
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    return safeio.load_json(path)

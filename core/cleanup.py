@@ -34,6 +34,7 @@ class JobClear:
     versions: dict[str, list[int]] = field(default_factory=dict)  # "group.result" -> versions
     files: list[ClearFile] = field(default_factory=list)
     skipped: str | None = None  # why the job was not touched
+    kept: list[str] = field(default_factory=list)  # files of cleared versions kept, and why
 
     @property
     def bytes(self) -> int:
@@ -62,38 +63,23 @@ def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
     return keep
 
 
-def _referenced(project: Any, metafile: str, memo: dict[str, list[str] | None]) -> list[str] | None:
-    """Data files a metafile names, None if it cannot be read (several results usually share
-    one metafile: read it once)."""
-    from .project import referenced_files
-    if metafile not in memo:
-        try:
-            memo[metafile] = referenced_files(project, metafile)
-        except CsfsError:
-            memo[metafile] = None
-    return memo[metafile]
-
-
 def unknown_consumers(project: Any, job: Any) -> list[str]:
     """Other jobs that cannot be read and may consume `job` (see Job.may_use): which of its
     versions they use is unknown. Unreadable jobs that never name `job` do not count."""
     return [j.uid for j in project.jobs.values() if j.uid != job.uid and j.may_use(job)]
 
 
-def _csg_job_files(project: Any, job: Any, memo: dict[str, list[str] | None]) -> set[str]:
-    """Files that jobs read from .csg files (legacy jobs without job.json, whose inputs are
-    unknown) name through their metafiles: what they use of `job` is kept."""
-    out: set[str] = set()
-    for j in project.jobs.values():
-        if j.uid != job.uid and j.form == "csg":
-            for mf in j.metafiles:
-                out.add(os.path.normpath(mf))
-                out.update(_referenced(project, mf, memo) or [])
-    return out
-
-
 def clear_plan(project: Any, job: Any) -> JobClear:
-    """What clearing `job` would delete (computed only; nothing changes)."""
+    """What clearing `job` would delete (computed only; nothing changes).
+
+    A file is deleted only when it is a regular file inside the job's (real) folder,
+    named by a version being cleared, and named by nothing else in the project
+    (see core/references.py: compared by device and inode); a file still named
+    elsewhere, or with other hard links, is kept and listed in `kept`.
+    """
+    from . import references
+    from .project import load_paths
+
     out = JobClear(job.uid)
     unknown = unknown_consumers(project, job)
     if unknown:
@@ -102,55 +88,80 @@ def clear_plan(project: Any, job: Any) -> JobClear:
         return out
     keep = kept_versions(project, job)
     drop: list[tuple[str, int, str]] = []
-    kept_metafiles: list[str] = []
+    kept_metafiles: set[str] = set()
     for g in job.groups:
         for r in g.results:
             for v, mf in zip(r.versions, r.metafiles):
                 if r.passthrough:
                     # passthrough data comes from the job's inputs: it cannot name the files
-                    # this job wrote for its own iterations, so it need not be read here
+                    # this job wrote for its own iterations, so it is never cleared
                     continue
                 if v in keep[(g.name, r.name)]:
-                    kept_metafiles.append(os.path.normpath(mf))
+                    kept_metafiles.add(os.path.normpath(mf))
                 else:
-                    drop.append((f"{g.name}.{r.name}", v, mf))
+                    drop.append((f"{g.name}.{r.name}", v, os.path.normpath(mf)))
     if not drop:
         return out  # nothing to clear: no metafile needs reading
     root = Path(project.path)
-    jrel = os.path.relpath(job.dir, root)
-    memo: dict[str, list[str] | None] = {}
-    candidates: dict[str, None] = {}
+    index = references.for_project(project)
+    dropped = {mf for _, _, mf in drop} - kept_metafiles
+    ambiguous = sorted(k for k in index.unreadable if k not in dropped)
+    if ambiguous:
+        return JobClear(job.uid, skipped=f"{ambiguous[0]} cannot be read ({index.unreadable[ambiguous[0]]}), "
+                                         "so the files it names are unknown; fix or remove it (csfs verify) "
+                                         "before clearing")
+    ignore = {f"{job.uid}:{mf}" for mf in dropped}
+    for mf in dropped:   # a dropped metafile still named elsewhere keeps what it names too
+        got = references.identity(root / mf)
+        if got and not index.referrers(got[0], got[1], ignore):
+            ignore.add(f"cs:{got[1]}")
+    candidates: dict[Path, None] = {}
     for key, v, mf in drop:
         out.versions.setdefault(key, []).append(v)
-        for rel in [os.path.normpath(mf)] + (_referenced(project, mf, memo) or []):
-            if rel.startswith(jrel + "/"):
-                candidates.setdefault(rel, None)
-    protected = set(kept_metafiles) | _csg_job_files(project, job, memo)
-    candidates = {rel: None for rel in candidates if rel not in protected}
-    if candidates:
-        for mf in dict.fromkeys(kept_metafiles):
-            refs = _referenced(project, mf, memo)
-            if refs is None:
-                return JobClear(job.uid, skipped=f"{mf}, of a version that is kept, cannot be read, so the "
-                                                 "files it needs are unknown; fix it (csfs verify) first")
-            for rel in refs:
-                candidates.pop(rel, None)
-    jreal = os.path.realpath(job.dir)
-    seen: set[tuple[int, int]] = set()
-    for rel in candidates:
-        path = root / rel
+        if mf in kept_metafiles:
+            continue
+        candidates[root / mf] = None
         try:
-            st = os.lstat(path)
+            values = load_paths(root / mf)
+        except CsfsError:
+            values = []     # an unreadable dropped metafile: only the metafile itself may go
+        for value in values:
+            candidates.update(dict.fromkeys(references.data_paths(root, root / mf, value)))
+    jreal = os.path.realpath(job.dir)
+    jrel = os.path.relpath(job.dir, root)
+    seen: set[tuple[int, int]] = set()
+    for path in candidates:
+        real = _inside_job(path, jreal)
+        if real is None:
+            continue        # nothing outside the job's own folder is ever deleted
+        try:
+            st = os.lstat(real)
         except OSError:
             continue
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
             continue
-        real_parent = os.path.realpath(path.parent)
-        if real_parent != jreal and not real_parent.startswith(jreal + os.sep):
-            continue
         seen.add((st.st_dev, st.st_ino))
-        out.files.append(ClearFile(rel, st.st_size))
+        rel = os.path.join(jrel, os.path.relpath(real, jreal))
+        users = index.referrers((st.st_dev, st.st_ino), real, ignore)
+        if users:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            out.kept.append(f"{rel}: still used by {index.describe(users[0])}{more}")
+        elif st.st_nlink > 1:
+            out.kept.append(f"{rel}: has {st.st_nlink - 1} other hard link(s), which may be in use")
+        else:
+            out.files.append(ClearFile(rel, st.st_size))
     return out
+
+
+def _inside_job(path: Path, jreal: str) -> str | None:
+    """The real path of `path` (its last component not followed) if it lies in the job folder."""
+    try:
+        parent = os.path.realpath(path.parent)
+    except (OSError, ValueError):
+        return None
+    if parent != jreal and not parent.startswith(jreal + os.sep):
+        return None
+    return os.path.join(parent, path.name)
 
 
 def _check_job(job: Any) -> None:
@@ -203,9 +214,12 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
         # dropped versions listed with whatever remains, and running the clear again finishes it
         metafiles = set(job.metafiles)
         store.check_writable(instance, project.path)
+        jreal = os.path.realpath(job.dir)
         for f in sorted(plan.files, key=lambda f: f.path in metafiles):
+            real = _inside_job(Path(project.path) / f.path, jreal)
             try:
-                os.unlink(Path(project.path) / f.path)
+                if real is not None and stat.S_ISREG(os.lstat(real).st_mode):
+                    os.unlink(real)
             except FileNotFoundError:
                 pass
             faults.point("clear-unlink")

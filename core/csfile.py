@@ -20,8 +20,8 @@ from typing import IO, Callable, Iterator, Sequence
 import lz4.block
 import numpy as np
 
-from . import atomic
-from .errors import FormatError, NotFoundError, UsageError
+from . import atomic, safeio
+from .errors import CsfsError, FormatError, NotFoundError, UsageError
 
 NUMPY_MAGIC = b"\x93NUMPY"
 CSDAT_MAGIC = b"\x95CSDAT"
@@ -98,12 +98,7 @@ def path_fields(arr_or_dtype: np.ndarray | np.dtype) -> list[str]:
 
 
 def _open(path: str | os.PathLike) -> IO[bytes]:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
+    return safeio.open_file(path)     # regular files only: a FIFO must not block
 
 
 def _sniff(f: IO[bytes], path) -> str:
@@ -239,12 +234,14 @@ def _csdat_layout(f: IO[bytes], path) -> _Csdat:
     if len(raw) < hlen:
         raise CsFormatError(f"{path}: truncated inside the CSDAT header")
     try:
-        header = json.loads(raw)
+        header = safeio.parse_json(raw, "header")
         rows = header["length"]
         dtype = [(str(d[0]), str(d[1]), tuple(d[2]) if len(d) > 2 else ()) for d in header["dtype"]]
         compression = header.get("compression")
         compressed = set(header.get("compressed_fields") or [])
-    except (ValueError, KeyError, TypeError, IndexError) as e:
+    except FormatError as e:
+        raise CsFormatError(f"{path}: bad CSDAT {e}") from None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
         raise CsFormatError(f"{path}: bad CSDAT header ({type(e).__name__}: {e})") from None
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
         raise CsFormatError(f"{path}: bad CSDAT header (length {rows!r})")
@@ -253,8 +250,8 @@ def _csdat_layout(f: IO[bytes], path) -> _Csdat:
     names = [d[0] for d in dtype]
     if len(set(names)) != len(names) or not compressed <= set(names) or (compressed and not compression):
         raise CsFormatError(f"{path}: bad CSDAT header (duplicate or unknown field names)")
-    for name, dstr, _ in dtype:
-        _column_dtype(path, name, dstr)
+    row_bytes = {name: _column_dtype(path, name, dstr).itemsize * _shape_items(path, name, shape)
+                 for name, dstr, shape in dtype}
     columns: dict[str, tuple[int, int]] = {}
     pos = f.tell()
     for name in names if rows else ():        # empty datasets have no column section
@@ -262,10 +259,31 @@ def _csdat_layout(f: IO[bytes], path) -> _Csdat:
         pos += 4
         if pos + count > size:
             raise CsFormatError(f"{path}: truncated in column {name!r}")
+        need = rows * row_bytes[name]
+        # LZ4 expands a block at most ~255 times: a header claiming more is lying
+        lying = need > 255 * count + 64 if name in compressed else need != count
+        if lying:
+            raise CsFormatError(f"{path}: column {name!r} holds {count} bytes, which cannot be the "
+                                f"{rows} rows the header claims")
         columns[name] = (pos, count)
         pos += count
         f.seek(pos)
     return _Csdat(rows, dtype, compressed, columns, (pos, size - pos))
+
+
+MAX_ROW_BYTES = 1 << 24    # one field of one row: real ones are at most a few KiB
+
+
+def _shape_items(path, name: str, shape: tuple) -> int:
+    """Elements per row of a field with sub-array `shape` (a list of small non-negative ints)."""
+    n = 1
+    if len(shape) > 32 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise CsFormatError(f"{path}: field {name!r} has a bad shape {list(shape)!r}")
+    for d in shape:
+        n *= d
+    if n > MAX_ROW_BYTES:
+        raise CsFormatError(f"{path}: field {name!r} has an implausible shape {list(shape)!r}")
+    return n
 
 
 def _u32(f: IO[bytes], path, what: str) -> int:
@@ -447,9 +465,9 @@ def _csdat_chunks(arr: np.ndarray) -> Iterator[bytes]:
 def is_cs(path: str | os.PathLike) -> bool:
     """True when `path` starts like a `.cs` file of either form."""
     try:
-        with open(path, "rb") as f:
+        with safeio.open_file(path) as f:
             return f.read(6) in (NUMPY_MAGIC, CSDAT_MAGIC)
-    except OSError:
+    except CsfsError:
         return False
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from . import atomic
-from .errors import FormatError, NotFoundError, UsageError
+from . import atomic, safeio
+from .errors import FormatError
 
 
 @dataclass
@@ -34,18 +34,7 @@ class Csg:
 
 def load(path: str | os.PathLike, allow_outside: bool = False) -> Csg:
     """Read and check a `.csg`; a metafile escaping the `.csg`'s folder raises FormatError."""
-    try:
-        with open(path, "rb") as f:
-            doc = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file") from None
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where else ""
-        raise FormatError(f"{path}: not valid YAML{at}") from None
-    csg = _from_doc(path, doc)
+    csg = _from_doc(path, safeio.load_yaml(path))
     for meta in csg.metafiles():
         resolve_metafile(path, meta, allow_outside)
     return csg
@@ -83,13 +72,21 @@ def save(path: str | os.PathLike, csg: Csg) -> None:
 def resolve_metafile(csg_path: str | os.PathLike, metafile: str, allow_outside: bool = False) -> Path:
     """The path a metafile reference names (`>x.cs` = relative to the `.csg`'s folder).
 
-    Checked lexically (symlinks are not followed): an absolute path or a `..` that
-    leaves the folder is refused with FormatError unless `allow_outside`.
+    Checked on the path (an absolute path or a `..` that leaves the folder) and, when it
+    exists, on where it resolves with links followed (a symlink out of the folder): either
+    is refused with FormatError unless `allow_outside`.
     """
     folder = Path(os.path.abspath(csg_path)).parent
     rel = metafile[1:] if metafile.startswith(">") else metafile
+    if "\0" in rel:
+        raise FormatError(f"{csg_path}: metafile {metafile!r} holds a NUL byte")
     target = Path(os.path.normpath(folder / rel))
-    if not allow_outside and (os.path.isabs(rel) or not target.is_relative_to(folder) or target == folder):
+    if allow_outside:
+        return target
+    real_folder = os.path.realpath(folder)
+    real = os.path.realpath(target)
+    if (os.path.isabs(rel) or not target.is_relative_to(folder) or target == folder
+            or not real.startswith(real_folder.rstrip(os.sep) + os.sep)):
         raise FormatError(f"{csg_path}: metafile {metafile!r} points outside the .csg's folder; "
                           "refusing it (pass allow_outside to trust this file)")
     return target

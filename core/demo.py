@@ -498,13 +498,14 @@ class _Demo:
             _write_json(self.root / name, doc)
 
     def _live_session(self) -> None:
-        """A CryoSPARC Live session folder (v4): S1/ with exposures.bson and its preprocessed files."""
+        """A CryoSPARC Live session folder (v4): S1/ with exposures.bson and its preprocessed files
+        (for the first 40 exposures at most: the large scale stays quick to write)."""
         s = self.s
         d = self.root / "S1"
         for sub in ("motioncorrected", "ctfestimated", "thumbnails"):
             (d / sub).mkdir(parents=True)
         out = bytearray()
-        for i, nm in enumerate(self.names):
+        for i, nm in enumerate(self.names[:40]):
             mic = f"S1/motioncorrected/{nm}_patch_aligned_doseweighted.mrc"
             self.image(mic, (1, s.mic_px // 2, s.mic_px // 2))
             self.write(f"S1/thumbnails/{nm}_thumb_@1x.png", self.png)

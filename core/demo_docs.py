@@ -29,11 +29,8 @@ STATUS_NUM = {s: i for i, s in enumerate(
 V4_BOTH_TYPE_KEYS = {1, 2, 3}          # `type` and `job_type`
 V4_JOB_TYPE_ONLY = {4, 5, 6}           # `job_type` only (cryosparc-tools' JobDocument)
 V4_MS_DATES = {1, 2, 3, 4, 5}          # {"$date": <ms>} (older); the others {"$date": "ISO"}
-# output_results[].num_items as one int (the v4 spec's type) and no output_result_groups (as
-# cryosparc-tools' test job): core cannot read either yet (issue 8, helper `docs`); the demo writes
-# them in J4 and J7 once it can. tests/test_flavours.py covers both on their own meanwhile.
-V4_INT_NUM_ITEMS: set[int] = set()     # -> {4, 7}
-V4_NO_GROUPS: set[int] = set()         # -> {7}
+V4_INT_NUM_ITEMS = {4, 7}              # output_results[].num_items as one int (the v4 spec's type)
+V4_NO_GROUPS = {7}                     # no output_result_groups (as cryosparc-tools' test job)
 LEGACY_NO_JOB_JSON = {1, 2, 3, 4, 5}   # predate job.json: outputs only in their .csg files
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import email.utils
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -228,7 +229,7 @@ class JobInfo:
 
 def job_form(doc: Mapping[str, Any]) -> str:
     """"v5" for a document with a `spec` object, else "v4"; DocumentError for an unknown version."""
-    major = _major(doc.get("last_dumped_version") or doc.get("version"))
+    major = major_version(doc.get("last_dumped_version") or doc.get("version"))
     if major is not None and major not in KNOWN_MAJORS:
         raise DocumentError(f"written by CryoSPARC v{major}, a version csfs does not know; "
                             "refusing to read or change it")
@@ -238,7 +239,7 @@ def job_form(doc: Mapping[str, Any]) -> str:
     return "v5" if isinstance(spec, dict) else "v4"
 
 
-def _major(v: Any) -> int | None:
+def major_version(v: Any) -> int | None:
     m = re.match(r"^v?(\d+)\.", v) if isinstance(v, str) else None
     return int(m.group(1)) if m else None
 
@@ -364,8 +365,13 @@ def _result(name: Any, type: str, group_name: str, r: Mapping[str, Any]) -> Outp
 
 
 def _metafile(m: Any) -> str:
+    """A metafile path: relative to the project and staying inside it (csfs reads and deletes
+    metafiles by these paths, so one that leaves the project makes the document unusable)."""
     if not isinstance(m, str) or not m or "\0" in m:
         raise DocumentError(f"metafile {m!r} is not a path")
+    norm = posixpath.normpath(m)
+    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise DocumentError(f"metafile {m!r} leaves the project directory")
     return m
 
 

@@ -165,6 +165,8 @@ def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None 
     `dirs` caches the real path of each parent folder (many files share a folder).
     """
     src = os.fspath(src)
+    if "\0" in src:
+        return None     # a path holding a NUL names no file
     folder, base = os.path.split(src)
     if dirs is None:
         dirs = {}
@@ -177,11 +179,20 @@ def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None 
         if stat.S_ISLNK(st.st_mode):
             real = os.path.realpath(real)
             st = os.stat(real)
-    except OSError:
+    except (OSError, ValueError):
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
     return Entry(path, "file", st.st_size, st.st_mtime, Path(real), None, st.st_mode & 0o777)
+
+
+def _new_folder(path: str, seen: set[tuple[int, int]]) -> bool:
+    """False for a folder (reached through a link) that was entered already: loops end there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) not in seen
 
 
 def _with_parents(entries: list[Entry], mtime: float) -> list[Entry]:
@@ -269,6 +280,9 @@ def group_data(project: Any, group: Any) -> GroupData:
     for p in parts:
         if p.metafile not in arrays:
             arrays[p.metafile] = _load(project, p.metafile)
+            if "uid" not in (arrays[p.metafile].dtype.names or ()):
+                raise FormatError(f"{p.metafile}: has no uid field, so its rows cannot be joined; "
+                                  "it is not a CryoSPARC dataset")
         p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
     order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
     # plans live long in the mount: keep row indices small (a slice when rows are in order)
@@ -421,10 +435,20 @@ def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
 
 
+def has_job_export(job: Any) -> bool:
+    """A job export holds the job's job.json: a legacy job known from its .csg files has
+    none (its output groups still export)."""
+    return bool(getattr(job, "doc", None))
+
+
 def job_export_plan(project: Any, juid: str) -> Plan:
     """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
     job = _find_job(project, juid)
     check_exportable(job)
+    if not has_job_export(job):
+        groups = ", ".join(g.name for g in job.groups) or "none"
+        raise RefusedError(f"{job.uid} has no job.json (a legacy job known from its .csg files), so it has "
+                           f"no job export; export its output groups instead (groups: {groups})")
     mtime = job_time(job)
     jdir = Path(job.dir)
     entries: list[Entry] = [_generated("job.json", dumps_json(exported_job_doc(job.doc)), mtime,
@@ -435,8 +459,15 @@ def job_export_plan(project: Any, juid: str) -> Plan:
     entries.append(_dir("gridfs_data", mtime))
     gdir = jdir / "gridfs_data"
     if gdir.is_dir():
+        seen: set[tuple[int, int]] = set()      # folders entered: a link loop (`a -> .`) is entered once
         for root, dirs, files in os.walk(gdir, followlinks=True):
-            dirs.sort()
+            try:
+                st = os.stat(root)
+            except OSError:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if _new_folder(os.path.join(root, d), seen))
             rel_root = posixpath.join("gridfs_data", os.path.relpath(root, gdir).replace(os.sep, "/"))
             rel_root = posixpath.normpath(rel_root)
             for d in dirs:

@@ -3,6 +3,16 @@
 The new job's data is referenced from its own directory (`J<M>/imported/...`):
 symlinks by default, copies on request. Imported result groups keep their `uid`s.
 Every job document goes through core.store (lock and archive checks, atomic writes).
+
+Exports arrive from other labs, so they are untrusted (see `_Trust`): every file an
+import reads, links or copies (metafiles, data, events.bson, gridfs_data) must resolve,
+links followed, inside the export folder, inside the CryoSPARC project directory that
+holds the export (a project's own exports link into it), or inside a location the user
+names (`allow_from`, the CLI's --allow-from). It must be a regular file: FIFOs, devices
+and sockets are refused. Hard links cannot be traced to their other names; with `copy`
+a file of the export with more links than the export itself holds is refused, since
+its bytes would be copied into the project under the project's permissions (linked
+imports are safe: a link shares the file's own permissions).
 """
 from __future__ import annotations
 
@@ -10,17 +20,19 @@ import os
 import posixpath
 import re
 import shutil
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import csfile, csg, documents, store
+from . import csfile, csg, documents, safeio, store
 from .cleanup import RECORD_KEY
 from .errors import CsfsError, FormatError, NotFoundError, UsageError
 from .exportplan import join_order
 from .lock import now_iso
+from .walk import scan
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -48,16 +60,106 @@ class _Group:
     slots: dict[str, str]            # slot -> result type
 
 
+# ---------------------------------------------------------------------------- untrusted exports
+
+@dataclass
+class _Trust:
+    """Where an import may read: the export folder, its enclosing project, named locations."""
+
+    export: str                               # real path of the export folder
+    roots: list[str]                          # real paths files may resolve into
+    copy: bool = False
+    _names: dict[tuple[int, int], int] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, folder: Path, allow_from: Sequence[str | os.PathLike] = (), copy: bool = False) -> "_Trust":
+        export = os.path.realpath(folder)
+        roots = [export]
+        for up in [folder, *folder.parents]:
+            if (up / "project.json").is_file():     # the export lies in a project: its own links are fine
+                roots.append(os.path.realpath(up))
+                break
+        for a in allow_from:
+            if not os.path.isdir(a):
+                raise NotFoundError(f"--allow-from {a}: no such directory")
+            roots.append(os.path.realpath(a))
+        return cls(export, roots, copy)
+
+    def check_file(self, path: str | os.PathLike, what: str) -> Path:
+        """The real path of `path`, a regular file inside the trusted roots (FormatError if not)."""
+        real = os.path.realpath(path)
+        if not any(_under(real, r) for r in self.roots):
+            raise FormatError(f"{what}: {path} resolves to {real}, outside the export folder {self.export}; "
+                              "refusing it (name that location with --allow-from DIR if you trust it)")
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise NotFoundError(f"{what}: {path} is missing; nothing imported") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise NotFoundError(f"{what}: {path} is a directory, not a file; nothing imported")
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(f"{what}: {path} is {safeio.kind_of(st.st_mode)}, not a regular file; refusing it")
+        if self.copy and st.st_nlink > 1 and _under(real, self.export) and \
+                st.st_nlink > self._names_in_export().get((st.st_dev, st.st_ino), 0):
+            raise FormatError(f"{what}: {path} is hard-linked to a file outside the export folder; refusing "
+                              "to copy it (import without --copy, or copy the export with `cp -rL` first)")
+        return Path(real)
+
+    def _names_in_export(self) -> dict[tuple[int, int], int]:
+        if self._names is None:
+            self._names = {}
+            for e in scan(self.export, lambda e: e.is_dir(follow_symlinks=False)):
+                if e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    key = (st.st_dev, st.st_ino)
+                    self._names[key] = self._names.get(key, 0) + 1
+        return self._names
+
+    def copy_tree(self, src: Path, dst: Path, what: str) -> None:
+        """Copy a folder of the export (gridfs_data): regular files only, links resolved and checked;
+        links to folders (loops such as `a -> .`) are not followed."""
+        self.check_tree(src, what)
+        todo = [(src, dst)]
+        while todo:
+            s, d = todo.pop()
+            d.mkdir(parents=True, exist_ok=True)
+            for e in sorted(os.scandir(s), key=lambda e: e.name):
+                if e.is_dir(follow_symlinks=False):
+                    todo.append((Path(e.path), d / e.name))
+                elif e.is_symlink() and os.path.isdir(e.path):
+                    continue        # a link to a folder only repeats what is there (or loops)
+                else:
+                    shutil.copyfile(self.check_file(e.path, what), d / e.name)
+
+    def check_tree(self, src: Path, what: str) -> None:
+        """What `copy_tree` would refuse, checked before anything is created."""
+        real = os.path.realpath(src)
+        if not any(_under(real, r) for r in self.roots):
+            raise FormatError(f"{what}: {src} resolves to {real}, outside the export folder {self.export}; "
+                              "refusing it (name that location with --allow-from DIR if you trust it)")
+        if not os.path.isdir(real):
+            raise FormatError(f"{what}: {src} is not a folder")
+        for e in scan(src, lambda e: e.is_dir(follow_symlinks=False)):
+            if not e.is_dir(follow_symlinks=False) and not (e.is_symlink() and os.path.isdir(e.path)):
+                self.check_file(e.path, what)
+
+
+def _under(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 # ---------------------------------------------------------------------------- data placement
 
-def _place(sources: dict[str, Path], jdir: Path, copy: bool, progress: Progress | None) -> None:
+def _place(sources: dict[str, Path], jdir: Path, copy: bool, progress: Progress | None,
+           trust: _Trust | None = None) -> None:
     """Create jdir/<rel> for each rel -> source: a symlink (relative when the source lies in
-    the project itself, so the project can move; else absolute), or a copy."""
+    the project itself, so the project can move; else absolute), or a copy. With `trust`
+    (an untrusted export), each source is checked again right before it is used."""
     project_real = os.path.realpath(jdir.parent) + os.sep
     for i, (rel, src) in enumerate(sources.items()):
         dst = jdir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        real = os.path.realpath(src)
+        real = str(trust.check_file(src, "data file")) if trust else os.path.realpath(src)
         if copy:
             shutil.copy2(real, dst)
         elif real.startswith(project_real):
@@ -120,13 +222,14 @@ def _find_base(folder: Path, rel: str) -> Path:
 _GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
-def _read_csg_group(csg_path: Path) -> tuple[csg.Csg, np.ndarray, dict[str, str]]:
+def _read_csg_group(csg_path: Path, trust: _Trust) -> tuple[csg.Csg, np.ndarray, dict[str, str]]:
     """A .csg's group joined by uid across its metafiles: (csg, dataset, slot -> result type)."""
-    c = csg.load(csg_path)
+    c = csg.load(trust.check_file(csg_path, "result group") if os.path.islink(csg_path) else csg_path)
     if not _GROUP_NAME_RE.fullmatch(c.group["name"]):
         raise FormatError(f"{csg_path}: group name {c.group['name']!r} is not a plain name "
                           "(letters, digits, _ . -); it would name the new job's files")
-    arrays = {m: csfile.load(csg.resolve_metafile(csg_path, m)) for m in c.metafiles()}
+    arrays = {m: csfile.load(trust.check_file(csg.resolve_metafile(csg_path, m), f"{csg_path}: metafile {m}"))
+              for m in c.metafiles()}
     for m, arr in arrays.items():
         if "uid" not in (arr.dtype.names or ()):
             raise FormatError(f"{csg_path}: metafile {m} has no uid field")
@@ -211,30 +314,35 @@ def _open(instance: Any, ref: str) -> Any:
     return Project.open(rec.path)
 
 
-def _check_sources(sources: dict[str, Path]) -> None:
-    missing = [str(p) for p in sources.values() if not os.path.isfile(p)]
+def _check_sources(sources: dict[str, Path], trust: _Trust) -> None:
+    missing = [str(p) for p in sources.values() if not os.path.exists(p)]
     if missing:
-        raise NotFoundError(f"{len(missing)} data file(s) to import are missing or not files "
+        raise NotFoundError(f"{len(missing)} data file(s) to import are missing "
                             f"(first: {missing[0]}); nothing imported")
+    for p in sources.values():
+        trust.check_file(p, "data file")
 
 
 # ---------------------------------------------------------------------------- public
 
 def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: bool = False,
-                 progress: Progress | None = None) -> str:
-    """Import a result group (.csg) as a new `import_result_group` job; returns its uid."""
+                 progress: Progress | None = None, allow_from: Sequence[str | os.PathLike] = ()) -> str:
+    """Import a result group (.csg) as a new `import_result_group` job; returns its uid.
+
+    Only files inside the .csg's folder (or its enclosing project, or `allow_from`) are used."""
     csg_path = Path(csg_path).absolute()
     project = _open(instance, ref)
-    c, data, slots = _read_csg_group(csg_path)
+    trust = _Trust.of(csg_path.parent, allow_from, copy)
+    c, data, slots = _read_csg_group(csg_path, trust)
     probe: dict[str, Path] = {}
     _rewrite_paths(data, csg_path.parent, "J0", str(csg_path), probe)
-    _check_sources(probe)
+    _check_sources(probe, trust)
     gname = str(c.group["name"])
 
     def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
         sources: dict[str, Path] = {}
         arr = _rewrite_paths(data, csg_path.parent, juid, str(csg_path), sources)
-        _place(sources, jdir, copy, progress)
+        _place(sources, jdir, copy, progress, trust)
         g = _Group(gname, str(c.group.get("type") or ""), str(c.group.get("title") or gname),
                    str(c.group.get("description") or ""), arr, slots)
         return [g], {"imported_from": str(csg_path)}
@@ -244,12 +352,17 @@ def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: boo
 
 
 def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: bool = False,
-               progress: Progress | None = None) -> str:
-    """Import an exported job folder (`J87_homo_refine/`) as a new job; returns its uid."""
+               progress: Progress | None = None, allow_from: Sequence[str | os.PathLike] = ()) -> str:
+    """Import an exported job folder (`J87_homo_refine/`) as a new job; returns its uid.
+
+    Only files inside that folder (or its enclosing project, or `allow_from`) are used."""
     from .atomic import read_json
 
     src = Path(exported_dir).absolute()
-    doc = read_json(src / "job.json")
+    if not src.is_dir():
+        raise NotFoundError(f"{src}: no such folder")
+    trust = _Trust.of(src, allow_from, copy)
+    doc = read_json(trust.check_file(src / "job.json", "job document"))
     try:
         documents.imported_job_extra(doc, "v4")  # refuses what is not a job document
     except FormatError as e:
@@ -258,8 +371,15 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
     if not _GROUP_NAME_RE.fullmatch(jtype):
         raise FormatError(f"{src}/job.json: job type {jtype!r} is not a plain name")
     csgs = sorted(src.glob("*/*_exported.csg"))
+    for p in csgs:
+        trust.check_file(p, "result group")
+    events, gridfs = src / "events.bson", src / "gridfs_data"
+    if os.path.lexists(events):
+        trust.check_file(events, "events")
+    if os.path.lexists(gridfs):
+        trust.check_tree(gridfs, "gridfs_data")
     project = _open(instance, ref)
-    loaded = [(p, *_read_csg_group(p)) for p in csgs]
+    loaded = [(p, *_read_csg_group(p, trust)) for p in csgs]
     names = [str(c.group["name"]) for _, c, _, _ in loaded]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -268,15 +388,15 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
     probe: dict[str, Path] = {}
     for p, _, data, _ in loaded:
         _rewrite_paths(data, p.parent, "J0", str(p), probe)
-    _check_sources(probe)
+    _check_sources(probe, trust)
     keep = {k: v for k, v in documents.imported_job_extra(doc, project.form).items() if k != RECORD_KEY}
     keep["imported_from"] = {"project_uid": doc.get("project_uid"), "job_uid": doc.get("uid"), "path": str(src)}
 
     def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
-        if (src / "events.bson").is_file():
-            shutil.copyfile(src / "events.bson", jdir / "events.bson")
-        if (src / "gridfs_data").is_dir():
-            shutil.copytree(src / "gridfs_data", jdir / "gridfs_data", dirs_exist_ok=True)
+        if os.path.lexists(events):
+            shutil.copyfile(trust.check_file(events, "events"), jdir / "events.bson")
+        if os.path.lexists(gridfs):
+            trust.copy_tree(gridfs, jdir / "gridfs_data", "gridfs_data")
         groups = []
         sources: dict[str, Path] = {}
         for p, c, data, slots in loaded:
@@ -284,7 +404,7 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
             name = str(c.group["name"])
             groups.append(_Group(name, str(c.group.get("type") or ""), str(c.group.get("title") or name),
                                  str(c.group.get("description") or ""), arr, slots))
-        _place(sources, jdir, copy, progress)
+        _place(sources, jdir, copy, progress, trust)
         return groups, {}
 
     return _new_job(instance, project, jtype, str(doc.get("title") or jtype), keep, fill)

@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import faults
+from . import faults, safeio
 from .atomic import dumps_json, fsync_dir, write_bytes
-from .errors import ForeignLockError
+from .errors import CsfsError, ForeignLockError, NotFoundError
 
 LOCK_NAME = "cs.lock"
 
@@ -86,17 +86,15 @@ def lock_path(project_dir: str | os.PathLike) -> Path:
 def read(project_dir: str | os.PathLike) -> LockInfo | None:
     """The project's lock, or None when there is none. Never raises for bad content."""
     p = lock_path(project_dir)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
+    try:   # regular files only, bounded: a FIFO or /dev/zero as cs.lock must not hang us
+        raw = safeio.read_bytes(p, safeio.LOCK_LIMIT)
+    except NotFoundError:
         return None
-    except IsADirectoryError:
-        return LockInfo(p, b"", {}, readable=False)
-    except PermissionError:
+    except CsfsError:
         return LockInfo(p, b"", {}, readable=False)
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        doc = safeio.parse_json(raw, p)
+    except CsfsError:
         return LockInfo(p, raw, {}, readable=False)
     if not isinstance(doc, dict) or not isinstance(doc.get("instance_id"), str):
         return LockInfo(p, raw, doc if isinstance(doc, dict) else {}, readable=False)

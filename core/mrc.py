@@ -99,7 +99,8 @@ def write(path: str | os.PathLike, data: np.ndarray | None = None, *, shape: tup
 
 def read_header(path: str | os.PathLike) -> MrcHeader:
     """Parse the main fields of an MRC header; ValueError if it is not one."""
-    with open(path, "rb") as fh:
+    from . import safeio
+    with safeio.open_file(path) as fh:     # a FIFO or device among raw data must not hang us
         h = fh.read(HEADER_SIZE)
     if len(h) < HEADER_SIZE or h[208:212] != b"MAP ":
         raise ValueError(f"{path}: not an MRC2014 file")

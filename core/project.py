@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
-from . import documents
+from . import documents, safeio
 from .documents import InputRef, OutputGroup, OutputResult, iso_time, parse_time as timestamp  # noqa: F401
 from .errors import CsfsError, FormatError, NotFoundError
 from .walk import walk_entries, walk_files
@@ -47,7 +47,8 @@ class Job:
         self.inputs: list[InputRef] = []
         self.form = ""  # "v4" | "v5" | "csg" (legacy, read from its .csg files) | "" (unusable)
         self.raw: bytes | None = None  # job.json's bytes, when it could be read
-        self.notes: list[str] = []
+        self.notes: list[str] = []      # how the job was read, when not from its job.json
+        self._read_problems: list[str] = []  # .csg files that could not be read
 
     def __repr__(self) -> str:
         return f"Job({self.uid}, {self.type!r}, {self.status!r}{', error' if self.error else ''})"
@@ -91,7 +92,7 @@ class Job:
     @cached_property
     def problems(self) -> list[str]:
         """Non-fatal problems: missing metafiles, metafiles outside the project, dangling symlinks."""
-        out: list[str] = list(self.notes)
+        out: list[str] = list(self._read_problems)
         if self.error:
             out.append(self.error)
         for mf in self.metafiles:
@@ -110,16 +111,15 @@ class Job:
     def _load(self, legacy: bool = False) -> None:
         path = self.dir / "job.json"
         try:
-            with open(path, "rb") as f:
-                self.raw = f.read()
-            doc = json.loads(self.raw)
-        except FileNotFoundError:
+            self.raw = safeio.read_bytes(path)      # regular files only, bounded
+            doc = safeio.parse_json(self.raw, path)
+        except NotFoundError:
             # legacy jobs may predate job.json: their .csg files still describe the outputs
             if not (legacy and self._load_csgs()):
                 self.error = f"{self.uid}: job.json is missing"
             return
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            self.error = f"{self.uid}: job.json is not valid JSON ({_short(e)})"
+        except CsfsError as e:
+            self.error = f"{self.uid}: job.json is {_short(_after_path(e))}"
             return
         if not isinstance(doc, dict):
             self.error = f"{self.uid}: job.json is not a JSON object"
@@ -127,7 +127,7 @@ class Job:
         self.doc = doc
         try:
             info = documents.read_job(doc, self.uid)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             self.error = f"{self.uid}: job.json is malformed ({type(e).__name__}: {_short(e)})"
             return
         self.form, self.type, self.title, self.status = info.form, info.type, info.title, info.status
@@ -141,8 +141,9 @@ class Job:
         paths = sorted(self.dir.glob("*.csg"))
         if not paths:
             return False
-        self.form = "csg"
-        self.notes.append(f"{self.uid}: job.json is missing; outputs read from its .csg files")
+        # CryoSPARC writes a job's .csg files when its outputs are final: the job completed
+        self.form, self.status = "csg", "completed"
+        self.notes.append(f"{self.uid}: no job.json (a legacy job); outputs read from its .csg files")
         for path in paths:
             try:
                 c = csg.load(path)
@@ -162,7 +163,7 @@ class Job:
                     group.passthrough = "input"
                 self.groups.append(group)
             except (CsfsError, ValueError, KeyError) as e:
-                self.notes.append(f"{self.uid}: {path.name}: {_short(e)}")
+                self._read_problems.append(f"{self.uid}: {path.name}: {_short(e)}")
         return True
 
     def may_use(self, producer: "Job") -> bool:
@@ -213,7 +214,7 @@ class Project:
     @property
     def form(self) -> str:
         """The document form of new jobs: "v5" when the project or most of its jobs are v5, else "v4"."""
-        if documents._major(self.doc.get("last_dumped_version") or self.doc.get("created_at_version")) == 5:
+        if documents.major_version(self.doc.get("last_dumped_version") or self.doc.get("created_at_version")) == 5:
             return "v5"
         forms = [j.form for j in self.jobs.values() if j.form in ("v4", "v5")]
         return "v5" if forms and forms.count("v5") * 2 > len(forms) else "v4"
@@ -244,14 +245,15 @@ class Project:
             # a legacy project keeps its layout once attached (attach writes project.json)
             layout = "legacy" if legacy else "v4"
             try:
-                doc = json.loads(pj.read_bytes())
+                doc = safeio.load_json(pj)
                 if not isinstance(doc, dict):
                     raise ValueError("not a JSON object")
-            except (OSError, ValueError, UnicodeDecodeError) as e:
+            except (CsfsError, ValueError) as e:
+                why = _short(_after_path(e))
                 doc = {}
                 if not job_dirs:
-                    raise FormatError(f"{pj}: not a valid project.json ({_short(e)})") from None
-                problems.append(f"project.json is malformed ({_short(e)})")
+                    raise FormatError(f"{pj}: not a valid project.json ({why})") from None
+                problems.append(f"project.json is malformed ({why})")
         elif legacy:
             layout = "legacy"
         else:
@@ -291,7 +293,7 @@ def load_paths(cs_path: Path, slots: Sequence[str] | None = None) -> list[str]:
         values, _ = csfile.load_strings(cs_path, c)
         for v in values.tolist():
             if v:
-                out[v.decode()] = None
+                out[v.decode("utf-8", "surrogateescape")] = None   # file names need not be UTF-8
     return list(out)
 
 
@@ -357,7 +359,7 @@ def _job_dirs(path: Path) -> list[tuple[str, Path]]:
         with os.scandir(path) as it:
             for e in it:
                 m = JOB_DIR_RE.match(e.name)
-                if m and e.is_dir(follow_symlinks=False):
+                if m and e.is_dir():   # a job folder moved to other storage may be a symlink
                     found.append((int(m.group(1)), e.name, Path(e.path)))
     except OSError as e:
         raise NotFoundError(f"{path}: cannot list ({e.strerror})") from None
@@ -380,9 +382,9 @@ def _read_workspaces(path: Path, layout: str, problems: list[str]) -> list[dict]
             problems.append("workspaces.json is missing")
         return []
     try:
-        return documents.read_workspaces(json.loads(path.read_bytes()))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        problems.append(f"workspaces.json is malformed ({_short(e)})")
+        return documents.read_workspaces(safeio.load_json(path))
+    except (CsfsError, ValueError) as e:
+        problems.append(f"workspaces.json is malformed ({_short(_after_path(e))})")
         return []
 
 
@@ -401,6 +403,11 @@ def _dangling_links(top: Path) -> list[Path]:
                   if e.is_symlink() and not os.path.exists(e.path))
 
 
-def _short(e: BaseException) -> str:
+def _after_path(e: BaseException) -> str:
+    """A CsfsError's message without the leading `path: ` (the caller names the file)."""
+    return str(e).split(": ", 1)[-1] if isinstance(e, CsfsError) else str(e)
+
+
+def _short(e: BaseException | str) -> str:
     s = str(e).splitlines()[0] if str(e) else type(e).__name__
     return s[:200]

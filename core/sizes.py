@@ -108,7 +108,8 @@ def _signature(job_dir: Path) -> list[int] | None:
 
 def _clear_deps(project: Any) -> dict[str, str]:
     """Per job, a digest of what its clearable bytes depend on outside its own directory:
-    the versions other jobs' inputs name, and which other jobs' inputs are unknown."""
+    the versions other jobs' inputs name, which other jobs' inputs are unknown, and (as
+    any job may link to or name its files: core/references.py) the state of every job."""
     from .cleanup import unknown_consumers
 
     refs: dict[str, set[tuple[str, str, str]]] = {}
@@ -117,8 +118,13 @@ def _clear_deps(project: Any) -> dict[str, str]:
     for j in project.jobs.values():
         for r in j.inputs:
             refs.setdefault(str(r.job_uid), set()).add((str(r.group_name), str(r.result_name), str(r.version)))
+    everyone = [_signature(Path(j.dir)) for j in project.jobs.values()]
+    try:
+        everyone.append([os.stat(project.path).st_mtime_ns])
+    except OSError:
+        pass
     return {j.uid: hashlib.sha1(json.dumps([sorted(refs.get(j.uid, ())),
-                                            unknown_consumers(project, j) if broken else [], csg_jobs])
+                                            unknown_consumers(project, j) if broken else [], csg_jobs, everyone])
                                 .encode()).hexdigest()[:16] for j in project.jobs.values()}
 
 

@@ -79,7 +79,8 @@ def _cmd_group_import(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
     with Progress("import") as bar:
-        juid = imports.import_group(_instance(args), args.project, args.csg, copy=args.copy, progress=bar)
+        juid = imports.import_group(_instance(args), args.project, args.csg, copy=args.copy, progress=bar,
+                                    allow_from=args.allow_from)
     return _report_import(args, juid, args.csg)
 
 
@@ -87,7 +88,8 @@ def _cmd_job_import(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
     with Progress("import") as bar:
-        juid = imports.import_job(_instance(args), args.project, args.dir, copy=args.copy, progress=bar)
+        juid = imports.import_job(_instance(args), args.project, args.dir, copy=args.copy, progress=bar,
+                                  allow_from=args.allow_from)
     return _report_import(args, juid, args.dir)
 
 
@@ -147,6 +149,8 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         if args.dry_run:
             for f in p.files:
                 print(f"{f.bytes}\t{f.path}")
+        for note in p.kept:
+            print(f"{p.job}: kept {note}")
         versions = "; ".join(f"{k} v{','.join(map(str, v))}" for k, v in p.versions.items()) or "nothing to clear"
         print(f"{p.job}: {verb} {len(p.files)} file(s), {human_bytes(p.bytes)} ({versions})")
     if quiet and len(plans) > 1:
@@ -210,6 +214,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
              "The new job gets a new UID; its outputs keep their uids and are usable by later jobs.")
     p.add_argument("dir", metavar="EXPORTED_DIR", help="the exported job folder (J<N>_<type>/)")
     p.add_argument("--copy", action="store_true", help="copy the data files instead of symlinking them")
+    p.add_argument("--allow-from", metavar="DIR", action="append", default=[],
+                   help="also trust files resolving into DIR (repeatable); by default only files inside\n"
+                        "the export folder (or the project holding it) are read, linked or copied")
 
     grp = group(sub, "group", "output groups: export one, or import a .csg as a new job")
     p = leaf(grp, "export", "consolidate an output group's export under exports/groups/J<N>_<group>/",
@@ -224,6 +231,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
              "directory (J<M>/imported/...) as symlinks, or copies with --copy.")
     p.add_argument("csg", metavar="FILE.csg", help="the .csg file (e.g. an exported J<N>_<group>_exported.csg)")
     p.add_argument("--copy", action="store_true", help="copy the data files instead of symlinking them")
+    p.add_argument("--allow-from", metavar="DIR", action="append", default=[],
+                   help="also trust files resolving into DIR (repeatable); by default only files inside\n"
+                        "the export folder (or the project holding it) are read, linked or copied")
 
     imp = group(sub, "import", "import raw data into a project as a new import job")
     p = leaf(imp, "raw", "create an import job holding symlinks to raw data", _cmd_import_raw,

@@ -116,6 +116,9 @@ class CsfsFS(Operations):
         # version whose pages the kernel may cache for an immutable file (see _cache_mode)
         self._versions: dict[str, list] = {}
         self._vlock = threading.Lock()
+        # real path -> until when (monotonic): files changed behind our back lately, whose old
+        # attributes the kernel may still hold under another name (an export's copy of them)
+        self._replaced: dict[str, float] = {}
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -166,8 +169,8 @@ class CsfsFS(Operations):
         node = self._node(path)
         attrs = node.attrs
         if node.immutable:
-            if node.real is None and self.kcache.enabled:
-                self.kcache.record(path)    # an export entry: dropped when its project changes
+            if node.source is None and node.real is None and node.children is None and self.kcache.enabled:
+                self.kcache.record(path)    # a generated export file: dropped when its project changes
             v = self._versions.get(path)
             if v is not None and v[1] and v[2] != attrs["st_size"]:
                 # still being read in an older version: its size, so no reader is cut short
@@ -212,6 +215,15 @@ class CsfsFS(Operations):
         for view in self._views():
             self.ctx.watch(view.path)
 
+    def _note_replaced(self, paths: Any) -> None:
+        now = time.monotonic()
+        until = now + ENTRY_TIMEOUT
+        with self._vlock:
+            if len(self._replaced) > 10_000:
+                self._replaced = {p: t for p, t in self._replaced.items() if t > now}
+            for p in paths:
+                self._replaced[p] = until
+
     def _views(self) -> list[ProjectView]:
         if isinstance(self.root, ProjectView):
             return [self.root]
@@ -234,6 +246,7 @@ class CsfsFS(Operations):
             if not hits:
                 continue
             deep = any(_structural(base, p, m) for p, m in hits)
+            self._note_replaced(p for p, _ in hits)
             paths = {p for p, _ in hits} | {os.path.dirname(p) for p, _ in hits if p != base}
             self.ctx.forget(base if deep else None, paths)
             shown = {view.key + ("/" + os.path.relpath(p, base) if p != base else "") or "/" for p in paths}
@@ -323,6 +336,10 @@ class CsfsFS(Operations):
         if not node.immutable:
             return      # keep_cache 0: the kernel drops this file's pages at every open
         now = time.monotonic()
+        src = node.real or node.source
+        if src is not None and self._replaced.get(src, 0.0) > now:
+            fi.direct_io = 1   # its file changed lately: the kernel may hold its old size
+            return
         with self._vlock:
             v = self._versions.get(path)
             if v is None or (v[0] == version and now >= v[3]):

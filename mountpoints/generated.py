@@ -53,7 +53,8 @@ def _get_pool() -> ProcessPoolExecutor:
     with _guard:
         if _pool is None:
             _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                                        max_tasks_per_child=TASKS_PER_WORKER)
+                                        max_tasks_per_child=TASKS_PER_WORKER,
+                                        initializer=_end_with_parent, initargs=(os.getpid(),))
         return _pool
 
 
@@ -193,6 +194,16 @@ def load_plan(project: Path, kind: str, juid: str, group: str | None) -> LightPl
 
 
 # -- run in the worker process ------------------------------------------------------------
+
+def _end_with_parent(parent: int) -> None:
+    """The worker ends when the mount process has ended, however it ended (unmounted while
+    a request was starting a worker, killed): an orphaned worker would idle for ever."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True).start()
+
 
 def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
     from csfs.core import exportplan

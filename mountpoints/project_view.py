@@ -59,7 +59,8 @@ class ProjectView:
             for uid, job in jobs.items():
                 if job.error or job.status != "completed":
                     continue
-                names = [("jobs", exportplan.job_export_name(job), None)]
+                names = ([("jobs", exportplan.job_export_name(job), None)]
+                         if exportplan.has_job_export(job) else [])
                 names += [("groups", exportplan.group_export_name(job, g.name), g.name) for g in job.groups]
                 for kind, name, group in names:
                     if exportplan.plain_name(name):     # a '/' in job.json's names: not listable

@@ -35,7 +35,8 @@ def test_dry_run_lists_and_deletes_nothing(demo, home):
     assert snapshot(demo) == before
 
 
-def test_keeps_final_and_consumed_versions(demo, home):
+def test_keeps_final_and_consumed_versions(flavour_demo, home):
+    demo = flavour_demo
     inst, puid, project = attach(demo, home)
     # J7 consumes J6 particles.alignments2D version 2, J10 consumes class_averages version 3
     keep = (_files_of(project, "J6", "particles", "alignments2D", 2)

@@ -126,6 +126,19 @@ def test_unknown_version_is_refused_for_that_job_alone(demo, home):
     exportplan.job_export_plan(project, "J8")  # the others still export
 
 
+@pytest.mark.parametrize("metafile", ["/etc/passwd", "../other/J1_particles.cs", "J8/../../x.cs"])
+def test_metafile_leaving_the_project_is_refused(demo, metafile):
+    def bad(d: dict) -> dict:
+        d["output_results"][0]["metafiles"][-1] = metafile
+        return d
+    edit_json(demo / "J8" / "job.json", bad)
+    project = Project.open(demo)
+    assert "leaves the project" in project.job("J8").error
+    with pytest.raises(Exception, match="leaves the project"):
+        exportplan.group_export_plan(project, "J8", "particles")
+    assert all(j.error is None for j in project.jobs.values() if j.uid != "J8")
+
+
 def test_malformed_job_does_not_block_unrelated_jobs(demo, home):
     """A whole, parsable job.json that is malformed is reported alone; clearing jobs it never
     names goes on (J10 consumes only J3/J4... here J8, a leaf, is made malformed)."""
@@ -206,6 +219,20 @@ def test_legacy_project_stays_readable_after_attach(demo_masters, tmp_path, home
     assert not plans["J6"].skipped and plans["J6"].files
     assert not plans["J8"].skipped and plans["J8"].files
     assert verify.verify(Project.open(legacy)) == []
+
+
+def test_legacy_csg_job_is_completed_and_its_groups_export(demo_masters, tmp_path, home, csfs):
+    """A legacy job known from its .csg files finished (CryoSPARC writes .csg files for final
+    outputs): its groups export, it has no job export (no job.json), and no false problem."""
+    legacy = copy_demo(demo_masters("legacy"), tmp_path / "legacy")
+    r = csfs("jobs", legacy)
+    assert r.returncode == 0 and "problems" not in r.stdout, r.stdout
+    inst, puid, project = attach(legacy, home)
+    j5 = project.job("J5")
+    assert j5.status == "completed" and j5.problems == [] and j5.notes
+    assert csfs("group", "export", puid, "J5", "particles", home=home).returncode == 0
+    r = csfs("job", "export", puid, "J5", home=home)
+    assert r.returncode != 0 and "group" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_legacy_csg_job_keeps_what_its_metafiles_name(demo_masters, tmp_path, home):

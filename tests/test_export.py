@@ -20,6 +20,12 @@ def attached(demo, home):
     return attach(demo, home)
 
 
+@pytest.fixture
+def flavour_attached(flavour_demo, home):
+    """The demo of each flavour (legacy, v4, v5), attached."""
+    return attach(flavour_demo, home)
+
+
 def _final_rows(project: Project, juid: str, group: str) -> dict[str, np.ndarray]:
     """field -> column (sorted by uid) of a group's final versions, as the job itself holds them."""
     g = project.job(juid).group(group)
@@ -76,8 +82,8 @@ def test_generated_content_is_deterministic(attached, demo):
     assert a.lookup("job.json").mtime == project.job("J6").completed_timestamp
 
 
-def test_physical_export_twice_identical_and_matches_plan(attached):
-    inst, puid, project = attached
+def test_physical_export_twice_identical_and_matches_plan(flavour_attached):
+    inst, puid, project = flavour_attached
     dest = consolidate.export_job(inst, puid, "J8")
     assert dest == project.path / "exports" / "jobs" / "J8_homo_refine_new"
     first = read_tree(dest)
@@ -111,10 +117,10 @@ def test_physical_export_twice_identical_and_matches_plan(attached):
     assert {p: os.stat(dest / p).st_mtime_ns for p in first} == stat1
 
 
-def test_exported_cs_loads_in_cryosparc_tools(attached):
+def test_exported_cs_loads_in_cryosparc_tools(flavour_attached):
     from cryosparc.dataset import Dataset
 
-    inst, puid, project = attached
+    inst, puid, project = flavour_attached
     dest = consolidate.export_group(inst, puid, "J8", "particles")
     cs = dest / "J8_particles_exported.cs"
     ds = Dataset.load(str(cs))

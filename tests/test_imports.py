@@ -19,6 +19,16 @@ from data_helpers import attach
 @pytest.fixture
 def two(demo, tmp_path):
     """Project A (the demo) attached to instance A; an empty project B in instance B."""
+    return _two(demo, tmp_path)
+
+
+@pytest.fixture
+def two_flavours(flavour_demo, tmp_path):
+    """`two` with project A the demo of each flavour (legacy, v4, v5)."""
+    return _two(flavour_demo, tmp_path)
+
+
+def _two(demo: Path, tmp_path: Path):
     inst_a, puid_a, proj_a = attach(demo, tmp_path / "home-A")
     inst_b = Instance(tmp_path / "home-B")
     (tmp_path / "b").mkdir()
@@ -46,8 +56,8 @@ def _assert_same_dataset(a: np.ndarray, a_dir: Path, b: np.ndarray, b_dir: Path)
             assert np.array_equal(a[name], b[name]), name
 
 
-def test_group_round_trip_between_instances(two):
-    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+def test_group_round_trip_between_instances(two_flavours):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two_flavours
     dest = consolidate.export_group(inst_a, puid_a, "J8", "particles")
     exported = csfile.load(dest / "J8_particles_exported.cs")
     juid = imports.import_group(inst_b, puid_b, dest / "J8_particles_exported.csg")
@@ -79,8 +89,8 @@ def test_group_import_copy(two):
     _assert_same_dataset(exported, dest, imported, path_b)
 
 
-def test_job_import(two):
-    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two
+def test_job_import(two_flavours):
+    inst_a, puid_a, proj_a, inst_b, puid_b, path_b = two_flavours
     dest = consolidate.export_job(inst_a, puid_a, "J8")
     juid = imports.import_job(inst_b, puid_b, dest)
     job = Project.open(path_b).job(juid)

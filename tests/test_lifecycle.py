@@ -91,7 +91,8 @@ def test_round_trip_between_two_instances(csfs, homes, tmp_path):
     assert [p.uid for p in Instance(A).projects()] == ["P2"]
 
 
-def test_demo_attaches_with_all_jobs_and_active_job_blocks(cli, home, demo):
+def test_demo_attaches_with_all_jobs_and_active_job_blocks(cli, home, flavour_demo):
+    demo = flavour_demo
     ok(cli("project", "attach", demo, home=home))
     proj = Project.open(demo)
     inst = Instance(home)

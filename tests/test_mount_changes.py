@@ -20,19 +20,21 @@ from mountutil import fusepy_missing, mounted, needs_fuse, run, tar_members
 
 pytestmark = needs_fuse
 # the fallback binding too, where it differs (no kernel cache invalidation under libfuse2)
-BOTH = pytest.mark.parametrize("live", ["mfusepy", pytest.param("fusepy", marks=pytest.mark.skipif(
-    fusepy_missing() is not None, reason=str(fusepy_missing())))], indirect=True)
+NEEDS_FUSEPY = pytest.mark.skipif(fusepy_missing() is not None, reason=str(fusepy_missing()))
+BOTH = pytest.mark.parametrize("live", ["mfusepy", pytest.param("fusepy", marks=NEEDS_FUSEPY)], indirect=True)
 
 WITHIN = 3.0   # seconds: well under the in-process (5 s) and kernel (60 s) cache times
 
 
 @pytest.fixture
-def live(demo, tmp_path, request):
-    """(home, project, mount of the project) with the project attached as P1; the binding is
-    the default one unless the test is parametrised with BOTH."""
+def live(tmp_path, request):
+    """(home, project, mount of the project) with the project attached as P1: the v4 demo, or
+    each flavour's for a test that takes `flavour`; the binding is the default one unless
+    the test is parametrised with BOTH."""
     from csfs.core import lifecycle
     from csfs.core.instance import Instance
 
+    demo = request.getfixturevalue("flavour_demo" if "flavour" in request.fixturenames else "demo")
     home = tmp_path / "home"
     lifecycle.attach(Instance(home), demo)
     env = {"CSFS_MOUNT_INLINE_MAX": "0", "CSFS_FUSE": getattr(request, "param", "mfusepy")}
@@ -68,7 +70,7 @@ def _ls(path: Path) -> list[str]:
     return r.stdout.decode().split() if r.returncode == 0 else []
 
 
-def test_job_completes_and_its_export_appears(live, tmp_path):
+def test_job_completes_and_its_export_appears(flavour, live, tmp_path):
     home, project, mnt = live
     jobs = mnt / "exports" / "jobs"
     assert not any(n.startswith("J9_") for n in _ls(jobs))     # J9 is running
@@ -87,8 +89,10 @@ def test_job_completes_and_its_export_appears(live, tmp_path):
     assert tar_members(r_v.stdout) == tar_members(r_p.stdout)
 
 
-@BOTH
-def test_cleared_job_shrinks(live, request):
+@pytest.mark.parametrize("flavour,live", [("legacy", "mfusepy"), ("v4", "mfusepy"), ("v5", "mfusepy"),
+                                          pytest.param("v4", "fusepy", marks=NEEDS_FUSEPY)],
+                         indirect=["live"])
+def test_cleared_job_shrinks(flavour, live, request):
     """csfs clear-intermediate from the CLI: deleted files leave the kernel-cached listing of
     the completed job, du and sizes/ shrink, the export's job.json is the new one. (libfuse2:
     the kernel may still stat a deleted file until its attribute timeout; opening it fails.)"""
@@ -108,16 +112,15 @@ def test_cleared_job_shrinks(live, request):
     _eventually(lambda: sorted(os.listdir(mnt / "J8")) == native)
     for gone in set(listed) - set(native):
         with pytest.raises(FileNotFoundError):
-            if request.node.callspec.params["live"] == "fusepy":
+            if request.node.callspec.params.get("live") == "fusepy":
                 open(mnt / "J8" / gone, "rb")
             else:
                 os.stat(mnt / "J8" / gone)
     _eventually(lambda: int((mnt / "sizes" / "J8").read_text()) < size_before)
     assert int(run(["du", "-sb", str(mnt)]).stdout.split()[0]) < du_before
-    from csfs.core.exportplan import stripped_job_doc
-    from csfs.core.atomic import dumps_json
+    from csfs.core.exportplan import job_export_plan
 
-    want = dumps_json(stripped_job_doc(Project.open(project).job("J8").doc))
+    want = job_export_plan(Project.open(project), "J8").lookup("job.json").generate()
     _eventually(lambda: (export / "job.json").read_bytes() == want)
     assert os.stat(export / "job.json").st_size == len(want)
 

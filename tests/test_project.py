@@ -236,7 +236,10 @@ def test_legacy_job_without_job_json_reads_csg(tmp_path, realdata):
         "  ctf: {metafile: '>cryosparc_P12_J24_001_particles.cs', num_items: 2019, type: particle.ctf}\n"
         "version: v2.15.0\n")
     j = Project.open(proj).job("J24")
-    assert j.error is None and not j.is_final and any(".csg" in x for x in j.problems)
+    # CryoSPARC writes .csg files for finished outputs: the job completed; how it was read is a
+    # note, not a problem (verify, show and `csfs jobs` stay clean for a legacy project)
+    assert j.error is None and j.status == "completed" and j.problems == []
+    assert any(".csg" in x for x in j.notes)
     g = j.group("particles")
     assert g.num_items == 2019 and [r.name for r in g.results] == ["blob", "ctf"]
     assert g.result("ctf").final_metafile == "J24/cryosparc_P12_J24_001_particles.cs"

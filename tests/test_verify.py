@@ -17,8 +17,8 @@ def _kinds(problems) -> set[str]:
     return {p.kind for p in problems}
 
 
-def test_clean_demo_verifies(demo):
-    assert verify.verify(Project.open(demo)) == []
+def test_clean_demo_verifies(flavour_demo):
+    assert verify.verify(Project.open(flavour_demo)) == []
 
 
 def test_moved_raw_data_then_relink(demo, home, tmp_path):

@@ -1,6 +1,6 @@
 """Benchmark: `csfs demo` generation at each scale, and reading the large project's model.
 
-Run:  python3 tests/bench/bench_demo.py [--dir /tmp] [--scales tiny,small,large]
+Run:  python3 tests/bench/bench_demo.py [--dir /tmp] [--scales tiny,small,large] [--flavours v4,legacy,v5]
  or:  python3 -m pytest tests/bench/bench_demo.py -s
 
 Writes its table into tests/bench/RESULTS.md (section "bench_demo").
@@ -32,12 +32,12 @@ def _disk(path: Path) -> int:
     return int(out.stdout.split()[0])
 
 
-def _gen(scale: str, base: Path, repeat: int) -> tuple[float, dict, int, int]:
+def _gen(scale: str, base: Path, repeat: int, flavour: str) -> tuple[float, dict, int, int]:
     best, info = float("inf"), {}
     for i in range(repeat):
-        d = base / f"{scale}-{i}"
+        d = base / f"{scale}-{flavour}-{i}"
         t = time.perf_counter()
-        root = make_demo(d, scale=scale, seed=0)
+        root = make_demo(d, scale=scale, seed=0, flavour=flavour)
         best = min(best, time.perf_counter() - t)
         info = summarize(root)
         disk, raw_files = _disk(root), sum(1 for _ in (d / "raw").iterdir())
@@ -55,32 +55,35 @@ def _model(root: Path) -> tuple[float, float, int]:
     return t_open, time.perf_counter() - t, n
 
 
-def run(base: Path, scales: list[str]) -> str:
+def run(base: Path, scales: list[str], flavours: list[str]) -> str:
     rows, model = [], ""
     for scale in scales:
-        secs, info, disk, raw = _gen(scale, base, 3 if scale == "tiny" else 1)
-        rows.append(f"| {scale} | {info['micrographs']:,} | {info['particles']:,} | {info['files']:,} | "
-                    f"{raw:,} | {info['bytes'] / 2**20:,.1f} MiB | {disk / 2**20:,.1f} MiB | {secs:.2f} |")
-        if scale == scales[-1]:
-            t_open, t_refs, n = _model(Path(info["path"]))
-            model = (f"\nModel over the `{scale}` project: `Project.open` {t_open * 1000:.0f} ms; "
-                     f"`referenced_files` of every metafile of every job ({n:,} paths) {t_refs:.2f} s.\n")
+        for flavour in flavours:
+            secs, info, disk, raw = _gen(scale, base, 3 if scale == "tiny" else 1, flavour)
+            rows.append(f"| {scale} | {flavour} | {info['micrographs']:,} | {info['particles']:,} | "
+                        f"{info['files']:,} | {raw:,} | {info['bytes'] / 2**20:,.1f} MiB | "
+                        f"{disk / 2**20:,.1f} MiB | {secs:.2f} |")
+            if scale == scales[-1]:
+                t_open, t_refs, n = _model(Path(info["path"]))
+                model += (f"\nModel over the `{scale}` {flavour} project: `Project.open` {t_open * 1000:.0f} ms; "
+                          f"`referenced_files` of every metafile of every job ({n:,} paths) {t_refs:.2f} s.\n")
     return ("Command: `python3 tests/bench/bench_demo.py` (or `python3 -m pytest tests/bench/bench_demo.py -s`).\n\n"
             f"{datetime.date.today()}, {os.cpu_count()} cores, seed 0; tiny is best of 3. Files are the project's "
             "(symlinks counted); raw/ holds each movie with an .xml and a .jpg. Apparent size is the sum of "
             "st_size (data sections of small/large are sparse).\n\n"
-            "| scale | micrographs | particles | project files | raw files | apparent size | on disk | seconds |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n" + model)
+            "| scale | flavour | micrographs | particles | project files | raw files | apparent size | on disk | seconds |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n" + model)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=tempfile.gettempdir(), help="where to write the demos (removed after)")
     ap.add_argument("--scales", default="tiny,small,large")
+    ap.add_argument("--flavours", default="v4,legacy,v5", help="demo flavours (CryoSPARC versions) to write")
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="bench-demo-", dir=args.dir))
     try:
-        body = run(base, args.scales.split(","))
+        body = run(base, args.scales.split(","), args.flavours.split(","))
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(body)

@@ -38,13 +38,14 @@ def timed(cmd: list[str], n: int = 3) -> tuple[float, list[float]]:
 
 def generated_bytes(mnt: Path) -> int:
     """Bytes of the export files csfs generates (one link: job.json, joined .cs, .csg)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(mnt / "exports"):
-        for f in files:
-            st = os.lstat(os.path.join(dirpath, f))
-            if st.st_nlink == 1:
-                total += st.st_size
-    return total
+    r = subprocess.run(["find", str(mnt / "exports"), "-type", "f", "-links", "1", "-printf", "%s\\n"],
+                       capture_output=True, text=True, check=True)
+    return sum(int(x) for x in r.stdout.split())
+
+
+def mount_pid(mnt: Path) -> int | None:
+    r = subprocess.run(["pgrep", "-f", f"mount .* {mnt} -f"], capture_output=True, text=True)
+    return int(r.stdout.split()[0]) if r.stdout.split() else None
 
 
 def mount(project: Path, home: Path, mnt: Path) -> None:
@@ -92,14 +93,24 @@ def main(argv: list[str] | None = None) -> str:
         mount(project, home, mnt)
         try:
             t0 = time.perf_counter()
-            mount_b = du("-sb", str(mnt))           # first walk: builds every export plan
+            du("-sb", str(mnt))                     # first walk: builds every export plan
             first = time.perf_counter() - t0
-            gen = generated_bytes(mnt)
-            proj_b, proj_bl = du("-sb", str(project)), du("-sbL", str(project))
-            every = du("-sbl", str(mnt))
             timed(["du", "-s", str(project)], 1), timed(["du", "-s", str(mnt)], 1)   # warm both
             nat, nat_runs = timed(["du", "-s", str(project)])
             via, via_runs = timed(["du", "-s", str(mnt)])
+            mount_b = du("-sb", str(mnt))
+            gen = generated_bytes(mnt)
+            every = du("-sbl", str(mnt))
+            proj_b, proj_bl = du("-sb", str(project)), du("-sbL", str(project))
+            entries = (int(subprocess.run(f"find {project} | wc -l", shell=True, capture_output=True,
+                                          text=True).stdout),
+                       int(subprocess.run(f"find {mnt} | wc -l", shell=True, capture_output=True,
+                                          text=True).stdout))
+            pid = mount_pid(mnt)
+            hwm = 0.0
+            if pid:
+                with open(f"/proc/{pid}/status") as f:
+                    hwm = int(next(ln for ln in f if ln.startswith("VmHWM")).split()[1]) / 1024
         finally:
             umount(mnt)
         budget = proj_b + gen + 2**20
@@ -117,7 +128,9 @@ def main(argv: list[str] | None = None) -> str:
             f"| `du -sbL` project + generated + 1 MiB | {proj_bl + gen + 2**20:,} "
             f"({'met' if mount_b <= proj_bl + gen + 2**20 else 'over'}) |",
             f"| `du -sbl` mount (every copy counted, as before shared inodes) | {every:,} |",
+            f"| paths: project / mount | {entries[0]:,} / {entries[1]:,} |",
             f"| first `du -sb` of a fresh mount (builds every export plan) | {first:.2f} s |",
+            f"| mount process peak RSS | {hwm:.0f} MiB |",
             f"| warm `du -s` project, best of 3 | {nat:.3f} s |",
             f"| **warm `du -s` mount (exports/ included), best of 3** | **{via:.3f} s = {via / nat:.2f}×** "
             f"(target ≤ 3×) |",
