@@ -78,7 +78,11 @@ def write_file(path: str | os.PathLike, fill: Callable[[BinaryIO], Any], mode: i
         raise
     os.close(fd)
     faults.point("atomic-before-rename")
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 

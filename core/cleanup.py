@@ -215,21 +215,24 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
         metafiles = set(job.metafiles)
         store.check_writable(instance, project.path)
         jreal = os.path.realpath(job.dir)
-        for f in sorted(plan.files, key=lambda f: f.path in metafiles):
-            real = _inside_job(Path(project.path) / f.path, jreal)
-            try:
-                if real is not None and stat.S_ISREG(os.lstat(real).st_mode):
-                    os.unlink(real)
-            except FileNotFoundError:
-                pass
-            faults.point("clear-unlink")
-            done += 1
-            if progress:
-                progress(done, total)
-        doc = documents.drop_versions(job.doc, plan.versions)
-        doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
-            "cleared_at": now_iso(), "versions": plan.versions,
-            "files": [f.path for f in plan.files], "bytes": plan.bytes}]
-        store.commit(instance, project, job_docs={job.uid: doc})
+        with store.all_or_nothing(f"clearing {job.uid}", f"run `csfs clear-intermediate {rec.uid} {job.uid}` "
+                                                         "again to finish and record it") as undo:
+            undo.keep("deleting its intermediate files (job.json still lists them)")
+            for f in sorted(plan.files, key=lambda f: f.path in metafiles):
+                real = _inside_job(Path(project.path) / f.path, jreal)
+                try:
+                    if real is not None and stat.S_ISREG(os.lstat(real).st_mode):
+                        os.unlink(real)
+                except FileNotFoundError:
+                    pass
+                faults.point("clear-unlink")
+                done += 1
+                if progress:
+                    progress(done, total)
+            doc = documents.drop_versions(job.doc, plan.versions)
+            doc[RECORD_KEY] = list(doc.get(RECORD_KEY) or []) + [{
+                "cleared_at": now_iso(), "versions": plan.versions,
+                "files": [f.path for f in plan.files], "bytes": plan.bytes}]
+            store.commit(instance, project, job_docs={job.uid: doc})
         sizes.invalidate(instance.cache_dir, project.path, job.uid)
     return plans

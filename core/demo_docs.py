@@ -14,6 +14,7 @@ Shapes follow cryosparc-tools' published models and test documents:
 from __future__ import annotations
 
 import datetime as _dt
+import email.utils
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ STATUS_NUM = {s: i for i, s in enumerate(
 # v4 variants, spread over the jobs as a real project mixes them
 V4_BOTH_TYPE_KEYS = {1, 2, 3}          # `type` and `job_type`
 V4_JOB_TYPE_ONLY = {4, 5, 6}           # `job_type` only (cryosparc-tools' JobDocument)
-V4_MS_DATES = {1, 2, 3, 4, 5}          # {"$date": <ms>} (older); the others {"$date": "ISO"}
+V4_MS_DATES = {1, 2, 3, 4, 5}          # {"$date": <ms>} (older); the others {"$date": "ISO"} but:
+V4_RFC1123_DATES = {10}                # "Mon, 04 Nov 2024 20:29:09 GMT", as CryoSPARC's API returns times
 V4_INT_NUM_ITEMS = {4, 7}              # output_results[].num_items as one int (the v4 spec's type)
 V4_NO_GROUPS = {7}                     # no output_result_groups (as cryosparc-tools' test job)
 LEGACY_NO_JOB_JSON = {1, 2, 3, 4, 5}   # predate job.json: outputs only in their .csg files
@@ -37,6 +39,11 @@ LEGACY_NO_JOB_JSON = {1, 2, 3, 4, 5}   # predate job.json: outputs only in their
 def iso(d: _dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with a Z, as pydantic (v5) and newer v4 exports write it."""
     return None if d is None else d.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def rfc1123(d: _dt.datetime | None) -> str | None:
+    """RFC 1123 (`Mon, 04 Mar 2024 19:00:00 GMT`), whatever the locale."""
+    return None if d is None else email.utils.format_datetime(d.astimezone(_dt.timezone.utc), usegmt=True)
 
 
 def mongo_date(d: _dt.datetime | None, ms: bool) -> dict | None:
@@ -81,6 +88,24 @@ def _group_passthrough(job: "_Job", g: dict) -> str | bool:
     return next((sg["name"] for sg in job.slot_groups if sg["type"] == g["type"]), False)
 
 
+def _slot_groups(job: "_Job") -> list[dict]:
+    """Input slot groups as v4/v5 record them: each connection also lists the source group's results
+    the job did not ask for, passed through at the final version with `slot_name` None."""
+    by_uid = {j.uid: j for j in job.demo.jobs}
+    out = []
+    for sg in job.slot_groups:
+        conns = []
+        for c in sg["connections"]:
+            asked = {s["result_name"] for s in c["slots"]}
+            extra = [{"slot_name": None, "job_uid": c["job_uid"], "group_name": c["group_name"],
+                      "result_name": r["name"], "result_type": r["type"], "version": "F"}
+                     for r in by_uid[c["job_uid"]].results
+                     if r["group_name"] == c["group_name"] and r["name"] not in asked]
+            conns.append(dict(c, slots=c["slots"] + extra))
+        out.append(dict(sg, connections=conns))
+    return out
+
+
 def _parents(job: "_Job") -> list[str]:
     return list(dict.fromkeys(c["job_uid"] for g in job.slot_groups for c in g["connections"]))
 
@@ -117,9 +142,10 @@ def _v4_job(flavour: str, job: "_Job", children: list[str]) -> dict:
               for g in job.groups]
     doc |= {
         "title": job.title, "description": "", "status": job.status, "version": job.demo.cs_version,
-        **{k: mongo_date(v, ms) for k, v in _times(job).items()},
+        **{k: rfc1123(v) if not legacy and n in V4_RFC1123_DATES else mongo_date(v, ms)
+           for k, v in _times(job).items()},
         "workspace_uids": ["W1"], "job_dir": job.uid, "parents": _parents(job), "children": children,
-        "input_slot_groups": job.slot_groups, "output_result_groups": groups, "output_results": results,
+        "input_slot_groups": job.slot_groups if legacy else _slot_groups(job), "output_result_groups": groups, "output_results": results,
         "params_spec": job.demo.params.get(job.type, {}),
         "queued_to_lane": "default", "interactive_hostname": "",
         "resources_allocated": {"lane": "default", "hostname": "gpu01", "slots": {"GPU": [0]}},
@@ -164,7 +190,7 @@ def _dtype(result_type: str) -> str:
 
 def _v5_spec(job: "_Job") -> dict:
     inputs = {}
-    for sg in job.slot_groups:
+    for sg in _slot_groups(job):
         inputs[sg["name"]] = {
             "type": sg["type"], "title": sg["title"], "description": sg["description"],
             "slots": [{"name": s["name"], "dtype": _dtype(s["type"]), "required": not s["optional"]}

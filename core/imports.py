@@ -284,10 +284,15 @@ def _new_job(instance: Any, project: Any, type: str, title: str, extra: dict | N
     juid, jdir = store.new_job(instance, project, type, title, extra, form=project.form)
     doc = _read_doc(jdir)
     try:
-        (jdir / "events.bson").touch()
-        (jdir / "job.log").touch()
-        groups, more = fill(juid, jdir)
-        new_groups = _write_outputs(Path(project.path), juid, jdir, groups)
+        with store.all_or_nothing(f"importing into {juid}", f"{juid} is marked failed; run the import again") \
+                as undo:
+            undo.keep(f"creating {juid}")
+            (jdir / "events.bson").touch()
+            (jdir / "job.log").touch()
+            groups, more = fill(juid, jdir)
+            new_groups = _write_outputs(Path(project.path), juid, jdir, groups)
+            done = documents.with_outputs(documents.set_status({**doc, **more}, "completed", now_iso()), new_groups)
+            store.commit(instance, project, job_docs={juid: done})
     except BaseException as e:
         doc = documents.set_status(doc, "failed", now_iso())
         doc["errors_run"] = [{"message": str(e), "warning": False}]
@@ -296,9 +301,6 @@ def _new_job(instance: Any, project: Any, type: str, title: str, extra: dict | N
         except CsfsError:
             pass
         raise
-    doc.update(more)
-    doc = documents.with_outputs(documents.set_status(doc, "completed", now_iso()), new_groups)
-    store.commit(instance, project, job_docs={juid: doc})
     return juid
 
 

@@ -22,9 +22,10 @@ import re
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from . import documents, faults, lock
+from . import documents, faults, lock, safeio
 from .atomic import write_json
-from .errors import ActiveJobError, ArchivedError, FormatError, ForeignLockError, NotFoundError, RefusedError, UsageError
+from .errors import (ActiveJobError, ArchivedError, CsfsError, FormatError, ForeignLockError, NotFoundError,
+                     RefusedError, UsageError)
 from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
@@ -113,12 +114,11 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
             except FileExistsError:
                 raise RefusedError(f"{path} already exists; choose another title or attach it") from None
             undo.add(f"remove {path}", path.rmdir)
+        _undo_lock(undo, path, instance.id)
         if info is None:
             # the UID is reserved by registering it: a failed create leaves the registry unchanged
             info = lock.create(path, lock.new_doc(instance.id, instance.next_uid(), instance.home))
-        _undo_lock(undo, path, info)
         uid, info = _own_uid(instance, path, info)
-        _undo_lock(undo, path, info)
         doc = {"uid": uid, "title": title, "description": "", "created_at": now_iso(),
                "archived": False, "detached": False}
         workspaces = [{"uid": "W1", "project_uid": uid, "title": "Workspace 1", "created_at": doc["created_at"]}]
@@ -126,11 +126,12 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
         return instance.register(uid, path, "attached", title, info.lock_id, workspace_rows(workspaces), [])
 
 
-def _undo_lock(undo, path: Path, info: lock.LockInfo) -> None:
-    """If the action fails, remove the lock `info` (if it is still there)."""
+def _undo_lock(undo, path: Path, instance_id: str) -> None:
+    """If the attach or create fails, remove our lock from `path` (it can only be the one it
+    wrote, or the one of an interrupted attach it was finishing: both unregistered)."""
     def remove() -> None:
         now = lock.read(path)
-        if now is not None and now.lock_id == info.lock_id and now.instance_id == info.instance_id:
+        if now is not None and now.is_ours(instance_id):
             lock.remove(path, now)
     undo.add(f"remove {path / lock.LOCK_NAME}", remove)
 
@@ -196,8 +197,8 @@ def attach(instance: Instance, path: str | os.PathLike) -> ProjectRecord:
         uid = instance.next_uid()  # reserved when registered: a failed attach leaves the registry unchanged
     with all_or_nothing(f"attach {path}", f"run `csfs project attach {path}` again (it completes "
                                           "or undoes what is left)") as undo:
+        _undo_lock(undo, path, instance.id)
         info = lock.create(path, lock.new_doc(instance.id, uid, instance.home))
-        _undo_lock(undo, path, info)
         return _finish_attach(instance, path, uid, info)
 
 
@@ -237,9 +238,8 @@ def _adopt_own_lock(instance: Instance, path: Path, info: lock.LockInfo) -> Proj
             f"remove the copy's cs.lock by hand (only if you are sure) and attach it; nothing changed")
     with all_or_nothing(f"attach {path}", f"run `csfs project attach {path}` again (it completes "
                                           "or undoes what is left)") as undo:
-        _undo_lock(undo, path, info)  # a failed attach leaves no lock, even the one it found
+        _undo_lock(undo, path, instance.id)  # a failed attach leaves no lock, even the one it found
         uid, info = _own_uid(instance, path, info)
-        _undo_lock(undo, path, info)
         return _finish_attach(instance, path, uid, info)
 
 
@@ -334,8 +334,9 @@ def detach(instance: Instance, ref: str | os.PathLike, registry_only: bool = Fal
                                              "what is left)") as undo:
         commit(instance, proj, project_doc={**doc, "detached": True}, workspaces=ws)
         faults.point("detach-flushed")
+        undo.add(f"put {rec.path / lock.LOCK_NAME} back",
+                 lambda: lock.read(rec.path) is None and lock.restore(rec.path, info))
         lock.remove(rec.path, info)
-        undo.add(f"put {rec.path / lock.LOCK_NAME} back", lambda: lock.restore(rec.path, info))
         faults.point("detach-unlocked")
         wrows, jrows = _rows(proj, ws)
         return instance.update(rec.uid, state="detached", title=proj.title, workspaces=wrows, jobs=jrows)
@@ -345,8 +346,8 @@ def _rescued_from(rec: ProjectRecord) -> bool:
     """Whether the directory holds a rescue record naming the lock this instance registered."""
     for p in rec.path.glob("cs.lock.rescued-*.json"):
         try:
-            old = json.loads(p.read_bytes()).get("old_lock") or {}
-        except (OSError, ValueError, AttributeError):
+            old = safeio.load_json(p, safeio.LOCK_LIMIT).get("old_lock") or {}
+        except (CsfsError, AttributeError):
             continue
         if isinstance(old, dict) and rec.lock_id and old.get("lock_id") == rec.lock_id:
             return True

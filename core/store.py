@@ -24,7 +24,7 @@ from .lock import now_iso
 from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
 from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
                      RefusedError, UsageError)
-from .instance import Instance, ProjectRecord, norm_path
+from .instance import Instance, ProjectRecord, RegistryError, norm_path
 
 _JOB_RE = re.compile(r"^J(\d+)$")
 
@@ -76,7 +76,10 @@ def owned_lock(instance: Instance, rec: ProjectRecord, path: Path | None = None)
                            f"run `csfs project attach {path}` to lock it again")
     if rec.lock_id and info.lock_id != rec.lock_id:
         raise ForeignLockError(f"{path}: cs.lock ({info.describe()}) is not the lock this instance "
-                               f"wrote for {rec.uid}; is this a copy? attach the copy instead")
+                               f"registered for {rec.uid} (lock id {info.lock_id}, registered {rec.lock_id}). "
+                               f"If this directory is {rec.uid} itself (its lock or the registry was restored "
+                               f"from a backup), run `csfs project attach {path}` to adopt its lock; if it is a "
+                               "copy, work on the original; nothing changed")
     return info
 
 
@@ -127,7 +130,13 @@ class Undo:
 
     def __init__(self) -> None:
         self.steps: list[tuple[str, Callable[[], Any]]] = []
+        self.kept: list[str] = []
         self._saved: set[Path] = set()
+
+    def keep(self, what: str) -> None:
+        """Record a change that is not undone (files deleted, a job created): a failure then
+        says so instead of "nothing changed"."""
+        self.kept.append(what)
 
     def add(self, what: str, fn: Callable[[], Any]) -> None:
         self.steps.append((what, fn))
@@ -179,11 +188,13 @@ def all_or_nothing(what: str, redo: str) -> Iterator[Undo]:
         _undo.log = None
         failed = undo.run()
         reason = (f"{e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or e}"
-                  if isinstance(e, OSError) else str(e))
+                  if isinstance(e, OSError) else str(e).split("; nothing changed")[0])  # not true any more
         code = e.errno if isinstance(e, OSError) else getattr(e, "errno", None)
         if failed:
             raise FaultError(f"{what} failed ({reason}) and could not be undone ({'; '.join(failed)}); "
                              f"{redo}", code) from None
+        if undo.kept and isinstance(e, (OSError, FaultError, RegistryError)):
+            raise FaultError(f"{what} failed ({reason}) after {', '.join(undo.kept)}; {redo}", code) from None
         if isinstance(e, OSError):
             fix = "free space there" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "check that disk"
             raise FaultError(f"{what} failed ({reason}); nothing changed. {fix[0].upper() + fix[1:]}, "
@@ -289,8 +300,9 @@ def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: 
     and renamed into place, so a job directory never exists without its job.json.
     Returns (job uid, job directory).
     """
-    with serialized(instance):
-        return _new_job(instance, norm_path(getattr(project, "path", project)), type, title, doc_extra, form)
+    path = norm_path(getattr(project, "path", project))
+    with serialized(instance), all_or_nothing(f"creating a job in {path}", "run the command again"):
+        return _new_job(instance, path, type, title, doc_extra, form)
 
 
 def _new_job(instance: Instance, path: Path, type: str, title: str,
@@ -314,6 +326,7 @@ def _new_job(instance: Instance, path: Path, type: str, title: str,
             if (path / uid).exists():  # rename() would replace an empty directory
                 raise FileExistsError(uid)
             os.rename(tmp, path / uid)
+            _undo.log.keep(f"creating {uid} (left in status {doc.get('status', 'building')!r})")
             break
         except OSError as e:
             if not isinstance(e, FileExistsError) and e.errno != errno.ENOTEMPTY:

@@ -40,7 +40,8 @@ def register(sub, common) -> None:
                     "micrographs, 200,000 particles, 100,000+ files, ~55 GB apparent but\n"
                     "~1.2 GB on disk as data sections are sparse; about half a minute).\n\n"
                     "Then: csfs jobs DIR/CS-csfs-demo; csfs project attach DIR/CS-csfs-demo;\n"
-                    "csfs mount DIR/CS-csfs-demo MOUNTPOINT")
+                    "csfs mount DIR/CS-csfs-demo MOUNTPOINT (legacy: DIR/P12 in place of\n"
+                    "DIR/CS-csfs-demo).")
     p.add_argument("dir", metavar="DIR", help="folder to write into (created; must not hold a demo already)")
     p.add_argument("--scale", choices=SCALES, default="tiny", help="project size (default: tiny)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default: 0)")

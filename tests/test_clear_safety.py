@@ -87,13 +87,18 @@ def test_csg_anywhere_in_the_project_keeps_its_metafile_and_data(demo, home):
     assert _kept(plan, V1_CS) and _kept(plan, V1_MAP)
 
 
+def _move_elsewhere(demo: Path, juid: str, elsewhere: Path) -> Path:
+    """Move a job folder to other storage and link it back, as admins do when a disk fills."""
+    elsewhere.mkdir(exist_ok=True)
+    shutil.move(str(demo / juid), elsewhere / juid)
+    os.symlink(elsewhere / juid, demo / juid)
+    return elsewhere
+
+
 def test_consuming_job_folder_is_a_symlink_to_other_storage(demo, home, tmp_path):
     """J10 uses J6 class_averages v3; with J10 moved elsewhere and linked back, v3 stays."""
     inst, puid, _ = attach(demo, home)
-    elsewhere = tmp_path / "other-storage"
-    elsewhere.mkdir()
-    shutil.move(str(demo / "J10"), elsewhere / "J10")
-    os.symlink(elsewhere / "J10", demo / "J10")
+    elsewhere = _move_elsewhere(demo, "J10", tmp_path / "other-storage")
     assert "J10" in Project.open(demo).jobs
     v3 = "J6/J6_003_class_averages.mrc"
     before = _sha(demo / v3)
@@ -106,10 +111,7 @@ def test_consuming_job_folder_is_a_symlink_to_other_storage(demo, home, tmp_path
 def test_cleared_job_folder_is_a_symlink(demo, home, tmp_path):
     """The job's own folder lives elsewhere: its files are cleared there, nothing else is."""
     inst, puid, _ = attach(demo, home)
-    elsewhere = tmp_path / "other-storage"
-    elsewhere.mkdir()
-    shutil.move(str(demo / "J8"), elsewhere / "J8")
-    os.symlink(elsewhere / "J8", demo / "J8")
+    elsewhere = _move_elsewhere(demo, "J8", tmp_path / "other-storage")
     outside = _outside(demo, "J8")
     plan = _clear(inst, puid, demo)
     assert plan.files and not (elsewhere / "J8/J8_000_volume_map.mrc").exists()
@@ -233,3 +235,33 @@ def test_cli_reports_kept_files(demo, home, csfs):
     r = csfs("clear-intermediate", puid, "J8", home=home)
     assert r.returncode == 0 and f"kept {V1_MAP}: still used by" in r.stdout, r.stdout + r.stderr
     assert (demo / V1_MAP).is_file()
+
+
+@pytest.mark.parametrize("how", ["link", "hard-link", "csg", "link-to-folder"])
+def test_every_flavour(flavour_demo, home, how):
+    """On each demo flavour (legacy, v4, v5): a file of a cleared version that something else
+    names stays, and the rest of the clear still happens."""
+    inst, puid, _ = attach(flavour_demo, home)
+    plans = [p for p in cleanup.clear_intermediate(inst, puid, dry_run=True) if p.files]
+    assert plans, "every flavour has intermediate versions to clear"
+    plan = plans[0]
+    metafile = next(f.path for f in plan.files if f.path.endswith(".cs"))
+    target = next((f.path for f in plan.files if not f.path.endswith(".cs")), metafile)
+    (flavour_demo / "notes").mkdir()
+    if how == "link":
+        os.symlink(flavour_demo / target, flavour_demo / "notes" / "mine")
+    elif how == "hard-link":
+        os.link(flavour_demo / target, flavour_demo / "notes" / "mine")
+    elif how == "csg":
+        target = metafile
+        (flavour_demo / "notes" / "keep.csg").write_text(
+            "group: {name: g, type: particle}\n"
+            f"results: {{x: {{metafile: '>../{metafile}', num_items: 1, type: particle.x}}}}\n")
+    else:
+        os.symlink(flavour_demo / os.path.dirname(target), flavour_demo / "notes" / "folder")
+    before = _sha(flavour_demo / target)
+    (done,) = cleanup.clear_intermediate(inst, puid, plan.job)
+    assert (flavour_demo / target).is_file() and _sha(flavour_demo / target) == before
+    assert _kept(done, target)
+    if how != "link-to-folder":
+        assert done.files and not any((flavour_demo / f.path).exists() for f in done.files)

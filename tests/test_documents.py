@@ -341,3 +341,24 @@ def test_imported_raw_job_document_shape(demo_masters, home, form, tmp_path):
                                   "name": "map", "passthrough": False}]
     assert verify.verify(Project.open(demo)) == []
     assert sizes.project_sizes(Project.open(demo)).jobs[juid].bytes >= 1024
+
+
+def test_unstripped_v5_export_imports_with_its_own_outputs(demo_masters, tmp_path, csfs):
+    """A v5 job export whose job.json still holds the source's spec.outputs (exported by
+    CryoSPARC itself, or by hand): the new job's spec is rewritten, naming its own metafiles."""
+    src = copy_demo(demo_masters("v5"), tmp_path / "src")
+    dst = copy_demo(demo_masters("v5"), tmp_path / "dst")
+    inst_a, puid_a, _ = attach(src, tmp_path / "A")
+    inst_b, puid_b, _ = attach(dst, tmp_path / "B")
+    assert csfs("job", "export", puid_a, "J8", home=tmp_path / "A").returncode == 0
+    (exported,) = (src / "exports" / "jobs").iterdir()
+    (exported / "job.json").unlink()  # a link or generated file: replace it by the full document
+    (exported / "job.json").write_text((src / "J8" / "job.json").read_text())
+    r = csfs("job", "import", puid_b, exported, home=tmp_path / "B")
+    assert r.returncode == 0, r.stderr
+    project = Project.open(dst)
+    new = max(project.jobs.values(), key=lambda j: j.number)
+    assert new.type == "homo_refine_new" and new.metafiles
+    assert all(mf.startswith(f"{new.uid}/") for mf in new.metafiles), new.metafiles
+    assert new.doc["spec"]["inputs"] == {} and "dumped_at" not in new.doc
+    assert verify.verify(project) == []

@@ -30,7 +30,9 @@ def _outline(project: Project) -> dict:
                 rows = csfile.load(project.path / r.final_metafile)["uid"] if r.final_metafile else []
                 groups[(g.name, r.name)] = (len(r.versions), r.passthrough, np.sort(np.asarray(rows)).tobytes())
         out[uid] = {"groups": groups, "error": job.error,
-                    "inputs": sorted((i.job_uid, i.group_name, i.result_name, str(i.version)) for i in job.inputs),
+                    # the slots asked for (v4/v5 also list passed-through results, with no slot name)
+                    "inputs": sorted((i.job_uid, i.group_name, i.result_name, str(i.version))
+                                     for i in job.inputs if i.slot_name),
                     "type": job.type, "status": job.status,
                     "created": job.created_timestamp, "completed": job.completed_timestamp}
     return out
@@ -52,6 +54,8 @@ def test_every_flavour_reads_as_the_same_project(demo_masters):
     assert v4["J7"]["inputs"] == [("J6", "particles", "alignments2D", "2"), ("J6", "particles", "blob", "F"),
                                   ("J6", "particles", "ctf", "F")]
     assert v4["J4"]["created"] == v4["J3"]["created"] + 3600          # ms dates and ISO dates agree
+    passed = [i for i in Project.open(demo_masters("v4") / "CS-csfs-demo").job("J8").inputs if not i.slot_name]
+    assert [(i.job_uid, i.result_name, i.version) for i in passed] == [("J7", "alignments2D", "F")]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -93,6 +97,12 @@ def test_lifecycle_keeps_each_version_faithful(flavour, demo_masters, tmp_path):
         assert json.loads((moved / "project.json").read_text())["project_dir"] == str(moved)
     lifecycle.detach(inst, "P2")
     assert not (moved / "cs.lock").exists()
+    # and on to another instance, where it is P1: renumbered again, the same documents' shapes
+    assert lifecycle.attach(Instance(tmp_path / "home-B"), moved).uid == "P1"
+    for p in moved.glob("J*/job.json"):
+        d = json.loads(p.read_text())
+        assert (d["project_uid"], d["project_uid_num"]) == ("P1", 1) and set(d) == shapes[p.parent.name], p
+    assert json.loads((moved / "project.json").read_text())["uid"] == "P1"
     assert job_data(moved) == data
     assert Project.open(moved).job("J6").group("particles").result("alignments2D").versions == [0, 1, 2, 3, 4]
 

@@ -6,7 +6,8 @@ never a change on disk. A sample also goes through the command line (one line on
 stderr, exit 2).
 
 Bounded by default (a few seconds per target). `CSFS_FUZZ=long` runs many more cases;
-`CSFS_FUZZ_STATS=FILE` appends per-kind counts (inputs, correct, clean errors) as JSON.
+`CSFS_FUZZ_STATS=FILE` keeps per-kind counts (inputs, correct, clean errors) there as JSON,
+rewritten after each test.
 """
 from __future__ import annotations
 
@@ -65,13 +66,13 @@ def _deadline(kind: str):
         signal.signal(signal.SIGALRM, old)
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def _report_stats():
     yield
     out = os.environ.get("CSFS_FUZZ_STATS")
     if out:
-        with open(out, "a") as f:
-            f.write(json.dumps({k: dict(v) for k, v in STATS.items()}) + "\n")
+        with open(out, "w") as f:
+            f.write(json.dumps({k: dict(v) for k, v in STATS.items()}, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------- byte mutations

@@ -14,23 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from csfs.core import consolidate, csfile, csg, imports, lifecycle, verify
+from csfs.core import consolidate, csfile, csg, imports, verify
 from csfs.core.errors import CsfsError, FormatError
-from csfs.core.instance import Instance
 from csfs.core.project import Project
 
-from data_helpers import attach
+from test_imports import two  # noqa: F401  (project A attached in instance A, empty project B in B)
 
 SECRET = b"-----BEGIN PRIVATE KEY----- not for the project\n"
 
 
 @pytest.fixture
-def lab(demo, tmp_path):
+def lab(two, tmp_path):
     """(instance B, project uid B, project dir B, incoming group export, incoming job export, secret file)."""
-    inst_a, puid_a, _ = attach(demo, tmp_path / "home-A")
-    inst_b = Instance(tmp_path / "home-B")
-    (tmp_path / "b").mkdir()
-    rec_b = lifecycle.create(inst_b, "target", tmp_path / "b")
+    inst_a, puid_a, _, inst_b, puid_b, path_b = two
     incoming = tmp_path / "incoming"
     group = incoming / "J5_particles"
     shutil.copytree(consolidate.export_group(inst_a, puid_a, "J5", "particles"), group, symlinks=False)
@@ -40,7 +36,7 @@ def lab(demo, tmp_path):
     secret.parent.mkdir()
     secret.write_bytes(SECRET)
     secret.chmod(0o600)
-    return inst_b, rec_b.uid, rec_b.path, group, job, secret
+    return inst_b, puid_b, path_b, group, job, secret
 
 
 def _tree(path: Path) -> list[str]:

@@ -65,6 +65,9 @@ def test_cli_life_of_a_project(demo_masters, tmp_path, version, target):
     _documents_name(dst, puid_b)
     show = json.loads(_ok(csfs("project", "show", puid, "--json", home=home_a), "show"))
     assert not show.get("problems"), show.get("problems")
+    listed = json.loads(_ok(csfs("jobs", src, "--json"), "jobs"))
+    assert [(j["uid"], j["error"], j["problems"]) for j in listed["jobs"]] == [
+        (f"J{i}", None, []) for i in range(1, 11)]
     du = json.loads(_ok(csfs("du", puid, "--json", home=home_a), "du"))
     assert du["total"] > 0 and set(du["jobs"]) == {f"J{i}" for i in range(1, 11)}
     assert du["sessions"] == ({"S1": du["sessions"]["S1"]} if version == "v4" else {})
