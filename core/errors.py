@@ -53,6 +53,12 @@ class ArchivedError(RefusedError):
     errno = _errno.EROFS
 
 
+class AlreadyError(RefusedError):
+    """The project or job is already in the state asked for (exit 1, like any refusal)."""
+
+    errno = _errno.EINVAL
+
+
 class FaultError(CsfsError):
     """The file system failed under an action (disk full, I/O error); says what was undone."""
 

@@ -27,11 +27,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import csfile, csg, documents, safeio, store
+from . import csfile, csg, documents, rawfiles, safeio, store
 from .cleanup import RECORD_KEY
 from .errors import CsfsError, FormatError, NotFoundError, UsageError
 from .exportplan import join_order
 from .lock import now_iso
+from .rawfiles import RawFile
 from .walk import scan
 
 Progress = Callable[[int, "int | None"], None]
@@ -412,42 +413,11 @@ def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: b
     return _new_job(instance, project, jtype, str(doc.get("title") or jtype), keep, fill)
 
 
-def _raw_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    out: list[Path] = []
-    for p in paths:
-        p = Path(p).expanduser().absolute()
-        if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.is_file())
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise NotFoundError(f"{p}: no such file or directory; nothing imported")
-    if not out:
-        raise UsageError("no files to import")
-    names = [p.name for p in out]
-    dups = {n for n in names if names.count(n) > 1}
-    if dups:
-        raise UsageError(f"two files are named {sorted(dups)[0]!r}; import them in separate jobs")
-    return out
-
-
-def _mrc_info(path: Path) -> tuple[tuple[int, int, int], float]:
-    """((nz, ny, nx), pixel size) from an MRC header, or zeros for other formats."""
-    from . import mrc
-    if path.suffix.lower() not in (".mrc", ".mrcs", ".map"):
-        return (0, 0, 0), 0.0
-    try:
-        h = mrc.read_header(path)
-    except (CsfsError, OSError, ValueError):
-        return (0, 0, 0), 0.0
-    return (h.nz, h.ny, h.nx), float(h.voxel_size)
-
-
-def raw_dataset(kind: str, juid: str, files: list[Path], rng: np.random.Generator) -> np.ndarray:
-    """The dataset an import job of `kind` outputs for `files` (linked as J<M>/imported/<name>)."""
+def raw_dataset(kind: str, juid: str, raws: list[RawFile], rng: np.random.Generator) -> np.ndarray:
+    """The dataset an import job of `kind` outputs for `raws` (linked as J<M>/imported/<name>)."""
     slot = RAW_KINDS[kind]["slot"]
-    infos = [_mrc_info(f) for f in files]
-    paths = [f"{juid}/imported/{f.name}".encode() for f in files]
+    infos = [(r.shape, r.psize) for r in raws]
+    paths = [f"{juid}/imported/{r.path.name}".encode() for r in raws]
     width = max(len(p) for p in paths) + 1
     if kind == "particles":
         counts = [max(shape[0], 1) for shape, _ in infos]
@@ -462,7 +432,7 @@ def raw_dataset(kind: str, juid: str, files: list[Path], rng: np.random.Generato
         arr[f"{slot}/sign"] = -1.0
     else:
         dims = 2 if kind == "micrographs" else 3
-        arr = np.zeros(len(files), dtype=[("uid", "<u8"), (f"{slot}/path", f"|S{width}"),
+        arr = np.zeros(len(raws), dtype=[("uid", "<u8"), (f"{slot}/path", f"|S{width}"),
                                           (f"{slot}/shape", "<u4", (dims,)), (f"{slot}/psize_A", "<f4")])
         arr[f"{slot}/path"] = paths
         arr[f"{slot}/shape"] = [s[-dims:] for s, _ in infos]
@@ -472,17 +442,27 @@ def raw_dataset(kind: str, juid: str, files: list[Path], rng: np.random.Generato
 
 
 def import_raw(instance: Any, ref: str, kind: str, paths: Sequence[str | os.PathLike],
-               progress: Progress | None = None) -> str:
-    """An import job holding symlinks to raw data (movies, micrographs, particle stacks, volumes)."""
+               progress: Progress | None = None, report: dict | None = None) -> str:
+    """An import job holding symlinks to raw data (movies, micrographs, particle stacks, volumes).
+
+    `paths` are files, folders (their files of the kind: see core.rawfiles.PATTERNS) or glob
+    patterns; every file's header is checked first. `report`, if given, receives
+    `file_count`, `skipped` (paths a folder held that are not of the kind) and `patterns`.
+    """
     if kind not in RAW_KINDS:
         raise UsageError(f"--kind must be one of {', '.join(RAW_KINDS)}, not {kind!r}")
     spec = RAW_KINDS[kind]
-    files = _raw_files(paths)
+    selection = rawfiles.select(kind, paths)
+    raws = selection.files
+    files = [r.path for r in raws]
     project = _open(instance, ref)
+    if report is not None:
+        report.update(file_count=len(raws), skipped=[str(p) for p in selection.skipped],
+                      patterns=selection.patterns)
 
     def fill(juid: str, jdir: Path) -> tuple[list[_Group], dict]:
         _place({f"imported/{f.name}": f for f in files}, jdir, False, progress)
-        data = raw_dataset(kind, juid, files, np.random.default_rng())
+        data = raw_dataset(kind, juid, raws, np.random.default_rng())
         g = _Group(spec["group"], spec["type"], spec["title"].replace("Import ", "Imported "), "", data,
                    {spec["slot"]: f"{spec['type']}.{spec['slot']}"})
         return [g], {}

@@ -24,8 +24,8 @@ from typing import Callable, TypeVar
 
 from . import documents, faults, lock, safeio
 from .atomic import write_json
-from .errors import (ActiveJobError, ArchivedError, CsfsError, FormatError, ForeignLockError, NotFoundError,
-                     RefusedError, UsageError)
+from .errors import (ActiveJobError, AlreadyError, ArchivedError, CsfsError, FormatError, ForeignLockError,
+                     NotFoundError, RefusedError, UsageError)
 from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
@@ -305,7 +305,8 @@ def detach(instance: Instance, ref: str | os.PathLike, registry_only: bool = Fal
                             f"{rec.uid} PATH`), then detach")
     if not rec.path.is_dir():
         raise NotFoundError(f"{rec.uid}: directory {rec.path} is gone; if it moved, run "
-                            f"`csfs project attach NEWPATH` to record its new place")
+                            f"`csfs project attach NEWPATH` to record its new place; if it was deleted, "
+                            f"`csfs project forget --missing {rec.uid}`")
     info = lock.read(rec.path)
     if info is not None and not info.is_ours(instance.id):
         if not _rescued_from(rec):
@@ -419,12 +420,21 @@ def unarchive(instance: Instance, ref: str | os.PathLike, new_path: str | os.Pat
 
 
 @_serial
-def forget(instance: Instance, ref: str | os.PathLike) -> ProjectRecord:
-    """Drop a detached project's registry rows; nothing on disk is touched."""
+def forget(instance: Instance, ref: str | os.PathLike, missing: bool = False) -> ProjectRecord:
+    """Drop a detached project's registry rows; nothing on disk is touched.
+
+    With `missing`, a project in any state whose directory is gone is forgotten too
+    (otherwise it could be neither detached nor forgotten); one still on disk is refused.
+    """
     rec = instance.resolve(ref)
-    if rec.state != "detached":
-        raise RefusedError(f"{rec.uid} is {rec.state}; only detached projects can be forgotten "
-                           f"(run `csfs project detach {rec.uid}` first)")
+    if missing:
+        if rec.path.exists():
+            raise RefusedError(f"{rec.uid}: directory {rec.path} is still there, so it is not missing; "
+                               f"detach it first (`csfs project detach {rec.uid}`), then forget it")
+    elif rec.state != "detached":
+        how = (f"its directory is gone: `csfs project forget --missing {rec.uid}`" if not rec.path.exists()
+               else f"run `csfs project detach {rec.uid}` first")
+        raise RefusedError(f"{rec.uid} is {rec.state}; only detached projects can be forgotten ({how})")
     instance.remove(rec.uid)
     return rec
 
@@ -443,12 +453,12 @@ def rescue(instance: Instance, path: str | os.PathLike, other_instance_is_down: 
     _open(path)
     info = lock.read(path)
     if info is None:
-        raise UsageError(f"{path} has no cs.lock; nothing to rescue. Attach it: csfs project attach {path}")
+        raise AlreadyError(f"{path} has no cs.lock; nothing to rescue. Attach it: csfs project attach {path}")
     if info.is_ours(instance.id):
         if _unregistered(instance, info):
             rec = attach(instance, path)
             return f"{path} held this instance's own lock from an interrupted action; attached as {rec.uid}"
-        raise UsageError(f"{path} is locked by this instance itself ({info.project_uid}); nothing to rescue")
+        raise AlreadyError(f"{path} is locked by this instance itself ({info.project_uid}); nothing to rescue")
     if not other_instance_is_down:
         return _rescue_steps(path, info)
     stamp = now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
@@ -504,7 +514,7 @@ def _mark(instance: Instance, ref: str | os.PathLike, juid: str, status: str,
     if job.error:
         raise FormatError(f"{rec.uid}: {job.error}")
     if job.status == status:
-        raise UsageError(f"{rec.uid} {job.uid} is already {status}")
+        raise AlreadyError(f"{rec.uid} {job.uid} is already {status}")
     if job.status not in allowed:
         raise RefusedError(f"{rec.uid} {job.uid} is {job.status or 'without status'}; only {which} "
                            f"jobs can be marked {status}")

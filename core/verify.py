@@ -24,9 +24,36 @@ class Problem:
     kind: str             # "metadata" | "broken-symlink" | "missing-metafile" | "unreadable-metafile" | "missing-data"
     path: str             # project-relative (or absolute outside the project)
     message: str
+    target: str | None = None   # a broken symlink's target
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RelinkHint:
+    """Broken links whose targets lie under one missing folder: what `relink --from` needs."""
+
+    prefix: str           # the topmost missing folder of the targets (absolute)
+    links: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def relink_hints(problems: list[Problem]) -> list[RelinkHint]:
+    """Group broken symlinks by the topmost missing folder on the way to their targets: the
+    folder that moved (or vanished), which is what `csfs relink --from` takes."""
+    counts: dict[str, int] = {}
+    for p in problems:
+        if p.kind != "broken-symlink" or not p.target or not os.path.isabs(p.target):
+            continue
+        missing = os.path.normpath(p.target)
+        while os.path.dirname(missing) != missing and not os.path.exists(os.path.dirname(missing)):
+            missing = os.path.dirname(missing)
+        prefix = missing if missing != os.path.normpath(p.target) else os.path.dirname(missing)
+        counts[prefix] = counts.get(prefix, 0) + 1
+    return [RelinkHint(k, n) for k, n in sorted(counts.items())]
 
 
 def _symlinks(top: Path) -> Iterable[Path]:
@@ -60,9 +87,11 @@ def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
             add("metadata", _rel(project, Path(job.dir) / "job.json"), job.error)
         for link in _symlinks(Path(job.dir)):
             if not os.path.exists(link):
-                add("broken-symlink", _rel(project, link),
-                    f"{_rel(project, link)} -> {os.readlink(link)}: target missing "
-                    "(moved raw data? see `csfs relink`)")
+                target = os.readlink(link)
+                problems.append(Problem(job.uid, "broken-symlink", _rel(project, link),
+                                        f"{_rel(project, link)} -> {target}: target missing "
+                                        "(moved raw data? see `csfs relink`)", target))
+                seen.add(_rel(project, link))
         for mf in job.metafiles:
             mpath = Path(project.path) / mf
             if not mpath.is_file():
@@ -76,6 +105,8 @@ def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
                 continue
             for rel in data:
                 path = Path(rel) if os.path.isabs(rel) else Path(project.path) / rel
+                if os.path.islink(path) and rel.split("/", 1)[0] in project.jobs:
+                    continue   # a broken link of a job: reported once, where it lives
                 if not os.path.exists(path):
                     add("missing-data", rel, f"{job.uid}: {rel} (named by {mf}) is missing")
         if progress:
@@ -123,7 +154,12 @@ def relink(instance: Any, ref: str, old: str, new: str, dry_run: bool = False,
     if not dry_run:
         store.check_writable(instance, rec.path)
     project = Project.open(rec.path)
+    # link targets csfs writes are absolute: a relative prefix means one relative to here
+    old, new = (os.path.abspath(os.path.expanduser(p)) for p in (old, new))
     changes = plan_relink(project, old, new)
+    if not changes and not plan_relink(project, new, old):   # (pointing at `new` already: a re-run)
+        raise UsageError(f"no symlink in {rec.uid} points into {old}; `csfs verify {rec.uid}` lists the "
+                         "broken links and the --from that repairs them")
     missing = [c for c in changes
                if not os.path.exists(os.path.join(project.path, os.path.dirname(c.link), c.new_target))]
     if missing:

@@ -1,7 +1,9 @@
 """csfs: keep CryoSPARC project directories safe, movable and shareable.
 
 `csfs.core` does the work on disk, `csfs.mountpoints` is the FUSE view over it, and this
-package's own modules are the command line (no domain logic).
+package's own modules are the command line (no domain logic) and the Python API
+(`csfs.api`, whose names are also `csfs.<name>`: csfs.open_instance, csfs.open_project,
+csfs.Project, csfs.CsfsError, ...).
 """
 from importlib import metadata as _metadata
 from pathlib import Path as _Path
@@ -17,3 +19,20 @@ except _metadata.PackageNotFoundError:   # a source checkout that was never inst
 _checkout = _Path(__file__).resolve().parent.parent
 if all((_checkout / name / "__init__.py").is_file() for name in ("core", "mountpoints")):
     __path__.append(str(_checkout))
+
+
+def __getattr__(name: str):
+    """csfs.open_project etc.: the API (csfs.api), imported on first use so the CLI starts fast."""
+    import importlib
+
+    if not name.startswith("_") and name != "api":
+        api = importlib.import_module("csfs.api")
+        if name in api.__all__:
+            return getattr(api, name)
+    raise AttributeError(f"module 'csfs' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    import importlib
+
+    return sorted(set(globals()) | set(importlib.import_module("csfs.api").__all__))

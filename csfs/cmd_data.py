@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+from collections import Counter
 
 from typing import TYPE_CHECKING
 
-from csfs.core.errors import NotFoundError
-from csfs.core.instance import Instance, norm_path
+from csfs.core.instance import Instance
 
+from . import schema
+from .cmd_instance import locate, project_json
 from .config import resolve_home
 from .main import PROJECT_REF, group, leaf as main_leaf
 from .output import Progress, human_bytes, print_json, print_table
@@ -16,7 +19,9 @@ from .output import Progress, human_bytes, print_json, print_table
 if TYPE_CHECKING:
     from csfs.core.project import Project
 
-RAW_KINDS = ("micrographs", "movies", "particles", "volume")  # core.imports.RAW_KINDS (checked in a test)
+from csfs.core.rawfiles import PATTERNS as RAW_PATTERNS   # no numpy: --help stays fast
+
+RAW_KINDS = tuple(sorted(RAW_PATTERNS))   # = core.imports.RAW_KINDS (checked in a test)
 # core modules are imported inside the commands: `csfs du` then starts faster
 
 
@@ -24,23 +29,29 @@ def _instance(args: argparse.Namespace) -> Instance:
     return Instance(resolve_home(args.home))
 
 
-def _open_readonly(inst: Instance, ref: str) -> "Project":
-    """A registered project, or any project directory (read-only commands)."""
+def _open_readonly(inst: Instance, ref: str) -> tuple[dict, "Project"]:
+    """A registered project, or any project directory (read-only commands): its schema
+    object and the opened project."""
     from csfs.core.project import Project
 
-    try:
-        return Project.open(inst.resolve(ref).path)
-    except NotFoundError:
-        if os.path.isdir(ref):
-            return Project.open(norm_path(ref))
-        raise
+    rec, path = locate(inst, ref)
+    return project_json(rec, path), Project.open(path)
+
+
+def _project_of(inst: Instance, ref: str) -> dict:
+    """The schema object of a registered project (after a command changed it)."""
+    return schema.project_of(inst.resolve(ref))
 
 
 # -- exports -------------------------------------------------------------------------------
 
-def _report_export(args: argparse.Namespace, stats: dict) -> int:
+def _report_export(args: argparse.Namespace, inst: Instance, stats: dict, group: str | None = None) -> int:
     if args.json:
-        print_json(stats)
+        out = {"action": "export", "project": _project_of(inst, args.project), "job": schema.job(args.job),
+               **({"group": {"name": group}} if group else {}), "path": stats["path"],
+               "entry_count": stats["entries"], "link_count": stats["links"], "data_bytes": stats["data_bytes"],
+               "written_bytes": stats["bytes_written"]}
+        print_json(out)
     else:
         print(f"exported to {stats['path']}: {stats['entries']} entries, {stats['links']} data links "
               f"({human_bytes(stats['data_bytes'])} of data), {human_bytes(stats['bytes_written'])} written")
@@ -51,54 +62,75 @@ def _cmd_job_export(args: argparse.Namespace) -> int:
     from csfs.core import consolidate
 
     stats: dict = {}
+    inst = _instance(args)
     with Progress(f"export {args.job}") as bar:
-        consolidate.export_job(_instance(args), args.project, args.job, progress=bar, stats=stats)
-    return _report_export(args, stats)
+        consolidate.export_job(inst, args.project, args.job, progress=bar, stats=stats)
+    return _report_export(args, inst, stats)
 
 
 def _cmd_group_export(args: argparse.Namespace) -> int:
     from csfs.core import consolidate
 
     stats: dict = {}
+    inst = _instance(args)
     with Progress(f"export {args.job} {args.group}") as bar:
-        consolidate.export_group(_instance(args), args.project, args.job, args.group, progress=bar, stats=stats)
-    return _report_export(args, stats)
+        consolidate.export_group(inst, args.project, args.job, args.group, progress=bar, stats=stats)
+    return _report_export(args, inst, stats, args.group)
 
 
 # -- imports -------------------------------------------------------------------------------
 
-def _report_import(args: argparse.Namespace, juid: str, what: str) -> int:
+def _report_import(args: argparse.Namespace, inst: Instance, juid: str, source: dict) -> int:
+    """The new job, its output groups and item counts, as text or JSON."""
+    from csfs.core.project import Project
+
+    rec = inst.resolve(args.project)
+    job = Project.open(rec.path).job(juid)
+    groups = [{"name": g.name, "type": g.type, "num_items": g.num_items} for g in job.groups]
     if args.json:
-        print_json({"job": juid, "imported": what})
-    else:
-        print(f"imported {what} as {juid}")
+        print_json({"action": "import", "project": schema.project_of(rec),
+                    "job": schema.job(juid, type=job.type, status=job.status, groups=groups), "source": source})
+        return 0
+    items = ", ".join(f"{g['name']} ({g['num_items']} items)" for g in groups) or "no outputs"
+    files = f"{source['file_count']} {args.kind} file(s) " if "file_count" in source else ""
+    print(f"imported {files}as {rec.uid} {juid} ({job.type}): {items}")
+    skipped = source.get("skipped") or []
+    if skipped:
+        kinds = Counter(os.path.splitext(p)[1].lower() or "(no suffix)" for p in skipped)
+        print(f"skipped {len(skipped)} other file(s) in the folder(s): "
+              + ", ".join(f"{n} {ext}" for ext, n in sorted(kinds.items())))
     return 0
 
 
 def _cmd_group_import(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
+    inst = _instance(args)
     with Progress("import") as bar:
-        juid = imports.import_group(_instance(args), args.project, args.csg, copy=args.copy, progress=bar,
+        juid = imports.import_group(inst, args.project, args.csg, copy=args.copy, progress=bar,
                                     allow_from=args.allow_from)
-    return _report_import(args, juid, args.csg)
+    return _report_import(args, inst, juid, {"path": os.path.abspath(args.csg), "copy": args.copy})
 
 
 def _cmd_job_import(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
+    inst = _instance(args)
     with Progress("import") as bar:
-        juid = imports.import_job(_instance(args), args.project, args.dir, copy=args.copy, progress=bar,
+        juid = imports.import_job(inst, args.project, args.dir, copy=args.copy, progress=bar,
                                   allow_from=args.allow_from)
-    return _report_import(args, juid, args.dir)
+    return _report_import(args, inst, juid, {"path": os.path.abspath(args.dir), "copy": args.copy})
 
 
 def _cmd_import_raw(args: argparse.Namespace) -> int:
     from csfs.core import imports
 
+    inst = _instance(args)
+    report: dict = {}
     with Progress("import") as bar:
-        juid = imports.import_raw(_instance(args), args.project, args.kind, args.paths, progress=bar)
-    return _report_import(args, juid, f"{len(args.paths)} path(s) of {args.kind}")
+        juid = imports.import_raw(inst, args.project, args.kind, args.paths, progress=bar, report=report)
+    return _report_import(args, inst, juid, {"kind": args.kind, "paths": args.paths, **report,
+                                             "skipped_count": len(report["skipped"])})
 
 
 # -- sizes ---------------------------------------------------------------------------------
@@ -107,11 +139,11 @@ def _cmd_du(args: argparse.Namespace) -> int:
     from csfs.core import sizes
 
     inst = _instance(args)
-    project = _open_readonly(inst, args.project)
+    pobj, project = _open_readonly(inst, args.project)
     with Progress("du") as bar:
         report = sizes.project_sizes(project, inst.cache_dir, progress=bar)
     if args.json:
-        print_json({"project": str(project.path), **report.as_dict()})
+        print_json(schema.sizes(pobj, project, report))
         return 0
     clearable = sum(j.clearable for j in report.jobs.values())
     if args.jobs:
@@ -135,7 +167,11 @@ def _cmd_clear(args: argparse.Namespace) -> int:
         plans = cleanup.clear_intermediate(_instance(args), args.project, args.job, dry_run=args.dry_run,
                                            progress=bar)
     if args.json:
-        print_json({"dry_run": args.dry_run, "jobs": [p.as_dict() for p in plans],
+        jobs = [schema.job(p.job, skip_reason=p.skipped, bytes=p.bytes,
+                           versions=[{"result": k, "versions": v} for k, v in p.versions.items()],
+                           files=[{"path": f.path, "bytes": f.bytes} for f in p.files]) for p in plans]
+        print_json({"action": "clear-intermediate", "dry_run": args.dry_run,
+                    "project": _project_of(_instance(args), args.project), "jobs": jobs,
                     "bytes": sum(p.bytes for p in plans)})
         return 0
     verb = "would delete" if args.dry_run else "deleted"
@@ -163,14 +199,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from csfs.core import verify
 
     inst = _instance(args)
-    project = _open_readonly(inst, args.project)
+    pobj, project = _open_readonly(inst, args.project)
     with Progress("verify") as bar:
         problems = verify.verify(project, progress=bar)
+    ref = pobj["uid"] or shlex.quote(str(project.path))
+    hints = [{"from": h.prefix, "link_count": h.links,
+              "command": f"csfs relink {ref} --from {shlex.quote(h.prefix)} --to NEWDIR --dry-run"}
+             for h in verify.relink_hints(problems)]
     if args.json:
-        print_json({"project": str(project.path), "ok": not problems, "problems": [p.as_dict() for p in problems]})
+        print_json({"project": pobj, "ok": not problems,
+                    "problems": [{**p.as_dict(), "job": schema.job_ref(p.job)} for p in problems],
+                    "relink": hints})
     elif problems:
         print_table([(p.job or "-", p.kind, p.message) for p in problems], ["JOB", "PROBLEM", "DETAIL"])
         print(f"{len(problems)} problem(s) in {project.path}")
+        for h in hints:
+            print(f"{h['link_count']} broken link(s) point into {h['from']}, which is gone. If it moved, "
+                  f"repair them with (NEWDIR: where it is now; drop --dry-run to do it):\n  {h['command']}")
     else:
         print(f"ok: {project.path} ({len(project.jobs)} jobs, no problems)")
     return 1 if problems else 0
@@ -179,11 +224,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_relink(args: argparse.Namespace) -> int:
     from csfs.core import verify
 
+    inst = _instance(args)
     with Progress("relink") as bar:
-        changes = verify.relink(_instance(args), args.project, args.old, args.new, dry_run=args.dry_run,
-                                progress=bar)
+        changes = verify.relink(inst, args.project, args.old, args.new, dry_run=args.dry_run, progress=bar)
     if args.json:
-        print_json({"dry_run": args.dry_run, "links": [c.as_dict() for c in changes]})
+        print_json({"action": "relink", "dry_run": args.dry_run, "project": _project_of(inst, args.project),
+                    "links": [c.as_dict() for c in changes]})
         return 0
     for c in changes:
         print(f"{c.link}: {c.old_target} -> {c.new_target}")
@@ -237,10 +283,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     imp = group(sub, "import", "import raw data into a project as a new import job")
     p = leaf(imp, "raw", "create an import job holding symlinks to raw data", _cmd_import_raw,
-             "Like CryoSPARC's import jobs: J<M>/imported/<name> links to each file (a directory\n"
-             "PATH means the files in it); shapes and pixel sizes are read from MRC headers.")
+             "Like CryoSPARC's import jobs: J<M>/imported/<name> links to each file.\n"
+             "PATH is a file, a glob pattern (quote it: '/raw/session1/*.tif') or a folder, which\n"
+             "means its files of the kind (default patterns below); EPU sidecars (.jpg, .xml) and\n"
+             "other files there are skipped and counted. Every file's header is read and checked\n"
+             "(MRC, TIFF, EER): a file that is not what its name says is refused by name, and\n"
+             "nothing is imported. Shapes (frames) and MRC pixel sizes go into the dataset.\n\n"
+             "default patterns:\n" + "\n".join(f"  {k:<12} {' '.join(v)}" for k, v in RAW_PATTERNS.items()))
     p.add_argument("--kind", required=True, choices=RAW_KINDS, help="what the files are")
-    p.add_argument("paths", metavar="PATH", nargs="+", help="files or directories to import")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="files, folders or quoted glob patterns to import")
 
     p = leaf(sub, "du", "sizes by CryoSPARC's accounting, per job and for the project", _cmd_du,
              "A job's size (CryoSPARC's rule): the files in its directory, symlinks followed, each\n"
@@ -265,7 +316,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = leaf(sub, "relink", "repoint symlinks after raw data moved", _cmd_relink,
              "Every symlink in the job directories whose target starts with OLD_PREFIX is pointed at\n"
-             "NEW_PREFIX + the rest. Refused (nothing changed) when any new target does not exist.")
+             "NEW_PREFIX + the rest. Relative prefixes are taken from the current folder. Refused\n"
+             "(nothing changed) when any new target does not exist, or no link points into\n"
+             "OLD_PREFIX. `csfs verify` prints the OLD_PREFIX that repairs the broken links.")
     p.add_argument("--from", dest="old", metavar="OLD_PREFIX", required=True, help="the old target prefix")
     p.add_argument("--to", dest="new", metavar="NEW_PREFIX", required=True, help="the new target prefix")
     p.add_argument("--dry-run", action="store_true", help="list the changes, make none")

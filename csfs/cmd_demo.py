@@ -6,6 +6,7 @@ import time
 
 from typing import TYPE_CHECKING
 
+from csfs import schema
 from csfs.output import Progress, human_bytes, print_json, print_table
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def register(sub, common) -> None:
                     "Nothing is written.")
     p.add_argument("project_dir", metavar="PROJECT_DIR", help="the project directory")
     p.add_argument("--json", action="store_true",
-                   help="print JSON: {project: {...}, jobs: [{uid, type, ..., groups, inputs, error, problems}]}")
+                   help="print JSON: {project: {uid, path, ...}, jobs: [{uid, type, ..., groups, inputs, error, problems}]}")
     p.set_defaults(func=_cmd_jobs)
 
 
@@ -75,7 +76,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                    "raw": str(path.parent / "raw"),
                                    "seconds": round(time.monotonic() - t0, 2)}
     if args.json:
-        print_json(info)
+        out = {k: v for k, v in info.items() if k not in ("path", "title", "jobs", "files")}
+        print_json({"project": schema.project(None, info["path"], title=info["title"]),
+                    "job_count": info["jobs"], "file_count": info["files"], **out})
         return 0
     print(path)
     print(f"{info['jobs']} jobs, {info['micrographs']} micrographs, {info['particles']} particles, "
@@ -97,12 +100,15 @@ def _job_json(job: Job) -> dict:
         "created_at": job.created_at, "completed_at": job.completed_at, "error": job.error,
         "problems": job.problems,
         "groups": [{"name": g.name, "type": g.type, "title": g.title, "num_items": g.num_items,
-                    "results": [{"name": r.name, "type": r.type, "versions": r.versions,
-                                 "metafiles": r.metafiles, "num_items": r.num_items,
-                                 "passthrough": r.passthrough} for r in g.results]}
+                    "results": [{"name": r.name, "type": r.type, "passthrough": r.passthrough,
+                             "final_version": r.final_version, "final_metafile": r.final_metafile,
+                             "versions": [{"version": v, "metafile": m, "num_items": n}
+                                          for v, m, n in zip(r.versions, r.metafiles,
+                                                             r.num_items + [None] * len(r.versions))]}
+                            for r in g.results]}
                    for g in job.groups],
-        "inputs": [{"job_uid": i.job_uid, "group_name": i.group_name, "result_name": i.result_name,
-                    "version": i.version} for i in job.inputs],
+        "inputs": [{"job": schema.job(i.job_uid), "group": {"name": i.group_name},
+                    "result": {"name": i.result_name}, "version": i.version} for i in job.inputs],
     }
 
 
@@ -111,8 +117,8 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
     proj = Project.open(args.project_dir)
     if args.json:
-        print_json({"project": {"path": str(proj.path), "uid": proj.uid, "title": proj.title,
-                                "layout": proj.layout, "problems": proj.problems},
+        print_json({"project": schema.project(proj.uid, proj.path, title=proj.title, layout=proj.layout,
+                                              problems=proj.problems),
                     "jobs": [_job_json(j) for j in proj.jobs.values()]})
         return 0
     rows = [[j.uid, j.type, j.title, j.status if not j.error else "BROKEN", _date(j.created_at),

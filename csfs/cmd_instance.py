@@ -9,6 +9,7 @@ from pathlib import Path
 from csfs.core.errors import NotFoundError
 from csfs.core.instance import Instance, ProjectRecord, norm_path
 
+from . import schema
 from .config import resolve_home
 from .main import PROJECT_REF, group, leaf as main_leaf
 from .output import print_json, print_table
@@ -25,7 +26,7 @@ def _instance(args: argparse.Namespace) -> Instance:
     return Instance(resolve_home(args.home))
 
 
-def _locate(inst: Instance, ref: str) -> tuple[ProjectRecord | None, Path]:
+def locate(inst: Instance, ref: str) -> tuple[ProjectRecord | None, Path]:
     """A registered project by UID or path, or else any project directory (read-only use)."""
     try:
         rec = inst.resolve(ref)
@@ -36,9 +37,16 @@ def _locate(inst: Instance, ref: str) -> tuple[ProjectRecord | None, Path]:
         raise
 
 
-def _done(args: argparse.Namespace, rec: ProjectRecord, verb: str) -> int:
+def project_json(rec: ProjectRecord | None, path: Path, **extra) -> dict:
+    """The schema's project object for a registered project, or a directory not registered here."""
+    if rec is None:
+        return schema.project(None, path, state="not registered", **extra)
+    return schema.project_of(rec, **extra)
+
+
+def _done(args: argparse.Namespace, rec: ProjectRecord, verb: str, action: str) -> int:
     if getattr(args, "json", False):
-        print_json(rec.as_dict())
+        print_json({"action": action, "project": schema.project_of(rec), **({"note": rec.note} if rec.note else {})})
     else:
         print(f"{verb} {rec.uid} ({rec.state}): {rec.path}" + (f" ({rec.note})" if rec.note else ""))
     return 0
@@ -49,7 +57,9 @@ def _done(args: argparse.Namespace, rec: ProjectRecord, verb: str) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     info = _instance(args).info()
     if args.json:
-        print_json(info)
+        counts = {"total" if k == "projects" else k: info.pop(k)
+                  for k in ("projects", "attached", "archived", "detached")}
+        print_json({"instance": info, "counts": counts})
     else:
         for k, v in info.items():
             print(f"{k + ':':<10} {v}")
@@ -61,7 +71,8 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 
     rep = recover(resolve_home(args.home), args.dirs)
     if args.json:
-        print_json(rep.as_dict())
+        print_json({"action": "recover", "old_registry": rep.kept_aside, "projects": rep.registered,
+                    "skipped": rep.skipped})
         return 0
     if rep.kept_aside:
         print(f"old registry kept as {rep.kept_aside}")
@@ -76,53 +87,81 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 # -- project -------------------------------------------------------------------------------
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    return _done(args, _lifecycle().create(_instance(args), args.title, args.dir), "created")
+    return _done(args, _lifecycle().create(_instance(args), args.title, args.dir), "created", "create")
 
 
 def _cmd_attach(args: argparse.Namespace) -> int:
-    return _done(args, _lifecycle().attach(_instance(args), args.path), "attached")
+    return _done(args, _lifecycle().attach(_instance(args), args.path), "attached", "attach")
 
 
 def _cmd_detach(args: argparse.Namespace) -> int:
-    return _done(args, _lifecycle().detach(_instance(args), args.project, args.registry_only), "detached")
+    return _done(args, _lifecycle().detach(_instance(args), args.project, args.registry_only), "detached",
+                 "detach")
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
-    return _done(args, _lifecycle().archive(_instance(args), args.project), "archived")
+    return _done(args, _lifecycle().archive(_instance(args), args.project), "archived", "archive")
 
 
 def _cmd_unarchive(args: argparse.Namespace) -> int:
-    return _done(args, _lifecycle().unarchive(_instance(args), args.project, args.path), "unarchived")
+    return _done(args, _lifecycle().unarchive(_instance(args), args.project, args.path), "unarchived", "unarchive")
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
-    rec = _lifecycle().forget(_instance(args), args.project)
-    print(f"forgot {rec.uid} ({rec.path}); nothing on disk was touched")
+    rec = _lifecycle().forget(_instance(args), args.project, missing=args.missing)
+    if args.json:
+        print_json({"action": "forget", "project": schema.project_of(rec)})
+    else:
+        print(f"forgot {rec.uid} ({rec.path}); nothing on disk was touched")
     return 0
 
 
 def _cmd_rescue(args: argparse.Namespace) -> int:
-    print(_lifecycle().rescue(_instance(args), args.path, args.other_instance_is_down))
+    inst = _instance(args)
+    message = _lifecycle().rescue(inst, args.path, args.other_instance_is_down)
+    if args.json:
+        from csfs.core import lock
+
+        path = norm_path(args.path)
+        rec, info = inst.find_path(path), lock.read(path)
+        done = rec is not None and info is not None and info.is_ours(inst.id)
+        print_json({"action": "rescue", "done": done, "message": message,
+                    "project": schema.project_of(rec) if done else schema.project(None, norm_path(args.path))})
+    else:
+        print(message)
     return 0
+
+
+def _state(rec: ProjectRecord) -> tuple[str, bool]:
+    """A registry row's state, and whether its directory is missing (moved or deleted)."""
+    return rec.state, not rec.path.is_dir()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     recs = _instance(args).projects()
     if args.state:
         recs = [r for r in recs if r.state == args.state]
+    rows = [(r, *_state(r)) for r in recs]
+    if args.missing:
+        rows = [row for row in rows if row[2]]
     if args.json:
-        print_json([r.as_dict() for r in recs])
+        print_json({"projects": [schema.project_of(r, missing=m) for r, _, m in rows]})
     else:
-        print_table([(r.uid, r.state, r.title, r.path) for r in recs], ["UID", "STATE", "TITLE", "PATH"])
+        print_table([(r.uid, s + (", missing" if m else ""), r.title, r.path) for r, s, m in rows],
+                    ["UID", "STATE", "TITLE", "PATH"])
+        if any(m and s != "detached" for _, s, m in rows):
+            print("missing: the directory is gone. Moved? `csfs project attach NEWPATH` (or unarchive an "
+                  "archived one there). Deleted? `csfs project forget --missing P<n>`.")
     return 0
 
 
 def project_facts(inst: Instance, ref: str) -> dict:
-    """What `project show` reports: registry row, lock owner, project.json, job counts, problems."""
+    """What `project show` reports: the project (registry row and project.json), its lock
+    owner, job counts, problems."""
     from csfs.core import lock
     from csfs.core.project import Project, iso_time
 
-    rec, path = _locate(inst, ref)
+    rec, path = locate(inst, ref)
     info = lock.read(path) if path.is_dir() else None
     if info is None:
         owner = "none"
@@ -130,19 +169,21 @@ def project_facts(inst: Instance, ref: str) -> dict:
         owner = f"this instance ({info.project_uid})"
     else:
         owner = info.describe()
-    facts: dict = {"uid": rec.uid if rec else None, "state": rec.state if rec else "not registered",
-                   "path": str(path), "title": rec.title if rec else None, "lock": owner}
+    facts: dict = {"project": project_json(rec, path, missing=not path.is_dir()), "lock": owner}
     if not path.is_dir():
-        facts["problems"] = [f"directory {path} is missing (moved? unarchive or attach it at its new path)"]
+        fix = f"`csfs project forget --missing {rec.uid}`" if rec else "nothing to do"
+        facts["problems"] = [f"directory {path} is missing (moved? attach or unarchive it at its new path; "
+                             f"deleted? {fix})"]
         return facts
     proj = Project.open(path)
     counts = Counter(j.status or "?" for j in proj.jobs.values())
-    facts.update({
+    facts["project"].update({
         "title": proj.title, "layout": proj.layout, "project_json_uid": proj.doc.get("uid"),
         "archived": proj.doc.get("archived"), "detached": proj.doc.get("detached"),
-        "created_at": iso_time(proj.doc.get("created_at")), "workspaces": len(proj.workspaces),
-        "jobs": len(proj.jobs), "job_status": dict(sorted(counts.items())),
-        "active_jobs": [j.uid for j in proj.jobs.values() if j.is_active],
+        "created_at": iso_time(proj.doc.get("created_at")), "workspace_count": len(proj.workspaces)})
+    facts.update({
+        "job_count": len(proj.jobs), "job_status": dict(sorted(counts.items())),
+        "active_jobs": [schema.job(j.uid, status=j.status) for j in proj.jobs.values() if j.is_active],
         "problems": proj.problems + [j.error for j in proj.jobs.values() if j.error],
     })
     return facts
@@ -153,7 +194,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(facts)
         return 0
-    for k, v in facts.items():
+    flat = {**facts.pop("project"), **facts}
+    flat["active_jobs"] = [j["uid"] for j in flat.get("active_jobs", [])]
+    for k, v in flat.items():
         if k == "problems":
             continue
         if isinstance(v, dict):
@@ -161,7 +204,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         elif isinstance(v, list):
             v = ", ".join(v) or "-"
         print(f"{k + ':':<17} {'-' if v is None else v}")
-    for p in facts.get("problems", []):
+    for p in flat.get("problems", []):
         print(f"problem:          {p}")
     return 0
 
@@ -171,31 +214,40 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_job_list(args: argparse.Namespace) -> int:
     from csfs.core.project import Project
 
-    _, path = _locate(_instance(args), args.project)
+    rec, path = locate(_instance(args), args.project)
     proj = Project.open(path)
     jobs = list(proj.jobs.values())
     if args.json:
-        print_json([{"uid": j.uid, "type": j.type, "status": j.status, "title": j.title,
-                     "created_at": j.created_at, "completed_at": j.completed_at,
-                     "groups": [g.name for g in j.groups], "error": j.error} for j in jobs])
+        print_json({"project": project_json(rec, path),
+                    "jobs": [schema.job(j.uid, type=j.type, status=j.status, title=j.title,
+                                        created_at=j.created_at, completed_at=j.completed_at,
+                                        groups=[{"name": g.name, "type": g.type, "num_items": g.num_items}
+                                                for g in j.groups], error=j.error) for j in jobs]})
     else:
         print_table([(j.uid, j.type, j.status, j.title, j.created_at or "", j.error or "") for j in jobs],
                     ["UID", "TYPE", "STATUS", "TITLE", "CREATED", "PROBLEM"])
     return 0
 
 
-def _cmd_mark_completed(args: argparse.Namespace) -> int:
+def _mark(args: argparse.Namespace, status: str) -> int:
     inst = _instance(args)
-    juid = _lifecycle().mark_completed(inst, args.project, args.job)
-    print(f"{inst.resolve(args.project).uid} {juid} marked completed")
+    lc = _lifecycle()
+    juid = (lc.mark_completed if status == "completed" else lc.mark_killed)(inst, args.project, args.job)
+    rec = inst.resolve(args.project)
+    if args.json:
+        print_json({"action": f"mark-{status}", "project": schema.project_of(rec),
+                    "job": schema.job(juid, status=status)})
+    else:
+        print(f"{rec.uid} {juid} marked {status}")
     return 0
+
+
+def _cmd_mark_completed(args: argparse.Namespace) -> int:
+    return _mark(args, "completed")
 
 
 def _cmd_mark_killed(args: argparse.Namespace) -> int:
-    inst = _instance(args)
-    juid = _lifecycle().mark_killed(inst, args.project, args.job)
-    print(f"{inst.resolve(args.project).uid} {juid} marked killed")
-    return 0
+    return _mark(args, "killed")
 
 
 # -- registration --------------------------------------------------------------------------
@@ -250,19 +302,25 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("path", metavar="PATH", help="the directory the project is in now")
 
     p = leaf(prj, "forget", "drop a detached project from the registry (nothing on disk is touched)",
-             _cmd_forget)
+             _cmd_forget, "With --missing: also an attached or archived project whose directory is gone\n"
+                          "(deleted, or its disk lost): `project list` shows it as missing. If it only\n"
+                          "moved, attach it (or unarchive an archived one) at its new path instead.",
+             json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+    p.add_argument("--missing", action="store_true",
+                   help="forget a project whose directory no longer exists, whatever its state")
 
     p = leaf(prj, "rescue", "take over a project locked by an instance that is down for good", _cmd_rescue,
              "Without --other-instance-is-down: explain the steps and change nothing.\n"
              "With it: save the old lock as cs.lock.rescued-<time>.json, replace it by ours and\n"
-             "register the project here under a new UID.")
+             "register the project here under a new UID.", json=True)
     p.add_argument("path", metavar="PATH", help="the project directory")
     p.add_argument("--other-instance-is-down", action="store_true",
                    help="state that the instance owning the lock is stopped and will not write again")
 
     p = leaf(prj, "list", "list the projects this instance knows", _cmd_list, json=True)
     p.add_argument("--state", choices=["attached", "archived", "detached"], help="only projects in this state")
+    p.add_argument("--missing", action="store_true", help="only projects whose directory is gone")
 
     p = leaf(prj, "show", "show a project: state, lock owner, project.json, job counts, problems",
              _cmd_show, "PROJECT may also be any project directory not registered here.", json=True)
@@ -275,13 +333,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = leaf(job, "mark-completed", "mark a killed or failed job as completed", _cmd_mark_completed,
              "CryoSPARC's \"mark as completed\": the job's status becomes completed so its\n"
-             "outputs can be used. Only for killed or failed jobs of a project attached here.")
+             "outputs can be used. Only for killed or failed jobs of a project attached here.",
+             json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
     p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")
 
     p = leaf(job, "mark-killed", "mark an active job whose process is gone as killed", _cmd_mark_killed,
              "For a job left queued/running/... by an instance that died or was stopped: its status\n"
              "becomes killed, so detach and archive are no longer blocked by it. Nothing is signalled:\n"
-             "make sure no CryoSPARC process still works on it. Only for a project attached here.")
+             "make sure no CryoSPARC process still works on it. Only for a project attached here.",
+             json=True)
     p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
     p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")

@@ -27,7 +27,16 @@ With --plain, only the real project directories are shown (no exports/, sizes/,
 control/): for backups (rsync -a), diffs and anything that must see the project as is.
 Semantics (errno, inodes, caching, what changes show when): SEMANTICS.md.
 Returns once the mount is ready; the server keeps running in the background
-(use -f to stay in the foreground). Unmount with `csfs umount MOUNTPOINT`.
+(use -f to stay in the foreground; Ctrl-C, SIGTERM or SIGHUP unmount it and exit 0).
+Unmount with `csfs umount MOUNTPOINT`. The server's log is
+$CSFS_HOME/logs/mount_<mountpoint>.log.
+
+/etc/fstab (mount(8) runs `csfs SOURCE MOUNTPOINT -o OPTIONS` through mount.fuse3):
+  /data/CS-apoferritin  /mnt/p1  fuse.csfs  defaults,_netdev,home=/root/.local/share/csfs  0 0
+  csfs                  /mnt/cs  fuse.csfs  defaults,_netdev,allow_other  0 0
+SOURCE is a project directory, P<n>, or `csfs` for the whole instance; -o home=DIR
+names the instance (else $CSFS_HOME or ~/.local/share/csfs of the user mounting).
+`csfs` must be in /usr/local/bin, /usr/bin or /bin (mount runs helpers without PATH).
 
 FUSE binding: mfusepy on libfuse3 (package fuse3), else fusepy on libfuse2 (package
 libfuse2), with the same behaviour except that under libfuse2 files are read through
@@ -42,29 +51,54 @@ def _mount(args: argparse.Namespace) -> int:
         return _list(args)
     if not args.paths or len(args.paths) > 2:
         raise UsageError("usage: csfs mount [SOURCE] MOUNTPOINT (see csfs mount --help)")
+    options = mounting.parse_options(args.options)
+    if options.get("home"):       # -o home=DIR: an fstab line names the instance this way
+        args.home = str(options["home"])
+    if options.pop("allow_other", False):
+        args.allow_other = True
+    args.options = ",".join(k if v is True else f"{k}={v}" for k, v in options.items() if k != "home") or None
     home = resolve_home(args.home)
     source = args.paths[0] if len(args.paths) == 2 else None
+    if source in INSTANCE_SOURCES:   # a folder of that name is ./csfs
+        source = None
     mountpoint = os.path.abspath(args.paths[-1])
+    if source is None:
+        _refuse_forgotten_mountpoint(args.paths[-1])
     project = _resolve_source(source, home)
     if project is not None and (Path(mountpoint) == project or project in Path(mountpoint).parents):
         raise UsageError(f"{mountpoint}: the mountpoint must not be inside the project it shows")
     mounting.check_fuse()
-    mounting.check_mountpoint(mountpoint)
+    mounting.check_mountpoint(mountpoint, nonempty=bool(options.get("nonempty")))
     if project is None:
         from csfs.core.instance import Instance
 
         Instance(home)  # create the instance (id, registry) before serving it
     if args.foreground:
-        mounting.serve(project, mountpoint, home, mounting.parse_options(args.options), args.allow_other,
-                       plain=args.plain)
+        mounting.serve(project, mountpoint, home, options, args.allow_other, plain=args.plain)
         return 0
     argv = mounting.main_argv(str(project) if project else None, mountpoint, home, args.options,
                               args.allow_other, plain=args.plain)
     log = home / "logs" / ("mount" + re.sub(r"[^A-Za-z0-9]+", "_", mountpoint) + ".log")
     pid = mounting.spawn(argv, mountpoint, log)
-    what = f"{project or 'instance ' + str(home)}{' (plain)' if args.plain else ''}"
-    print(f"mounted {what} at {mountpoint} (pid {pid})")
+    if args.json:
+        print_json({"action": "mount", "mountpoint": mountpoint, "source": str(project or home),
+                    "plain": args.plain, "pid": pid, "log": str(log)})
+    else:
+        what = f"{project or 'instance ' + str(home)}{' (plain)' if args.plain else ''}"
+        print(f"mounted {what} at {mountpoint} (pid {pid})")
     return 0
+
+
+INSTANCE_SOURCES = ("csfs", "instance")   # SOURCE words for the whole instance (an fstab line needs one)
+
+
+def _refuse_forgotten_mountpoint(arg: str) -> None:
+    """`csfs mount P1` or `csfs mount /data/CS-x`: a source given without its mountpoint."""
+    from csfs.core.instance import parse_uid
+
+    if (parse_uid(arg) is not None and not os.path.isdir(arg)) or os.path.isfile(os.path.join(arg, "project.json")):
+        raise UsageError(f"{arg} is a project, and the mountpoint is missing: "
+                         f"csfs mount {arg} MOUNTPOINT (an existing, empty directory)")
 
 
 def _resolve_source(source: str | None, home: Path) -> Path | None:
@@ -86,7 +120,11 @@ def _resolve_source(source: str | None, home: Path) -> Path | None:
 def _umount(args: argparse.Namespace) -> int:
     from csfs.mountpoints import mounting
 
-    print(f"{mounting.unmount(args.mountpoint)}: {os.path.abspath(args.mountpoint)}")
+    done = mounting.unmount(args.mountpoint)
+    if args.json:
+        print_json({"action": "umount", "mountpoint": os.path.abspath(args.mountpoint), "result": done})
+    else:
+        print(f"{done}: {os.path.abspath(args.mountpoint)}")
     return 0
 
 
@@ -96,7 +134,7 @@ def _list(args: argparse.Namespace) -> int:
     rows = [{"mountpoint": m.mountpoint, "source": m.source.removeprefix("csfs:"),
              "state": mounting.probe(m.mountpoint)} for m in mounting.mounts()]
     if getattr(args, "json", False):
-        print_json(rows)
+        print_json({"mounts": rows})
     else:
         print_table([(r["mountpoint"], r["source"], r["state"]) for r in rows],
                     ["MOUNTPOINT", "SOURCE", "STATE"])
@@ -107,11 +145,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("mount", parents=[common], help="mount an instance or a project (FUSE)",
                        description=MOUNT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="[SOURCE] MOUNTPOINT",
-                   help="optional project directory or P<n>, then the (existing, empty) mountpoint")
+                   help="optional project directory, P<n> or `csfs` (the whole instance), then the "
+                        "(existing, empty) mountpoint")
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground (Ctrl-C unmounts)")
     p.add_argument("-o", dest="options", metavar="OPTS",
-                   help="extra FUSE options, comma separated (e.g. -o debug)")
+                   help="FUSE and mount options, comma separated (e.g. -o debug, -o nonempty to mount over a "
+                        "non-empty directory, -o home=DIR, -o allow_other; fstab's defaults, _netdev, "
+                        "nofail, x-* are accepted and ignored)")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users read the mount (adds default_permissions; "
                         "needs user_allow_other in /etc/fuse.conf for non-root)")
@@ -119,13 +160,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="show the project (or instance) only: no exports/, sizes/, control/ "
                         "(for backups and diffs)")
     p.add_argument("--list", action="store_true", help="list active csfs mounts instead (= csfs mounts)")
-    p.add_argument("--json", action="store_true", help="with --list: print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (what was mounted, or with --list the mounts)")
     p.set_defaults(func=_mount)
 
     u = sub.add_parser("umount", parents=[common], help="unmount a csfs mount (also a stale one)",
                        description="Unmount a csfs mount. Works on a stale mount whose server died "
                                    "(\"Transport endpoint is not connected\"); refuses when busy.")
     u.add_argument("mountpoint", help="where the mount is")
+    u.add_argument("--json", action="store_true", help="print JSON")
     u.set_defaults(func=_umount)
 
     m = sub.add_parser("mounts", parents=[common], help="list active csfs mounts",

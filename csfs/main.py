@@ -13,6 +13,7 @@ from csfs.core.errors import CsfsError
 # subcommand sets func=callable(args) -> int | None.
 COMMAND_MODULES = [
     "csfs.cmd_formats",
+    "csfs.cmd_docs",
     "csfs.cmd_demo",
     "csfs.cmd_instance",
     "csfs.cmd_data",
@@ -46,6 +47,32 @@ def leaf(g: argparse._SubParsersAction, common: argparse.ArgumentParser, name: s
     return p
 
 
+EXIT_CODES = [
+    (0, "done (verify: no problems found)"),
+    (1, "refused (a lock, an active job, a state that does not allow it) or problems found (verify)"),
+    (2, "bad input or usage: an unknown project or job, a bad path, a malformed file, a bad option"),
+    (130, "interrupted (Ctrl-C)"),
+]
+
+EPILOG = ("exit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES) + """
+
+environment:
+  CSFS_HOME      the instance directory (default ~/.local/share/csfs; --home overrides it)
+  CSFS_FUSE      mfusepy or fusepy: force a FUSE binding for `csfs mount`
+
+files:
+  $CSFS_HOME/registry.sqlite3        the project registry
+  $CSFS_HOME/logs/mount_<path>.log   the log of a background `csfs mount` (its server's
+                                     warnings and errors; -v on the mount adds more)
+
+Shell completion: eval "$(csfs completion bash)" (or zsh). Manual: csfs man | man -l -""")
+
+
+def _version() -> str:
+    from csfs import __version__
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     _groups.clear()
     common = argparse.ArgumentParser(add_help=False)
@@ -55,20 +82,55 @@ def build_parser() -> argparse.ArgumentParser:
         prog="csfs",
         description="Keep CryoSPARC project directories safe, movable and shareable: "
                     "lifecycle with enforced cs.lock, exports, sizes, cleanup, and a FUSE mount.",
-        parents=[common],
+        parents=[common], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"csfs {_version()}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say more: -v logs what is done, -vv also debug detail and tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="say less: no progress bars and no warnings, only results and errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors (same as -vv)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub, common)
     return parser
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    import logging
+
+    from . import output
+
+    if args.verbose >= 2:
+        args.debug = True
+    output.QUIET = args.quiet
+    level = logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s csfs %(levelname)s %(message)s")
+
+
+def mount_helper_argv(argv: list[str], commands: set[str]) -> list[str]:
+    """`csfs SOURCE MOUNTPOINT [-o OPTS]`, as mount(8) runs a `fuse.csfs` fstab line through
+    mount.fuse3 (like sshfs), becomes `csfs mount SOURCE MOUNTPOINT [-o OPTS]`. Only when
+    SOURCE is no command and MOUNTPOINT an existing absolute directory, so typos stay errors."""
+    if (len(argv) >= 2 and argv[0] not in commands and not argv[0].startswith("-")
+            and os.path.isabs(argv[1]) and os.path.isdir(argv[1])):
+        return ["mount", *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    argv = mount_helper_argv(argv, set(sub.choices))
+    if "_ARGCOMPLETE" in os.environ:   # the shell asks for completions (csfs completion bash|zsh)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     if not hasattr(args, "home"):
         args.home = None
+    _setup_logging(args)
     try:
         return int(args.func(args) or 0)
     except CsfsError as e:

@@ -7,6 +7,9 @@ import time
 from typing import Any, Iterable, Sequence
 
 
+QUIET = False   # -q: no progress bars
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -48,7 +51,7 @@ class Progress:
 
     def __init__(self, label: str, enabled: bool | None = None) -> None:
         self.label = label
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.enabled = (sys.stderr.isatty() and not QUIET) if enabled is None else enabled
         self._last = 0.0
         self._drawn = False
 

@@ -89,8 +89,9 @@ def probe(path: str, timeout: float = 2.0) -> str:
     return result[0]
 
 
-def check_mountpoint(mountpoint: str) -> None:
-    """Raise a one-line error when `mountpoint` cannot take a new mount."""
+def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
+    """Raise a one-line error when `mountpoint` cannot take a new mount (a non-empty
+    directory only with `nonempty`: the mount would hide its files)."""
     state = probe(mountpoint)
     m = find_mount(mountpoint)
     if state == "stale":
@@ -103,6 +104,9 @@ def check_mountpoint(mountpoint: str) -> None:
         raise NotFoundError(f"{mountpoint}: no such directory; create it first (mkdir -p {mountpoint})")
     if not os.path.isdir(mountpoint):
         raise UsageError(f"{mountpoint}: not a directory")
+    if not nonempty and any(os.scandir(mountpoint)):
+        raise RefusedError(f"{mountpoint}: not empty (the mount would hide its files); use an empty "
+                           f"directory, or -o nonempty to mount over it anyway")
 
 
 def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, object],
@@ -126,9 +130,40 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
                                "attr_timeout": 60, "entry_timeout": 60}
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
-    opts.update(options)
+    opts.update(fuse_options(options))
     fs.max_read = int(opts.setdefault("max_read", fs.max_read))   # type: ignore[call-overload]
-    fuse_class()(fs, mountpoint, foreground=True, raw_fi=True, **opts)
+    try:
+        fuse_class()(fs, mountpoint, foreground=True, raw_fi=True, **opts)
+    except RuntimeError as e:   # the binding's fuse_main() status
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+        if code == FUSE_LOOP_ENDED and find_mount(mountpoint, FSTYPE) is None:
+            return   # SIGINT/SIGTERM/SIGHUP: libfuse left its loop and unmounted; a clean stop
+        raise CsfsError(f"mount failed: {FUSE_MAIN_ERRORS.get(code, f'libfuse error {code}')}") from None
+
+
+# fuse_main()'s status (libfuse3 helper.c); FUSE's own message is printed before it
+FUSE_LOOP_ENDED = 8
+FUSE_MAIN_ERRORS = {1: "bad FUSE options (FUSE's message is above, or in the log)",
+                    2: "no mountpoint", 3: "FUSE refused the options (its message is above, or in the log)",
+                    4: "the kernel refused the mount (see the message above, or in the log)",
+                    8: "the FUSE session ended with an error"}
+# fstab/mount(8) options that are for mount itself, not for FUSE; `home` and `nonempty` are csfs's
+MOUNT_ONLY = {"defaults", "_netdev", "auto", "noauto", "nofail", "user", "users", "nouser", "owner", "group",
+              "home", "nonempty"}
+
+
+def fuse_options(options: dict[str, object]) -> dict[str, object]:
+    """The options to hand to libfuse: fstab-only and csfs-only ones dropped, and on libfuse3 a
+    thread limit (else libfuse 3.14 logs `Ignoring invalid max threads value 4294967295`)."""
+    from . import fusecompat
+
+    out = {k: v for k, v in options.items()
+           if k not in MOUNT_ONLY and not k.startswith("x-") and k != "comment"}
+    if fusecompat.FUSE_MAJOR >= 3:
+        out.setdefault("max_idle_threads", out.get("max_threads", 10))
+    elif options.get("nonempty"):
+        out["nonempty"] = True    # libfuse2 refuses a non-empty mountpoint itself without it
+    return out
 
 
 def _few_malloc_arenas(n: int = 2) -> None:
@@ -155,6 +190,7 @@ def parse_options(text: str | None) -> dict[str, object]:
 def spawn(argv: list[str], mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) -> int:
     """Start `argv` (a foreground mount) detached; return its pid once the mount is ready."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
         proc = subprocess.Popen(argv, stdin=null, stdout=log, stderr=log, start_new_session=True,
                                 close_fds=True)
@@ -163,19 +199,26 @@ def spawn(argv: list[str], mountpoint: str, log_path: Path, timeout: float = REA
         if find_mount(mountpoint, FSTYPE) is not None:
             return proc.pid
         if proc.poll() is not None:
-            raise CsfsError(f"mount failed: {_last_line(log_path) or f'exit status {proc.returncode}'}"
-                            f" (log: {log_path})")
+            why = _failure(log_path, start) or f"mount failed: exit status {proc.returncode}"
+            raise CsfsError(f"{why} (log: {log_path})")
         time.sleep(0.02)
     proc.kill()
     raise CsfsError(f"mount did not become ready within {timeout:.0f} s (log: {log_path})")
 
 
-def _last_line(path: Path) -> str:
+def _failure(path: Path, start: int) -> str:
+    """Why the mount started at offset `start` of its log failed: FUSE's own message
+    (`fuse: unknown option(s): ...`) when it printed one, else the server's last line."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        with open(path, "rb") as f:
+            f.seek(start)
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return lines[-1].strip() if lines else ""
+    fuse = [ln for ln in lines if ln.startswith("fuse: ") or ln.startswith("fusermount")]
+    if fuse:
+        return "mount failed: " + fuse[-1].removeprefix("fuse: ")
+    return lines[-1].removeprefix("csfs: ") if lines else ""
 
 
 def unmount(mountpoint: str) -> str:

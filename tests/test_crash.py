@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from csfs.core import lifecycle, lock, store
-from csfs.core.errors import UsageError
+from csfs.core.errors import RefusedError
 from csfs.core.instance import Instance
 from csfs.core.project import Project
 from lifecycle_helpers import all_json_parses, check_agree, job_data, make_project
@@ -146,7 +146,7 @@ def test_crash_then_rerun_repairs(tmp_path, action, fault):
         assert left == data, "a job file was lost or changed"
     try:
         rerun()
-    except UsageError as e:  # mark-completed killed after its job.json was written
+    except RefusedError as e:  # mark-completed killed after its job.json was written
         assert action == "mark-completed" and "already completed" in str(e)
     all_json_parses(path)
     assert job_data(path) == data  # temp files of the killed writer are gone too
@@ -195,7 +195,7 @@ def test_random_kills_during_attach_and_detach(tmp_path):
         assert {k: v for k, v in job_data(path).items() if ".csfs-tmp-" not in k} == data
         try:
             (lifecycle.attach if action == "attach" else lifecycle.detach)(inst, path)
-        except UsageError as e:  # the child finished before it was killed
+        except RefusedError as e:  # the child finished before it was killed
             assert "already" in str(e)
         assert check_agree(inst, path) == ("attached" if action == "attach" else "detached")
     assert not [n for n in os.listdir(path) if n.startswith(".cs.lock")]

@@ -12,7 +12,7 @@ from csfs.core import csfile
 from csfs.core.csfile import CsFormatError
 from csfs.core.errors import NotFoundError, UsageError
 
-cryosparc_dataset = pytest.importorskip("cryosparc.dataset")
+import cryosparc.dataset as cryosparc_dataset  # noqa: E402  (a test dependency: no silent skip)
 Dataset = cryosparc_dataset.Dataset
 CSDAT_FORMAT = cryosparc_dataset.CSDAT_FORMAT
 NUMPY_FORMAT = cryosparc_dataset.NUMPY_FORMAT

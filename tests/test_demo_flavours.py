@@ -113,8 +113,8 @@ def test_cli_flavours(tmp_path, csfs):
     r = csfs("demo", tmp_path / "l", "--flavour", "legacy", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["path"] == str(tmp_path / "l" / PROJECT_UIDS["legacy"]) and info["flavour"] == "legacy"
-    assert info["jobs"] == 10 and info["micrographs"] == 4 and info["particles"] > 0
+    assert info["project"]["path"] == str(tmp_path / "l" / PROJECT_UIDS["legacy"]) and info["flavour"] == "legacy"
+    assert info["job_count"] == 10 and info["micrographs"] == 4 and info["particles"] > 0
     r = csfs("demo", tmp_path / "x", "--flavour", "v9")
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = csfs("demo", "--help")

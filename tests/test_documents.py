@@ -321,7 +321,8 @@ def test_imported_raw_job_document_shape(demo_masters, home, form, tmp_path):
     demo = copy_demo(demo_masters(form), tmp_path / form)
     inst, puid, _ = attach(demo, home)
     raw = tmp_path / "raw.mrc"
-    raw.write_bytes(b"\0" * 1024)
+    from csfs.core import mrc
+    mrc.write(raw, shape=(4, 4, 4), volume=True)
     from csfs.core import imports
     juid = imports.import_raw(inst, puid, "volume", [raw])
     doc = json.loads((demo / juid / "job.json").read_text())

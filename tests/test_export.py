@@ -200,8 +200,8 @@ def test_cli_exports(attached, home, csfs):
     r = csfs("job", "export", puid, "J5", "--json", home=home)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert Path(out["path"]).name == "J5_extract_micrographs_multi" and out["links"] > 0
-    assert out["bytes_written"] < out["data_bytes"]
+    assert Path(out["path"]).name == "J5_extract_micrographs_multi" and out["link_count"] > 0
+    assert out["written_bytes"] < out["data_bytes"] and out["job"] == {"uid": "J5"}
     r = csfs("group", "export", puid, "J5", "particles", home=home)
     assert r.returncode == 0 and "exports/groups/J5_particles" in r.stdout
     r = csfs("job", "export", puid, "J9", home=home)

@@ -157,9 +157,9 @@ def test_cli_imports(two, csfs, demo):
     home_b = inst_b.home
     r = csfs("group", "import", puid_b, dest / "J5_particles_exported.csg", "--json", home=home_b)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["job"] == "J1"
+    assert json.loads(r.stdout)["job"]["uid"] == "J1"
     r = csfs("import", "raw", puid_b, "--kind", "movies", demo.parent / "raw", home=home_b)
-    assert r.returncode == 0 and "as J2" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"as {puid_b} J2" in r.stdout, r.stderr
     r = csfs("job", "import", puid_b, demo, home=home_b)  # not an exported job folder
     assert r.returncode == 2 and "Traceback" not in r.stderr
 

@@ -166,15 +166,17 @@ def test_cli_instance_info_and_list(csfs, home, tmp_path):
     r = csfs("instance", "info", "--json", home=home)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert uuid.UUID(info["id"]) and info["home"] == str(home) and info["projects"] == 0
+    assert uuid.UUID(info["instance"]["id"]) and info["instance"]["home"] == str(home)
+    assert info["counts"]["total"] == 0
     r = csfs("project", "create", "CLI Made", "--dir", tmp_path, "--json", home=home)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"uid": "P1", "path": str(tmp_path / "CS-cli-made"), "state": "attached",
-                                    "title": "CLI Made"}
+    assert json.loads(r.stdout)["project"] == {"uid": "P1", "path": str(tmp_path / "CS-cli-made"),
+                                               "state": "attached", "title": "CLI Made"}
     r = csfs("project", "list", home=home)
     assert r.stdout.split("\n")[0].split() == ["UID", "STATE", "TITLE", "PATH"]
     assert "P1" in r.stdout and "CLI Made" in r.stdout
     r = csfs("project", "show", "P1", "--json", home=home)
     facts = json.loads(r.stdout)
-    assert facts["lock"] == "this instance (P1)" and facts["project_json_uid"] == "P1" and facts["jobs"] == 0
+    assert facts["lock"] == "this instance (P1)" and facts["project"]["project_json_uid"] == "P1"
+    assert facts["job_count"] == 0
     assert csfs("instance", "info", home=home).stdout.startswith("id:")

@@ -48,7 +48,8 @@ def test_round_trip_between_two_instances(csfs, homes, tmp_path):
     ok(csfs("project", "create", "Round Trip", "--dir", tmp_path, home=B))  # B already has a P1
     rec = json.loads(ok(csfs("project", "create", "Round Trip 2", "--dir", tmp_path, "--json", home=A)).stdout)
     path = tmp_path / "CS-round-trip-2"
-    assert rec == {"uid": "P1", "path": str(path), "state": "attached", "title": "Round Trip 2"}
+    assert rec == {"action": "create",
+                   "project": {"uid": "P1", "path": str(path), "state": "attached", "title": "Round Trip 2"}}
     inst_a = Instance(A)
     for status in ("completed", "failed", "killed"):
         store.new_job(inst_a, path, "homo_refine", f"a {status} job", {"status": status})
@@ -85,7 +86,7 @@ def test_round_trip_between_two_instances(csfs, homes, tmp_path):
     assert [(j.uid, j.status) for j in proj.jobs.values()] == [("J1", "completed"), ("J2", "completed"),
                                                                ("J3", "completed")]
     assert job_data(moved) == data  # no job file lost or changed on the way
-    listing = json.loads(ok(csfs("project", "list", "--json", home=A)).stdout)
+    listing = json.loads(ok(csfs("project", "list", "--json", home=A)).stdout)["projects"]
     assert [(p["uid"], p["state"]) for p in listing] == [("P1", "detached"), ("P2", "attached")]
     ok(csfs("project", "forget", "P1", home=A))
     assert [p.uid for p in Instance(A).projects()] == ["P2"]
@@ -103,7 +104,7 @@ def test_demo_attaches_with_all_jobs_and_active_job_blocks(cli, home, flavour_de
     for action in ("detach", "archive"):
         refused(cli("project", action, "P1", home=home), 1, active[0], "active")
     assert snapshot(demo) == before
-    rows = json.loads(ok(cli("job", "list", "P1", "--json", home=home)).stdout)
+    rows = json.loads(ok(cli("job", "list", "P1", "--json", home=home)).stdout)["jobs"]
     assert [r["uid"] for r in rows] == list(proj.jobs)
     table = ok(cli("job", "list", demo, home=home)).stdout.splitlines()
     assert table[0].split()[:4] == ["UID", "TYPE", "STATUS", "TITLE"] and len(table) == len(proj.jobs) + 1
@@ -112,7 +113,7 @@ def test_demo_attaches_with_all_jobs_and_active_job_blocks(cli, home, flavour_de
         ok(cli("job", "mark-killed", "P1", uid, home=home))
         doc = json.loads((demo / uid / "job.json").read_text())
         assert doc["status"] == "killed" and doc["killed_at"]
-    refused(cli("job", "mark-killed", "P1", active[0], home=home), 2, "already killed")
+    refused(cli("job", "mark-killed", "P1", active[0], home=home), 1, "already killed")
     ok(cli("project", "detach", "P1", home=home))
     assert not (demo / "cs.lock").exists()
 
@@ -132,7 +133,7 @@ def test_refusals_change_nothing(cli, homes, tmp_path):
     refused(cli("project", "archive", path, home=A), 1, "J3")
     # only killed/failed jobs can be marked completed
     refused(cli("job", "mark-completed", "P1", "J3", home=A), 1, "running")
-    refused(cli("job", "mark-completed", "P1", "J1", home=A), 2, "already completed")
+    refused(cli("job", "mark-completed", "P1", "J1", home=A), 1, "already completed")
     refused(cli("job", "mark-completed", "P1", "J9", home=A), 2, "J9")
     # only active jobs can be marked killed
     refused(cli("job", "mark-killed", "P1", "J1", home=A), 1, "completed")
@@ -252,8 +253,8 @@ def test_rescue_replaces_a_dead_instance_lock(cli, homes, tmp_path):
     # A's writes are now refused, naming B
     refused(cli("job", "mark-completed", "P1", "J1", home=A), 1, Instance(B).id)
     # nothing to rescue from ourselves, nor from an unlocked directory
-    refused(cli("project", "rescue", path, home=B), 2, "itself")
-    refused(cli("project", "rescue", make_project(tmp_path / "x"), home=B), 2, "no cs.lock")
+    refused(cli("project", "rescue", path, home=B), 1, "itself")
+    refused(cli("project", "rescue", make_project(tmp_path / "x"), home=B), 1, "no cs.lock")
 
 
 def test_rescue_of_an_unreadable_lock_keeps_archived_state(cli, home, tmp_path):
@@ -281,9 +282,25 @@ def test_detach_of_a_project_whose_dir_vanished(cli, home, tmp_path):
     ok(cli("project", "attach", path, home=home))
     shutil.rmtree(path)
     refused(cli("project", "detach", "P1", home=home), 2, "gone")
-    refused(cli("project", "forget", "P1", home=home), 1, "detach")
+    refused(cli("project", "forget", "P1", home=home), 1, "forget --missing P1")
     r = json.loads(ok(cli("project", "show", "P1", "--json", home=home)).stdout)
-    assert r["state"] == "attached" and "missing" in r["problems"][0]
+    assert r["project"]["state"] == "attached" and r["project"]["missing"] and "missing" in r["problems"][0]
+    listing = ok(cli("project", "list", home=home)).stdout
+    assert "attached, missing" in listing and "forget --missing" in listing
+    (row,) = json.loads(ok(cli("project", "list", "--missing", "--json", home=home)).stdout)["projects"]
+    assert row["uid"] == "P1" and row["missing"] is True
+    r = json.loads(ok(cli("project", "forget", "--missing", "P1", "--json", home=home)).stdout)
+    assert r == {"action": "forget", "project": {"uid": "P1", "path": str(path), "state": "attached",
+                                                 "title": "hand made"}}
+    assert Instance(home).projects() == []
+
+
+def test_forget_missing_refuses_a_project_still_on_disk(cli, home, tmp_path):
+    path = make_project(tmp_path)
+    ok(cli("project", "attach", path, home=home))
+    before = snapshot(path)
+    refused(cli("project", "forget", "--missing", "P1", home=home), 1, "still there", "detach")
+    assert snapshot(path) == before and Instance(home).get("P1").state == "attached"
 
 
 def test_every_command_has_help(cli, home):

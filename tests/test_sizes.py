@@ -84,7 +84,7 @@ def test_live_sessions_are_rows_of_their_own(demo, tmp_path, home, csfs):
     rows = [line.split()[:2] for line in r.stdout.splitlines()]
     assert r.returncode == 0 and ["S1", "live_session"] in rows and ["S3", "live_session"] in rows
     doc = json.loads(csfs("du", puid, "--json", home=home).stdout)
-    assert doc["sessions"] == report.sessions
+    assert doc["sessions"] == [{"uid": k, "bytes": v} for k, v in report.sessions.items()]
 
 
 def test_clearable_reported_for_final_jobs_only(demo, tmp_path):
@@ -132,13 +132,14 @@ def test_cli_du(demo, home, csfs):
     r = csfs("du", puid, "--json", home=home)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["jobs"]["J8"]["bytes"] == files_size(demo / "J8")
-    assert doc["total"] == sum(j["bytes"] for j in doc["jobs"].values()) + sum(doc["sessions"].values()) + \
-        doc["other"]
+    jobs = {j["uid"]: j for j in doc["jobs"]}
+    assert jobs["J8"]["bytes"] == files_size(demo / "J8")
+    assert doc["bytes"] == (sum(j["bytes"] for j in jobs.values()) + sum(x["bytes"] for x in doc["sessions"])
+                            + doc["other_bytes"])
     r = csfs("du", puid, "--jobs", home=home)
     assert r.returncode == 0 and "J8" in r.stdout and "CLEARABLE" in r.stdout
     r = csfs("du", str(demo), home=home)  # a directory path works too
-    assert r.returncode == 0 and str(doc["total"]) in r.stdout
+    assert r.returncode == 0 and str(doc["bytes"]) in r.stdout
     r = csfs("du", "P99", home=home)
     assert r.returncode == 2 and "Traceback" not in r.stderr
 

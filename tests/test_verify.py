@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +12,7 @@ from csfs.core import consolidate, verify
 from csfs.core.errors import RefusedError, UsageError
 from csfs.core.project import Project
 
+from conftest import REPO
 from data_helpers import attach
 
 
@@ -29,7 +32,8 @@ def test_moved_raw_data_then_relink(demo, home, tmp_path):
     moved.parent.mkdir()
     raw.rename(moved)
     problems = verify.verify(Project.open(demo))
-    assert "broken-symlink" in _kinds(problems) and "missing-data" in _kinds(problems)
+    # each broken link once, where it lives: not again as missing data of every job using it
+    assert _kinds(problems) == {"broken-symlink"}
     assert all(p.job in ("J1", None) for p in problems if p.kind == "broken-symlink")
     # refused: the new target does not exist; nothing changes
     assert any(p.job is None and p.path.startswith("exports/") for p in problems)
@@ -82,3 +86,48 @@ def test_cli(demo, home, csfs, tmp_path):
     r = csfs("relink", puid, "--from", raw, "--to", tmp_path / "raw2", home=home)
     assert r.returncode == 0 and "relinked" in r.stdout
     assert csfs("verify", puid, home=home).returncode == 0
+
+
+def test_verify_names_the_moved_folder_and_the_relink_that_repairs_it(demo, home, tmp_path, monkeypatch):
+    inst, puid, _ = attach(demo, home)
+    raw = demo.parent / "raw"
+    n_links = sum(1 for p in (demo / "J1").rglob("*") if p.is_symlink() and os.readlink(p).startswith(str(raw)))
+    moved = tmp_path / "new-storage" / "raw"
+    moved.parent.mkdir()
+    raw.rename(moved)
+    problems = verify.verify(Project.open(demo))
+    assert len(problems) == n_links
+    assert verify.relink_hints(problems) == [verify.RelinkHint(str(raw), n_links)]
+    # a relative --from/--to is taken from the current folder
+    monkeypatch.chdir(demo.parent)
+    done = verify.relink(inst, puid, "raw", os.path.relpath(moved), dry_run=True)
+    assert len(done) == n_links and all(c.new_target.startswith(str(moved) + "/") for c in done)
+    with pytest.raises(UsageError, match="no symlink .* points into"):
+        verify.relink(inst, puid, "no-such-raw", "elsewhere", dry_run=True)
+
+
+def test_cli_verify_prints_the_repair_command_and_it_works(demo, home, csfs, tmp_path):
+    _, puid, _ = attach(demo, home)
+    raw = demo.parent / "raw"
+    raw.rename(tmp_path / "moved")
+    r = csfs("verify", puid, home=home)
+    assert r.returncode == 1
+    (command,) = [ln.strip() for ln in r.stdout.splitlines() if ln.strip().startswith("csfs relink")]
+    assert command == f"csfs relink {puid} --from {raw} --to NEWDIR --dry-run"
+    doc = json.loads(csfs("verify", puid, "--json", home=home).stdout)
+    assert doc["relink"] == [{"from": str(raw), "link_count": len(doc["problems"]), "command": command}]
+    args = command.replace("NEWDIR", str(tmp_path / "moved")).replace(" --dry-run", "").split()[1:]
+    r = csfs(*args, home=home)
+    assert r.returncode == 0 and f"relinked {len(doc['problems'])} symlink(s)" in r.stdout, r.stderr
+    assert csfs("verify", puid, home=home).returncode == 0
+    # run again: nothing left to relink, and that is fine
+    assert csfs(*args, home=home).returncode == 0
+    # relative prefixes from the folder the command runs in
+    r = subprocess.run([sys.executable, "-m", "csfs", "relink", puid, "--from", "moved", "--to", "raw", "--dry-run"],
+                       capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "CSFS_HOME": str(home),
+                                                                           "PYTHONPATH": str(REPO)})
+    assert r.returncode == 1 and "do not exist" in r.stderr     # tmp_path/raw does not exist: refused
+    r = subprocess.run([sys.executable, "-m", "csfs", "relink", puid, "--from", "moved", "--to", "moved2",
+                        "--dry-run"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "CSFS_HOME": str(home), "PYTHONPATH": str(REPO)})
+    assert r.returncode == 1 and str(tmp_path / "moved2") in r.stderr

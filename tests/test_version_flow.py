@@ -25,7 +25,7 @@ def _ok(r, what: str) -> str:
 
 def _uid(out: str) -> str:
     doc = json.loads(out)
-    return doc.get("uid") or doc["project"]["uid"]
+    return doc["project"]["uid"]
 
 
 def _uids(path: Path) -> list[int]:
@@ -69,8 +69,8 @@ def test_cli_life_of_a_project(demo_masters, tmp_path, version, target):
     assert [(j["uid"], j["error"], j["problems"]) for j in listed["jobs"]] == [
         (f"J{i}", None, []) for i in range(1, 11)]
     du = json.loads(_ok(csfs("du", puid, "--json", home=home_a), "du"))
-    assert du["total"] > 0 and set(du["jobs"]) == {f"J{i}" for i in range(1, 11)}
-    assert du["sessions"] == ({"S1": du["sessions"]["S1"]} if version == "v4" else {})
+    assert du["bytes"] > 0 and {j["uid"] for j in du["jobs"]} == {f"J{i}" for i in range(1, 11)}
+    assert [s["uid"] for s in du["sessions"]] == (["S1"] if version == "v4" else [])
     _ok(csfs("job", "export", puid, "J8", home=home_a), "job export")
     _ok(csfs("group", "export", puid, "J6", "particles", home=home_a), "group export")
     (job_export,) = (src / "exports" / "jobs").iterdir()
@@ -89,7 +89,7 @@ def test_cli_life_of_a_project(demo_masters, tmp_path, version, target):
     for j in new:       # the imported particles keep their uids, whatever the versions
         for g in j["groups"]:
             if g["type"] == "particle":
-                mf = next(r["metafiles"][-1] for r in g["results"] if r["metafiles"])
+                mf = next(r["versions"][-1]["metafile"] for r in g["results"] if r["versions"])
                 assert _uids(dst / mf) == want, (j["uid"], mf)
     for home, p in ((home_a, puid), (home_b, puid_b)):
         _ok(csfs("verify", p, home=home), f"verify {p}")
@@ -119,7 +119,7 @@ def test_cli_life_of_a_project(demo_masters, tmp_path, version, target):
         assert {f"{d.parent.name}/{d.name}" for d in exports} >= set(physical)
         check_du_and_sizes(home_a, src, mnt)
         if version == "v4":
-            assert int((mnt / "sizes" / "S1").read_text()) == du["sessions"]["S1"] > 0
+            assert int((mnt / "sizes" / "S1").read_text()) == du["sessions"][0]["bytes"] > 0
     for home, p in ((home_a, puid), (home_b, puid_b)):
         _ok(csfs("job", "mark-killed", p, "J9", home=home), "mark-killed")
         _ok(csfs("project", "detach", p, home=home), f"detach {p}")
