@@ -42,22 +42,13 @@ CASES = {
     "job.json-devzero": ("J7", lambda p: _devzero(p / "J7" / "job.json")),
     "csg-fifo": ("J2", lambda p: _fifo(p / "J2" / "J2_micrographs.csg")),
     "events.bson-fifo": ("J4", lambda p: _fifo(p / "J4" / "events.bson")),
+    "control-export-with-fifo-metafile": ("J8", lambda p: [_fifo(f) for f in p.glob("J8/J8_*_volume.cs")]),
     "gridfs-fifo-and-device": ("J4", lambda p: (os.mkfifo(p / "J4" / "gridfs_data" / "pipe"),
                                                 (p / "J4" / "gridfs_data" / "zero").symlink_to("/dev/zero"))),
 }
 
 
-def _needs_core(case: str) -> list:
-    """job.json is read by core in the mount process itself: core must refuse the FIFO."""
-    try:
-        import csfs.core.safeio  # noqa: F401
-        return []
-    except ImportError:
-        return [pytest.mark.skip(reason="core reads job.json without core/safeio (helper safety)")] \
-            if case.startswith("job.json") else []
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_needs_core(c)) for c in sorted(CASES)])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_special_files_never_hang_exports(demo, tmp_path, case):
     bad, make = CASES[case]
     make(demo)
@@ -84,5 +75,39 @@ def test_special_files_never_hang_exports(demo, tmp_path, case):
         t0 = time.monotonic()
         run(["ls", "-lR"] + [str(exports / k / n) for k, n in names if n.startswith(bad + "_")], timeout=120)
         assert time.monotonic() - t0 < LIMIT
+        if case.startswith("control"):        # a control action reading the FIFO: an errno
+            from csfs.core import lifecycle
+            from csfs.core.instance import Instance
+
+            lifecycle.attach(Instance(tmp_path / "home"), demo)
+            r = run(["bash", "-c", f"echo {bad} > '{mnt}/control/export-job'"], timeout=120)
+            assert r.returncode != 0 and b"write error" in r.stderr, r.stderr
+            assert "failed" in (mnt / "control" / "export-job").read_text()
         os.kill(pid, 0)                       # the server is alive
         assert (mnt / "project.json").read_bytes() == (demo / "project.json").read_bytes()
+
+
+def test_a_stuck_export_leaves_the_others_served(demo, tmp_path):
+    """While one export waits on a FIFO (up to its time limit), the other exports are
+    served at once by the other worker, and the stuck one ends in a clean errno."""
+    import threading
+
+    for f in demo.glob("J8/J8_*_particles.cs"):
+        _fifo(f)
+    limit = 20
+    env = {"CSFS_MOUNT_TASK_LIMIT": str(limit)}
+    with mounted(tmp_path / "home", tmp_path / "mnt", demo, env=env) as (mnt, pid):
+        stuck: dict[str, object] = {}
+
+        def look() -> None:
+            stuck["r"] = run(["ls", "-l", str(mnt / "exports" / "groups" / "J8_particles")], timeout=120)
+        t = threading.Thread(target=look)
+        t.start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        r = run(["tar", "-cf", "-", "-C", str(mnt / "exports" / "jobs"), "J7_homo_abinit"], timeout=120)
+        assert r.returncode == 0 and len(r.stdout) > 10240, r.stderr
+        assert time.monotonic() - t0 < limit / 2
+        t.join(timeout=120)
+        assert not t.is_alive() and _clean(stuck["r"]), stuck
+        os.kill(pid, 0)

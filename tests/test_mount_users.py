@@ -67,10 +67,10 @@ def _lists(path: str | Path) -> str:
     return f"test -r {q} -a -x {q}"
 
 
-@pytest.fixture
-def shared(demo):
-    """(project, mountpoint, base) with the project locked down and mounted --allow-other,
-    all under a folder nobody may traverse."""
+@pytest.fixture(params=["project", "instance"])
+def shared(demo, request):
+    """(project, its folder in the mount, base) with the project locked down and mounted
+    --allow-other (alone, or in an instance mount), all under a folder nobody may traverse."""
     from csfs.core import lifecycle
     from csfs.core.instance import Instance
 
@@ -83,10 +83,11 @@ def shared(demo):
         inst = Instance(base / "home")
         lifecycle.attach(inst, project)
         mnt.mkdir()
-        r = run_csfs("mount", str(project), str(mnt), "--allow-other", home=inst.home)
+        source = [str(project)] if request.param == "project" else []
+        r = run_csfs("mount", *source, str(mnt), "--allow-other", home=inst.home)
         assert r.returncode == 0, r.stderr
         try:
-            yield project, mnt, base
+            yield project, (mnt if source else mnt / project.name), base
         finally:
             run_csfs("umount", str(mnt), home=inst.home)
     finally:
@@ -139,14 +140,15 @@ def test_second_user_reads_exactly_what_the_project_allows(shared):
         pair("sizes", _cat(mnt / "sizes" / n), _lists(project / n), mnt / "sizes" / n)
     pair("sizes", _cat(mnt / "sizes" / "total"),
          " && ".join(_lists(project / n) for n in jobs), mnt / "sizes" / "total")
-    # control/: the mounting user's alone
-    for n in os.listdir(mnt / "control"):
-        pair("control", _cat(mnt / "control" / n), "false", mnt / "control" / n)
+    # control/: the mounting user's alone (an instance mount's own control/ too)
+    top = mnt.parent / "control" if mnt.name == project.name else mnt / "control"
+    for ctl in {mnt / "control", top}:
+        for n in os.listdir(ctl):
+            pair("control", _cat(ctl / n), "false", ctl / n)
 
     passed = checks.run(base)
     leaks = [(t, p) for t, p, m, s in pairs if m in passed and s not in passed]
     denied = [(t, p) for t, p, m, s in pairs if s in passed and m not in passed]
-    print("LEAKS", len(leaks), sorted({t for t, _ in leaks}), leaks[:3]); print("DENIED", len(denied), denied[:3])
     assert leaks == []
     assert denied == []
     # the setup really closes and opens things on every tree
