@@ -106,3 +106,19 @@ def run_main(*args, home: Path) -> subprocess.CompletedProcess:
         except SystemExit as e:  # argparse errors and --help
             code = e.code if isinstance(e.code, int) else 2
     return subprocess.CompletedProcess(["csfs", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """The command succeeded."""
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
+    return r
+
+
+def refused(r: subprocess.CompletedProcess, code: int, *words: str) -> str:
+    """The command failed with `code` and one clear line naming `words`, no traceback."""
+    assert r.returncode == code, f"exit {r.returncode} (wanted {code}): {r.stdout}{r.stderr}"
+    err = r.stderr.strip()
+    assert err.startswith("csfs: ") and "\n" not in err and "Traceback" not in r.stderr, err
+    for w in words:
+        assert w in err, f"{w!r} not in {err!r}"
+    return err

@@ -10,7 +10,7 @@ from csfs.core import lock, store
 from csfs.core.errors import ArchivedError
 from csfs.core.instance import Instance
 from csfs.core.project import Project
-from lifecycle_helpers import check_agree, job_data, make_legacy, make_project, run_main, snapshot
+from lifecycle_helpers import check_agree, job_data, make_legacy, make_project, ok, refused, run_main, snapshot
 
 
 @pytest.fixture
@@ -26,19 +26,6 @@ def homes(tmp_path):
     return tmp_path / "home-A", tmp_path / "home-B"
 
 
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
-    return r
-
-
-def refused(r, code: int, *words: str) -> str:
-    """The command failed with `code` and one clear line naming `words`, no traceback."""
-    assert r.returncode == code, f"exit {r.returncode} (wanted {code}): {r.stdout}{r.stderr}"
-    err = r.stderr.strip()
-    assert err.startswith("csfs: ") and "\n" not in err and "Traceback" not in r.stderr, err
-    for w in words:
-        assert w in err, f"{w!r} not in {err!r}"
-    return err
 
 
 def test_round_trip_between_two_instances(csfs, homes, tmp_path):

@@ -15,21 +15,9 @@ import pytest
 import faultinject as fi
 from csfs.core import lifecycle, lock
 from csfs.core.instance import Instance
-from lifecycle_helpers import check_agree, job_data, make_project, run_main, snapshot
+from lifecycle_helpers import check_agree, job_data, make_project, ok, refused, run_main, snapshot
 
 
-def ok(r):
-    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
-    return r
-
-
-def refused(r, code: int, *words: str) -> str:
-    assert r.returncode == code, f"exit {r.returncode} (wanted {code}): {r.stdout}{r.stderr}"
-    err = r.stderr.strip()
-    assert err.startswith("csfs: ") and "\n" not in err and "Traceback" not in r.stderr, err
-    for w in words:
-        assert w in err, f"{w!r} not in {err!r}"
-    return err
 
 
 # -- a full disk during attach -------------------------------------------------------------
