@@ -26,8 +26,6 @@ def homes(tmp_path):
     return tmp_path / "home-A", tmp_path / "home-B"
 
 
-
-
 def test_round_trip_between_two_instances(csfs, homes, tmp_path):
     """create in A -> detach in A -> attach in B -> archive in B -> move -> unarchive in B ->
     detach in B -> attach in A again."""

@@ -18,8 +18,6 @@ from csfs.core.instance import Instance
 from lifecycle_helpers import check_agree, job_data, make_project, ok, refused, run_main, snapshot
 
 
-
-
 # -- a full disk during attach -------------------------------------------------------------
 
 def test_attach_on_a_full_disk_completes_or_leaves_no_lock(tmp_path):
