@@ -203,6 +203,9 @@ def run(argv: list[str], home: Path, plan: Plan, workdir: Path, timeout: float =
             raise AssertionError(f"csfs {' '.join(map(str, argv))} hung for {timeout} s under {plan}")
         time.sleep(0.002)
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    info = json.loads(res.read_text()) if res.exists() else {"ops": 0, "log": []}
+    try:  # a delayed kill may land while the child writes this file, after the command ended
+        info = json.loads(res.read_text())
+    except (OSError, ValueError):
+        info = {"ops": 0, "log": []}
     return Outcome(code, info["ops"], out.read_text() if out.exists() else "",
                    err.read_text() if err.exists() else "", info["log"])
