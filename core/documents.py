@@ -386,11 +386,8 @@ def _v4_inputs(slot_groups: list) -> list[InputRef]:
         for conn in _list(ig.get("connections"), "connections"):
             conn = _obj(conn, "connection")
             for s in _list(conn.get("slots"), "connection slots"):
-                s = _obj(s, "connection slot")
-                refs.append(InputRef(job_uid=_str(s.get("job_uid", conn.get("job_uid"))),
-                                     group_name=_str(s.get("group_name", conn.get("group_name"))),
-                                     result_name=_str(s["result_name"]), version=_version(s.get("version")),
-                                     input_name=_str(ig.get("name")), slot_name=_str(s.get("slot_name"))))
+                refs.append(_input_ref(_obj(s, "connection slot"), conn, _str(ig.get("name")),
+                                       group="group_name", result="result_name", slot="slot_name"))
     return refs
 
 
@@ -400,12 +397,19 @@ def _v5_inputs(inputs: dict) -> list[InputRef]:
         for conn in _list(_obj(inp, f"spec.inputs.{iname}").get("connections"), "connections"):
             conn = _obj(conn, "connection")
             for r in _list(conn.get("results"), "connection results"):
-                r = _obj(r, "connection result")
-                refs.append(InputRef(job_uid=_str(r.get("job_uid", conn.get("job_uid"))),
-                                     group_name=_str(r.get("output", conn.get("output"))),
-                                     result_name=_str(r["result"]), version=_version(r.get("version")),
-                                     input_name=str(iname), slot_name=_str(r.get("name"))))
+                refs.append(_input_ref(_obj(r, "connection result"), conn, str(iname),
+                                       group="output", result="result", slot="name"))
     return refs
+
+
+def _input_ref(s: Mapping[str, Any], conn: Mapping[str, Any], input_name: str, *,
+               group: str, result: str, slot: str) -> InputRef:
+    """One consumed result; v4 and v5 name the same facts with other keys (`group`,
+    `result`, `slot`); job uid and group may be given once for the whole connection."""
+    return InputRef(job_uid=_str(s.get("job_uid", conn.get("job_uid"))),
+                    group_name=_str(s.get(group, conn.get(group))),
+                    result_name=_str(s[result]), version=_version(s.get("version")),
+                    input_name=input_name, slot_name=_str(s.get(slot)))
 
 
 def metafile_version(name: str, final: int | None = None) -> int | None:

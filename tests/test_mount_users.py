@@ -3,6 +3,7 @@ project itself: file by file, `cat` as `nobody` through the mount against `cat` 
 sources, for the real tree, exports/jobs, exports/groups, sizes/ and control/."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -67,10 +68,11 @@ def _lists(path: str | Path) -> str:
     return f"test -r {q} -a -x {q}"
 
 
-@pytest.fixture(params=["project", "instance"])
-def shared(demo, request):
-    """(project, its folder in the mount, base) with the project locked down and mounted
-    --allow-other (alone, or in an instance mount), all under a folder nobody may traverse."""
+@contextlib.contextmanager
+def _mounted_copy(demo: Path, *, closed: bool = False, locked: bool = False, instance: bool = False):
+    """A copy of the demo, attached and mounted --allow-other (alone, or in an instance
+    mount) under a fresh folder; with `closed` the copy sits in a 0700 folder, with `locked`
+    it is locked down. Yields (project, its folder in the mount, base); always unmounted."""
     from csfs.core import lifecycle
     from csfs.core.instance import Instance
 
@@ -78,22 +80,35 @@ def shared(demo, request):
     os.chmod(base, 0o755)
     mnt = base / "mnt"
     try:
-        project = Path(shutil.copytree(demo, base / demo.name, symlinks=True))
-        _lock_down(project)
+        parent = base
+        if closed:
+            parent = base / "closed"
+            parent.mkdir(mode=0o700)
+        project = Path(shutil.copytree(demo, parent / demo.name, symlinks=True))
+        if locked:
+            _lock_down(project)
         inst = Instance(base / "home")
         lifecycle.attach(inst, project)
         mnt.mkdir()
-        source = [str(project)] if request.param == "project" else []
+        source = [] if instance else [str(project)]
         r = run_csfs("mount", *source, str(mnt), "--allow-other", home=inst.home)
         assert r.returncode == 0, r.stderr
         try:
-            yield project, (mnt if source else mnt / project.name), base
+            yield project, (mnt / project.name if instance else mnt), base
         finally:
             run_csfs("umount", str(mnt), home=inst.home)
     finally:
         if is_mounted(mnt):
             force_unmount(mnt, None)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["project", "instance"])
+def shared(demo, request):
+    """(project, its folder in the mount, base) with the project locked down and mounted
+    --allow-other (alone, or in an instance mount), all under a folder nobody may traverse."""
+    with _mounted_copy(demo, locked=True, instance=request.param == "instance") as got:
+        yield got
 
 
 def test_second_user_reads_exactly_what_the_project_allows(shared):
@@ -162,32 +177,11 @@ def test_second_user_reads_exactly_what_the_project_allows(shared):
 def test_project_in_a_closed_folder_stays_closed(demo):
     """The folders above the project count: mounted from a folder nobody may enter, the
     mount's project folder is closed to nobody too (it was 0755 through the mount)."""
-    from csfs.core import lifecycle
-    from csfs.core.instance import Instance
-
-    base = Path(tempfile.mkdtemp(prefix="csfs-users-"))
-    os.chmod(base, 0o755)
-    mnt = base / "mnt"
-    closed = base / "closed"
-    try:
-        closed.mkdir(mode=0o700)
-        project = Path(shutil.copytree(demo, closed / demo.name, symlinks=True))
-        inst = Instance(base / "home")
-        lifecycle.attach(inst, project)
-        mnt.mkdir()
-        r = run_csfs("mount", str(project), str(mnt), "--allow-other", home=inst.home)
-        assert r.returncode == 0, r.stderr
-        try:
-            checks = Checks()
-            for c in (_cat(project / "project.json"), _cat(mnt / "project.json"), _ls(mnt),
-                      _cat(mnt / "sizes" / "total"),
-                      _cat(mnt / "exports" / "jobs" / "J8_homo_refine_new" / "job.json")):
-                checks.add(c)
-            assert checks.run(base) == set()
-            assert (mnt / "project.json").read_bytes() == (project / "project.json").read_bytes()  # the owner
-        finally:
-            run_csfs("umount", str(mnt), home=inst.home)
-    finally:
-        if is_mounted(mnt):
-            force_unmount(mnt, None)
-        shutil.rmtree(base, ignore_errors=True)
+    with _mounted_copy(demo, closed=True) as (project, mnt, base):
+        checks = Checks()
+        for c in (_cat(project / "project.json"), _cat(mnt / "project.json"), _ls(mnt),
+                  _cat(mnt / "sizes" / "total"),
+                  _cat(mnt / "exports" / "jobs" / "J8_homo_refine_new" / "job.json")):
+            checks.add(c)
+        assert checks.run(base) == set()
+        assert (mnt / "project.json").read_bytes() == (project / "project.json").read_bytes()  # the owner
