@@ -35,6 +35,7 @@ import yaml
 import faultinject as fi
 from conftest import copy_demo
 from csfs.core import consolidate, documents, lifecycle, lock, store, verify
+from csfs.core.atomic import TMP_TAG
 from csfs.core.cleanup import clear_intermediate
 from csfs.core.instance import Instance
 from csfs.core.project import Project
@@ -145,10 +146,13 @@ _PARSED: set[tuple] = set()  # (path, size, mtime_ns) of documents already parse
 
 
 def _documents_parse(top: Path) -> None:
-    """Every document under `top` parses (.json, cs.lock, .csg as YAML, .cs with cryosparc-tools)."""
+    """Every published document under `top` parses (.json, cs.lock, .csg as YAML, .cs with
+    cryosparc-tools). Staging folders of a killed export are unpublished and skipped: the
+    re-run must remove them (checked in test_faults)."""
     from cryosparc.dataset import Dataset
 
     for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if TMP_TAG not in d]
         for n in files:
             p = Path(root, n)
             if n.startswith(".") or p.is_symlink():
@@ -358,6 +362,8 @@ def test_faults(name, states, tmp_path):
             assert r.returncode == 0 or (r.returncode in (1, 2) and any(w in r.stderr for w in case.rerun_ok)), \
                 f"{where}: re-run failed: {r.stderr}"
         assert not _disagreements(ctx.home, {src, path}), f"{where} (re-run)"
+        staged = [str(d) for top in {src, path} if top.exists() for d in top.rglob(f"*{TMP_TAG}*") if d.is_dir()]
+        assert not staged, f"{where}: staging folders left after the re-run: {staged}"
         state = check_agree(Instance(ctx.home), path)
         assert state == case.final, f"{where}: after the re-run the project is {state}, not {case.final}"
         _documents_parse(path)
