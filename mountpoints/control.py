@@ -27,7 +27,7 @@ from typing import Any, Callable
 from csfs.core.errors import CsfsError, UsageError
 
 from .context import Context
-from .nodes import ns
+from .statinfo import ns
 
 log = logging.getLogger("csfs.mount")
 
