@@ -7,14 +7,12 @@ current text. Extended attributes answer ENOSYS so the kernel stops asking.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import itertools
 import logging
 import os
 import stat as S
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from typing import Any
 
 from csfs.core.errors import CsfsError
 
-from . import dircache, generated, watch, zerocopy
+from . import generated, native, watch
 from .context import Context
 from .control import Controls
 from .fusecompat import (
@@ -39,6 +37,7 @@ from .fusecompat import (
 from .handles import Handle
 from .instance_view import InstanceView
 from .kcache import KernelCache
+from .native import binding, dircache, readahead, zerocopy
 from .nodes import Node
 from .project_view import ProjectView
 
@@ -115,10 +114,8 @@ class CsfsFS(Operations):
 
     # -- lifecycle ----------------------------------------------------------------
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
-        if conn_info is not None and hasattr(self, "read_buf"):
-            # let libfuse splice file pages to the kernel instead of copying them twice
-            want = zerocopy.SPLICE_WRITE | zerocopy.SPLICE_MOVE
-            conn_info.want |= want & conn_info.capable
+        if conn_info is not None and READ_BUF:
+            zerocopy.want_splice(conn_info)
         if conn_info is not None and hasattr(conn_info, "max_read"):
             conn_info.max_read = self.max_read   # libfuse3 insists it equals the mount option
         if config_3 is not None:   # libfuse3: these live in the config, not in -o options
@@ -129,8 +126,8 @@ class CsfsFS(Operations):
         self.kcache.bind()
         self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
         self._start_watching()
-        threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint, 4 * self.max_read // 1024),
-                         daemon=True).start()
+        readahead.tune(self.ctx.mountpoint, 4 * self.max_read // 1024)
+        native.report(self.ctx.mountpoint)
 
     def init(self, path: str) -> None:
         """fusepy (libfuse2) calls init(); mfusepy prefers init_with_config()."""
@@ -141,6 +138,7 @@ class CsfsFS(Operations):
             self.ctx.watcher.stop()
             self.ctx.watcher = None
         generated.shutdown()
+        native.clear_state(self.ctx.mountpoint)
         for h in list(self._handles.values()):
             h.close()
         self._handles.clear()
@@ -420,66 +418,14 @@ def _structural(base: str, path: str, mask: int) -> bool:
 MAX_VERSIONS = 200_000
 
 
-def _tune_readahead(mountpoint: str, kb: int, wait: float = 10.0) -> None:
-    """Raise the mount's read-ahead to `kb` KiB (four max_read requests): libfuse3 then
-    sends max_read-sized reads, and a small file needs fewer read-ahead rounds.
-
-    Reads /proc/self/mountinfo only: the FUSE process must never touch its own mount."""
-    from .mounting import find_mount
-
-    deadline = time.monotonic() + wait
-    settled = None
-    while time.monotonic() < deadline:
-        m = find_mount(mountpoint)
-        if m is not None:
-            # the kernel lowers read-ahead when it processes the init reply, which may come
-            # after we first see the mount: keep setting it for a short while
-            settled = settled or time.monotonic() + 2.0
-            path = f"/sys/class/bdi/{m.devno}/read_ahead_kb"
-            try:
-                with open(path) as f:
-                    if f.read().strip() != str(kb):
-                        with open(path, "w") as w:
-                            w.write(str(kb))
-            except OSError:
-                return   # not root, or no such bdi: the default still works
-            if time.monotonic() > settled:
-                return
-        time.sleep(0.05)
-
-
-
 def fuse_class() -> Any:
-    """The binding's FUSE class, plus the lseek callback mfusepy does not wrap itself, a
-    leaner readdir, and Python thread states kept across requests."""
+    """The binding's FUSE class with the binding tricks that are on (native.binding), plus
+    the lseek callback mfusepy does not wrap itself."""
     from .fusecompat import FUSE
 
-    pinned = threading.local()
-    c_stat = sys.modules[FUSE.__module__].c_stat
-
-    class CsfsFUSE(FUSE):  # type: ignore[misc, valid-type]
-        def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-            # ctypes creates and destroys a Python thread state around every callback from
-            # a libfuse thread (an mmap/munmap pair and more, per request); holding one extra
-            # reference per thread keeps it. libfuse keeps its worker threads (<= 10).
-            if not getattr(pinned, "done", False):
-                ctypes.pythonapi.PyGILState_Ensure()
-                pinned.done = True
-            return super()._wrapper(func, *args, **kwargs)
-
-        def readdir_fuse_3(self, path: bytes, buf: Any, filler: Any, offset: int, fip: Any,
-                           flags: int) -> int:
-            # mfusepy's generic loop costs ~3.5 us per entry; this one about half
-            st = c_stat()
-            enc, errs = self.encoding, self.errors
-            for name, mode, ino in self.operations.entries(path.decode(enc, errs)):
-                st.st_mode, st.st_ino = mode, ino
-                if filler(buf, name.encode(enc, errs), st, 0, 0):
-                    break
-            return 0
-
+    class CsfsFUSE(binding.tuned(FUSE, FUSE_MAJOR)):  # type: ignore[misc]
         def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
             decoded = None if path is None else path.decode(self.encoding, self.errors)
-            return self.operations.lseek(decoded, offset, whence, fip.contents)
+            return int(self.operations.lseek(decoded, offset, whence, fip.contents))
 
     return CsfsFUSE

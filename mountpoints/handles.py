@@ -12,8 +12,8 @@ import os
 import zlib
 from typing import Any
 
-from . import zerocopy
 from .control import Pending
+from .native import zerocopy
 
 PREFETCH = 16 * 1024 * 1024
 
