@@ -110,7 +110,7 @@ def _clear_deps(project: Any) -> dict[str, str]:
     """Per job, a digest of what its clearable bytes depend on outside its own directory:
     the versions other jobs' inputs name, which other jobs' inputs are unknown, and (as
     any job may link to or name its files: core/references.py) the state of every job."""
-    from .cleanup import unknown_consumers
+    from .clearplan import unknown_consumers
 
     refs: dict[str, set[tuple[str, str, str]]] = {}
     broken = [j for j in project.jobs.values() if j.error]
@@ -168,7 +168,7 @@ def invalidate(cache_dir: str | os.PathLike, project_path: str | os.PathLike, ju
 
 def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
     """One job now: its size (walked, unless `total` is given) and its clearable intermediate bytes."""
-    from .cleanup import clear_plan
+    from .clearplan import clear_plan
 
     if total is None:
         total = tree_size(job.dir)[0]
