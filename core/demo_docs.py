@@ -71,12 +71,13 @@ def has_job_json(flavour: str, num: int) -> bool:
 # -- jobs --------------------------------------------------------------------------------------
 
 def _times(job: "_Job") -> dict[str, Any]:
-    from .demo import _t
+    def later(hours: float) -> _dt.datetime:
+        return job.created + _dt.timedelta(hours=hours)
 
     running, failed = job.status == "running", job.status == "failed"
     end = None if running else job.finished
-    return {"created_at": job.created, "queued_at": _t(job.num + 0.05), "launched_at": _t(job.num + 0.08),
-            "started_at": _t(job.num + 0.1), "running_at": _t(job.num + 0.1),
+    return {"created_at": job.created, "queued_at": later(0.05), "launched_at": later(0.08),
+            "started_at": later(0.1), "running_at": later(0.1),
             "completed_at": None if running or failed else end, "failed_at": end if failed else None,
             "killed_at": None}
 
