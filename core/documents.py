@@ -25,13 +25,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from . import ids
 from .errors import FormatError, NotFoundError
 
 KNOWN_MAJORS = (2, 3, 4, 5)
 # the iteration number in a metafile name: J6_004_particles.cs, cryosparc_P12_J24_001_particles.cs
 VERSION_RE = re.compile(r"(?:^|_)J\d+_(\d+)_")
 FINAL_RE = re.compile(r"(?:^|_)J\d+_final_")
-_UID_NUM_RE = re.compile(r"^[A-Z](\d+)$")
 
 # removed from job.json in a job export: links to this project's other jobs, this
 # instance's scheduling, and (v5) the instance's dump bookkeeping and sizes
@@ -440,8 +440,7 @@ def workspace_rows(workspaces: Any) -> list[tuple[str, str]]:
 
 def uid_num(uid: str) -> int | None:
     """12 for "P12" or "J12"."""
-    m = _UID_NUM_RE.match(uid or "")
-    return int(m.group(1)) if m else None
+    return ids.number(uid)
 
 
 def _with_project(doc: dict, uid: str) -> dict:

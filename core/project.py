@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
-from . import documents, safeio
+from . import documents, ids, safeio
 from .documents import InputRef, OutputGroup, OutputResult, iso_time, parse_time as timestamp  # noqa: F401
 from .errors import CsfsError, FormatError, NotFoundError
 from .walk import walk_entries, walk_files
@@ -25,8 +24,6 @@ from .walk import walk_entries, walk_files
 ACTIVE_STATUSES = frozenset({"queued", "launched", "started", "running", "waiting"})
 FINAL_STATUSES = frozenset({"completed", "killed", "failed"})
 
-JOB_DIR_RE = re.compile(r"^J(\d+)$")
-LEGACY_DIR_RE = re.compile(r"^P(\d+)$")
 # files every job dir holds besides its outputs
 BOOKKEEPING = ("job.json", "events.bson", "job.log")
 class Job:
@@ -52,10 +49,6 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job({self.uid}, {self.type!r}, {self.status!r}{', error' if self.error else ''})"
-
-    @property
-    def number(self) -> int:
-        return int(self.uid[1:])
 
     @property
     def is_active(self) -> bool:
@@ -203,8 +196,7 @@ class Project:
         uid = self.doc.get("uid") if isinstance(self.doc, dict) else None
         if isinstance(uid, str) and uid:
             return uid
-        m = LEGACY_DIR_RE.match(self.path.name)
-        return self.path.name if m else ""
+        return self.path.name if ids.is_project(self.path.name) else ""
 
     @property
     def title(self) -> str:
@@ -240,7 +232,7 @@ class Project:
         pj = path / "project.json"
         problems: list[str] = []
         doc: dict = {}
-        legacy = bool(job_dirs) and bool(LEGACY_DIR_RE.match(path.name) or _has_legacy_names(job_dirs))
+        legacy = bool(job_dirs) and bool(ids.is_project(path.name) or _has_legacy_names(job_dirs))
         if pj.exists():
             # a legacy project keeps its layout once attached (attach writes project.json)
             layout = "legacy" if legacy else "v4"
@@ -358,9 +350,9 @@ def _job_dirs(path: Path) -> list[tuple[str, Path]]:
     try:
         with os.scandir(path) as it:
             for e in it:
-                m = JOB_DIR_RE.match(e.name)
-                if m and e.is_dir():   # a job folder moved to other storage may be a symlink
-                    found.append((int(m.group(1)), e.name, Path(e.path)))
+                num = ids.job_num(e.name)
+                if num is not None and e.is_dir():   # a job folder moved to other storage may be a symlink
+                    found.append((num, e.name, Path(e.path)))
     except OSError as e:
         raise NotFoundError(f"{path}: cannot list ({e.strerror})") from None
     return [(uid, p) for _, uid, p in sorted(found)]

@@ -18,20 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import atomic
+from . import atomic, ids
 from .walk import scan
 
 Progress = Callable[[int, "int | None"], None]
 CACHE_VERSION = 3
 SCAN_THREADS = 3
-SESSION_DIR_RE = re.compile(r"^S(\d+)$")
 
 
 @dataclass
@@ -89,9 +87,10 @@ def session_dirs(project_path: str | os.PathLike) -> dict[str, Path]:
     try:
         with os.scandir(project_path) as it:
             for e in it:
-                m = SESSION_DIR_RE.match(e.name)
-                if m and e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, "exposures.bson")):
-                    found.append((int(m.group(1)), e.name, Path(e.path)))
+                num = ids.number(e.name, "S")
+                if num is not None and e.is_dir(follow_symlinks=False) and \
+                        os.path.isfile(os.path.join(e.path, "exposures.bson")):
+                    found.append((num, e.name, Path(e.path)))
     except OSError:
         return {}
     return {name: p for _, name, p in sorted(found)}

@@ -109,15 +109,8 @@ class Instance:
 
     def project(self, ref: str | os.PathLike) -> "Project":
         """A registered project by UID or path, or any project directory (read-only use)."""
-        from csfs.core.instance import norm_path
-
-        try:
-            rec = self._core.resolve(ref)
-        except NotFoundError:
-            if not os.path.isdir(ref):
-                raise
-            return Project(self, None, norm_path(ref))
-        return Project(self, rec.uid, rec.path)
+        rec, path = self._core.locate(ref)
+        return Project(self, rec.uid if rec else None, path)
 
     def create(self, title: str, folder: str | os.PathLike = ".") -> "Project":
         """A new empty project `folder/CS-<slug of title>`, locked and attached."""
