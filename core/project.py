@@ -19,7 +19,8 @@ from typing import Sequence
 from . import documents, ids, safeio
 from .documents import InputRef, OutputGroup, OutputResult, iso_time, parse_time as timestamp  # noqa: F401
 from .errors import CsfsError, FormatError, NotFoundError
-from .walk import walk_entries, walk_files
+from .problems import job_problems
+from .walk import inside, walk_files
 
 ACTIVE_STATUSES = frozenset({"queued", "launched", "started", "running", "waiting"})
 FINAL_STATUSES = frozenset({"completed", "killed", "failed"})
@@ -45,7 +46,7 @@ class Job:
         self.form = ""  # "v4" | "v5" | "csg" (legacy, read from its .csg files) | "" (unusable)
         self.raw: bytes | None = None  # job.json's bytes, when it could be read
         self.notes: list[str] = []      # how the job was read, when not from its job.json
-        self._read_problems: list[str] = []  # .csg files that could not be read
+        self.read_problems: list[str] = []  # .csg files that could not be read
 
     def __repr__(self) -> str:
         return f"Job({self.uid}, {self.type!r}, {self.status!r}{', error' if self.error else ''})"
@@ -84,20 +85,8 @@ class Job:
 
     @cached_property
     def problems(self) -> list[str]:
-        """Non-fatal problems: missing metafiles, metafiles outside the project, dangling symlinks."""
-        out: list[str] = list(self._read_problems)
-        if self.error:
-            out.append(self.error)
-        for mf in self.metafiles:
-            p = _inside(self.project_path, mf)
-            if p is None:
-                out.append(f"{self.uid}: metafile {mf} points outside the project")
-            elif not p.is_file():
-                out.append(f"{self.uid}: metafile {mf} is missing")
-        for link in _dangling_links(self.dir):
-            out.append(f"{self.uid}: dangling symlink {link.relative_to(self.project_path)} -> "
-                       f"{os.readlink(link)}")
-        return out
+        """What is wrong with the job's documents and files (core/problems.py), in words."""
+        return [p.message for p in job_problems(self.project_path, self)]
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -156,7 +145,7 @@ class Job:
                     group.passthrough = "input"
                 self.groups.append(group)
             except (CsfsError, ValueError, KeyError) as e:
-                self._read_problems.append(f"{self.uid}: {path.name}: {_short(e)}")
+                self.read_problems.append(f"{self.uid}: {path.name}: {_short(e)}")
         return True
 
     def may_use(self, producer: "Job") -> bool:
@@ -296,7 +285,7 @@ def referenced_files(project: Project, metafile: str, slots: Sequence[str] | Non
     resolved against the metafile's folder. Deduplicated, order kept. A missing or
     unreadable metafile raises NotFoundError/FormatError.
     """
-    mf = _inside(project.path, metafile)
+    mf = inside(project.path, metafile)
     if mf is None:
         raise FormatError(f"metafile {metafile} points outside the project")
     if not mf.is_file():
@@ -378,21 +367,6 @@ def _read_workspaces(path: Path, layout: str, problems: list[str]) -> list[dict]
     except (CsfsError, ValueError) as e:
         problems.append(f"workspaces.json is malformed ({_short(_after_path(e))})")
         return []
-
-
-def _inside(root: Path, rel: str) -> Path | None:
-    """root/rel if rel is relative and stays inside root (lexically), else None."""
-    if not rel or os.path.isabs(rel):
-        return None
-    norm = os.path.normpath(rel)
-    if norm == ".." or norm.startswith("../"):
-        return None
-    return root / norm
-
-
-def _dangling_links(top: Path) -> list[Path]:
-    return sorted(Path(e.path) for e in walk_entries(top)
-                  if e.is_symlink() and not os.path.exists(e.path))
 
 
 def _after_path(e: BaseException) -> str:
