@@ -266,8 +266,10 @@ class Instance:
             raise UsageError("empty project reference; give P<n> or a project directory")
         rec = self.find_path(ref_s)
         if rec is None:
-            what = "directory" if os.path.isdir(ref_s) else "no such project UID or directory"
-            raise NotFoundError(f"{ref_s}: {what} not known to this instance; "
+            if not os.path.isdir(ref_s):
+                raise NotFoundError(f"{ref_s}: no such directory, nor a project UID of this instance; "
+                                    "see `csfs project list`")
+            raise NotFoundError(f"{ref_s}: directory not known to this instance; "
                                 "see `csfs project list` (or attach it)")
         return rec
 

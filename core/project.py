@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import documents, ids, safeio
-from .documents import InputRef, OutputGroup, OutputResult, iso_time, parse_time as timestamp  # noqa: F401
+from .documents import InputRef, OutputGroup, OutputResult, parse_time
 from .errors import CsfsError, FormatError, NotFoundError
 from .problems import job_problems
 from .walk import inside, walk_files
@@ -61,11 +61,11 @@ class Job:
 
     @property
     def created_timestamp(self) -> float | None:
-        return timestamp(self.created_at)
+        return parse_time(self.created_at)
 
     @property
     def completed_timestamp(self) -> float | None:
-        return timestamp(self.completed_at)
+        return parse_time(self.completed_at)
 
     def group(self, name: str) -> OutputGroup:
         for g in self.groups:

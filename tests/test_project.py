@@ -11,8 +11,8 @@ import pytest
 
 from csfs.core import csfile
 from csfs.core.errors import FormatError, NotFoundError
-from csfs.core.project import (ACTIVE_STATUSES, FINAL_STATUSES, Project, iso_time, referenced_files,
-                          timestamp, unreferenced_files)
+from csfs.core.documents import iso_time, parse_time as timestamp
+from csfs.core.project import ACTIVE_STATUSES, FINAL_STATUSES, Project, referenced_files, unreferenced_files
 
 
 def test_demo_jobs_types_statuses(demo):
@@ -281,7 +281,7 @@ def test_cli_jobs(demo, csfs):
     r = csfs("jobs", demo)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[1].split()[:2] == ["UID", "TYPE"]
+    assert lines[0].split()[:3] == ["UID", "TYPE", "STATUS"]
     assert any(line.startswith("J10 ") and "failed" in line for line in lines)
     assert any(line.startswith("J9 ") and "running" in line for line in lines)
     r = csfs("jobs", demo, "--json")
