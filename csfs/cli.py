@@ -41,13 +41,16 @@ def group(sub: Subparsers, name: str, help: str) -> Subparsers:
     return _groups[name]
 
 
-def leaf(g: Subparsers, common: argparse.ArgumentParser, name: str, help: str, func: Command,
-         desc: str = "", json: bool = False) -> argparse.ArgumentParser:
-    """A subcommand of group `g`: help, full description, --home (via `common`), optional --json."""
+def leaf(common: argparse.ArgumentParser, g: Subparsers, name: str, help: str, func: Command,
+         desc: str = "", json: bool = False, project: bool = False) -> argparse.ArgumentParser:
+    """A subcommand of group `g`: help, full description, --home (via `common`), optional --json
+    and (with `project`) its first argument PROJECT."""
     p = g.add_parser(name, help=help, description=f"{help}.\n\n{desc}".strip() if desc else help,
                      parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
     if json:
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    if project:
+        p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
     p.set_defaults(func=func)
     return p
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from csfs.core.instance import Instance
 
 from . import cli, schema
-from .cli import PROJECT_REF
 from .output import Progress, human_bytes, print_json, print_table
 
 if TYPE_CHECKING:
@@ -131,9 +130,7 @@ def _cmd_relink(args: argparse.Namespace) -> int:
 
 def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
     def leaf(name: str, help: str, func: cli.Command, desc: str = "") -> argparse.ArgumentParser:
-        p = cli.leaf(sub, common, name, help, func, desc, json=True)
-        p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
-        return p
+        return cli.leaf(common, sub, name, help, func, desc, json=True, project=True)
 
     p = leaf("du", "sizes by CryoSPARC's accounting, per job and for the project", _cmd_du,
              "A job's size (CryoSPARC's rule): the files in its directory, symlinks followed, each\n"

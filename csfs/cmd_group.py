@@ -5,7 +5,6 @@ import argparse
 import os
 
 from . import cli, reports
-from .cli import PROJECT_REF
 from .output import Progress
 
 
@@ -31,19 +30,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
     grp = cli.group(sub, "group", "output groups: export one, or import a .csg as a new job")
-    p = cli.leaf(grp, common, "export", "consolidate an output group's export under exports/groups/J<N>_<group>/",
+    p = cli.leaf(common, grp, "export", "consolidate an output group's export under exports/groups/J<N>_<group>/",
                  _cmd_export,
                  "Writes J<N>_<group>_exported.cs (the final versions of all the group's results joined by\n"
                  "uid, paths rewritten '>'-relative), the matching .csg, and symlinks to every data file\n"
-                 "at its project-relative path.", json=True)
-    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+                 "at its project-relative path.", json=True, project=True)
     p.add_argument("job", metavar="JUID", help="the job UID, e.g. J12")
     p.add_argument("group", metavar="GROUP", help="the output group name, e.g. particles")
-    p = cli.leaf(grp, common, "import", "import a result group (.csg) as a new import_result_group job",
+    p = cli.leaf(common, grp, "import", "import a result group (.csg) as a new import_result_group job",
                  _cmd_import,
                  "The new job's outputs keep the uids; its data is referenced from the new job's\n"
-                 "directory (J<M>/imported/...) as symlinks, or copies with --copy.", json=True)
-    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+                 "directory (J<M>/imported/...) as symlinks, or copies with --copy.", json=True, project=True)
     p.add_argument("csg", metavar="FILE.csg", help="the .csg file (e.g. an exported J<N>_<group>_exported.csg)")
     p.add_argument("--copy", action="store_true", help="copy the data files instead of symlinking them")
     p.add_argument("--allow-from", metavar="DIR", action="append", default=[], help=cli.ALLOW_FROM_HELP)

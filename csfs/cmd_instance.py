@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from . import cli
 from .config import resolve_home
@@ -39,9 +40,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 
 
 def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
-    def leaf(g: cli.Subparsers, name: str, help: str, func: cli.Command, desc: str = "",
-             json: bool = False) -> argparse.ArgumentParser:
-        return cli.leaf(g, common, name, help, func, desc, json)
+    leaf = partial(cli.leaf, common)
 
     inst = cli.group(sub, "instance", "this csfs instance (its id and project registry in CSFS_HOME)")
     leaf(inst, "info", "show the instance id, home, registry and project counts", _cmd_info, json=True)

@@ -6,7 +6,6 @@ import os
 from typing import TYPE_CHECKING
 
 from . import cli, reports, schema
-from .cli import PROJECT_REF
 from .output import Progress, print_json, print_table
 
 if TYPE_CHECKING:
@@ -107,12 +106,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
-    def leaf(name: str, help: str, func: cli.Command, desc: str = "") -> argparse.ArgumentParser:
-        p = cli.leaf(job, common, name, help, func, desc, json=True)
-        p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
-        return p
-
     job = cli.group(sub, "job", "jobs of a project: list, mark-completed, mark-killed, export, import")
+
+    def leaf(name: str, help: str, func: cli.Command, desc: str = "") -> argparse.ArgumentParser:
+        return cli.leaf(common, job, name, help, func, desc, json=True, project=True)
+
     leaf("list", LIST_HELP, _cmd_list, LIST_DESC)
 
     p = leaf("mark-completed", "mark a killed or failed job as completed", _cmd_mark_completed,
@@ -140,6 +138,5 @@ def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--copy", action="store_true", help="copy the data files instead of symlinking them")
     p.add_argument("--allow-from", metavar="DIR", action="append", default=[], help=cli.ALLOW_FROM_HELP)
 
-    p = cli.leaf(sub, common, "jobs", "list a project's jobs (short for `csfs job list`)", _cmd_list,
-                 LIST_DESC, json=True)
-    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+    cli.leaf(common, sub, "jobs", "list a project's jobs (short for `csfs job list`)", _cmd_list, LIST_DESC,
+             json=True, project=True)

@@ -96,7 +96,8 @@ def _refuse_forgotten_mountpoint(arg: str) -> None:
     """`csfs mount P1` or `csfs mount /data/CS-x`: a source given without its mountpoint."""
     from csfs.core import ids
 
-    if (ids.project_num(arg) is not None and not os.path.isdir(arg)) or os.path.isfile(os.path.join(arg, "project.json")):
+    if ((ids.project_num(arg) is not None and not os.path.isdir(arg))
+            or os.path.isfile(os.path.join(arg, "project.json"))):
         raise UsageError(f"{arg} is a project, and the mountpoint is missing: "
                          f"csfs mount {arg} MOUNTPOINT (an existing, empty directory)")
 

@@ -3,13 +3,13 @@ rescue) and the registry's view of projects (list, show)."""
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from csfs.core.instance import ProjectRecord, norm_path
 
 from . import cli, schema
-from .cli import PROJECT_REF
 from .output import print_json, print_table
 
 if TYPE_CHECKING:
@@ -142,9 +142,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
-    def leaf(g: cli.Subparsers, name: str, help: str, func: cli.Command, desc: str = "",
-             json: bool = False) -> argparse.ArgumentParser:
-        return cli.leaf(g, common, name, help, func, desc, json)
+    leaf = partial(cli.leaf, common)
 
     prj = cli.group(sub, "project", "project lifecycle: create, attach, detach, archive, unarchive, forget, "
                                 "rescue, list, show")
@@ -164,16 +162,14 @@ def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
     p = leaf(prj, "detach", "flush metadata, remove our lock; the directory can then be attached anywhere",
              _cmd_detach, "Refused while a job is queued/launched/started/running/waiting (named), and when\n"
                           "the directory does not hold the lock this instance registered for the project.\n"
-                          "Detaching a detached project succeeds and changes nothing.", json=True)
-    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+                          "Detaching a detached project succeeds and changes nothing.", json=True, project=True)
     p.add_argument("--registry-only", action="store_true",
                    help="only mark the project detached in this registry, touching nothing on disk (for a "
                         "project that is gone or was taken over by another instance)")
 
     p = leaf(prj, "archive", "make an attached project read-only (lock kept); it may then be moved",
              _cmd_archive, "Refused while a job is active. After moving the directory, run\n"
-                           "`csfs project unarchive PROJECT NEWPATH`.", json=True)
-    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+                           "`csfs project unarchive PROJECT NEWPATH`.", json=True, project=True)
 
     p = leaf(prj, "unarchive", "make an archived project writable again at PATH (where it may have moved)",
              _cmd_unarchive, "Accepted only if PATH holds this instance's lock for the same project.", json=True)
@@ -184,8 +180,7 @@ def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
              _cmd_forget, "With --missing: also an attached or archived project whose directory is gone\n"
                           "(deleted, or its disk lost): `project list` shows it as missing. If it only\n"
                           "moved, attach it (or unarchive an archived one) at its new path instead.",
-             json=True)
-    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+             json=True, project=True)
     p.add_argument("--missing", action="store_true",
                    help="forget a project whose directory no longer exists, whatever its state")
 
@@ -202,5 +197,4 @@ def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--missing", action="store_true", help="only projects whose directory is gone")
 
     p = leaf(prj, "show", "show a project: state, lock owner, project.json, job counts, problems",
-             _cmd_show, "PROJECT may also be any project directory not registered here.", json=True)
-    p.add_argument("project", metavar="PROJECT", help=PROJECT_REF)
+             _cmd_show, "PROJECT may also be any project directory not registered here.", json=True, project=True)
