@@ -20,13 +20,11 @@ from . import documents, ids, safeio
 from .documents import InputRef, OutputGroup, OutputResult, parse_time
 from .errors import CsfsError, FormatError, NotFoundError
 from .problems import job_problems
-from .walk import inside, walk_files
+from .walk import inside
 
 ACTIVE_STATUSES = frozenset({"queued", "launched", "started", "running", "waiting"})
 FINAL_STATUSES = frozenset({"completed", "killed", "failed"})
 
-# files every job dir holds besides its outputs
-BOOKKEEPING = ("job.json", "events.bson", "job.log")
 class Job:
     """One job directory. `error` is set (and outputs left empty) when job.json is unusable."""
 
@@ -302,34 +300,6 @@ def referenced_files(project: Project, metafile: str, slots: Sequence[str] | Non
         rel = os.path.normpath(base / s[1:]) if s.startswith(">") else os.path.normpath(s)
         out[rel] = None
     return list(out)
-
-
-def job_referenced_files(project: Project, job: Job) -> list[str]:
-    """Data files named by any version of any result of `job` (missing metafiles skipped)."""
-    out: dict[str, None] = {}
-    for mf in job.metafiles:
-        try:
-            out.update(dict.fromkeys(referenced_files(project, mf)))
-        except CsfsError:
-            continue
-    return list(out)
-
-
-def unreferenced_files(project: Project, job: Job) -> list[str]:
-    """Files in the job dir (project-relative, sorted) that no metafile of the job names.
-
-    job.json, events.bson, job.log, gridfs_data/, the .csg files and the job's own
-    metafiles are bookkeeping, not counted as unreferenced.
-    """
-    known = set(job_referenced_files(project, job)) | set(job.metafiles)
-    rel_dir = job.dir.relative_to(project.path)
-    known |= {str(rel_dir / n) for n in BOOKKEEPING}
-    out = []
-    for rel in walk_files(job.dir, project.path):
-        if rel in known or rel.endswith(".csg") or rel.startswith(f"{rel_dir}/gridfs_data/"):
-            continue
-        out.append(rel)
-    return sorted(out)
 
 
 # -- layout helpers --------------------------------------------------------------------------

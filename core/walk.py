@@ -33,13 +33,6 @@ def walk_entries(top: str | os.PathLike) -> Iterator[os.DirEntry]:
     return (e for e in scan(top, _is_dir) if not _is_dir(e))
 
 
-def walk_files(top: str | os.PathLike, root: str | os.PathLike) -> Iterator[str]:
-    """Every non-directory entry below `top` (symlinks not followed), relative to `root`."""
-    root_s = str(root).rstrip("/") + "/"
-    for e in walk_entries(top):
-        yield e.path[len(root_s):] if e.path.startswith(root_s) else e.path
-
-
 def inside(root: Path, rel: str) -> Path | None:
     """root/rel if rel is relative and stays inside root (lexically), else None."""
     if not rel or os.path.isabs(rel):

@@ -12,7 +12,7 @@ import pytest
 from csfs.core import csfile
 from csfs.core.errors import FormatError, NotFoundError
 from csfs.core.documents import iso_time, parse_time as timestamp
-from csfs.core.project import ACTIVE_STATUSES, FINAL_STATUSES, Project, referenced_files, unreferenced_files
+from csfs.core.project import ACTIVE_STATUSES, FINAL_STATUSES, Project, referenced_files
 
 
 def test_demo_jobs_types_statuses(demo):
@@ -116,15 +116,6 @@ def test_referenced_files_resolves_gt_prefix(demo, tmp_path):
     arr["map/path"] = [b"J8/m.mrc", b"", b"J8/m.mrc"]
     csfile.save(demo / "J8" / "exported.cs", arr)
     assert referenced_files(p, "J8/exported.cs") == ["J8/extract/a.mrc", "J5/b.mrc", "J8/m.mrc"]
-
-
-def test_unreferenced_files(demo):
-    p = Project.open(demo)
-    assert unreferenced_files(p, p.job("J5")) == []
-    j8 = unreferenced_files(p, p.job("J8"))
-    assert j8 and all(f.startswith("J8/J8_fsc_iteration_") for f in j8)
-    (demo / "J5" / "extract" / "stray.mrc").write_bytes(b"x")
-    assert unreferenced_files(p, p.job("J5")) == ["J5/extract/stray.mrc"]
 
 
 def test_malformed_job_json_is_isolated(demo):
