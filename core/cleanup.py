@@ -34,7 +34,7 @@ def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run
                        progress: Progress | None = None) -> list[JobClear]:
     """Clear one job (`juid`) or every final-state job of a project; returns what was (or would be) cleared."""
     from . import sizes, store
-    from .lock import now_iso
+    from .documents import now_iso
     from .project import Project
 
     rec = instance.resolve(ref)

@@ -88,6 +88,16 @@ def iso_time(v: Any) -> str | None:
     return None if d is None else _z(d)
 
 
+def now_iso() -> str:
+    """Now, as csfs writes times into documents and locks (UTC, seconds: 2024-03-04T09:00:00+00:00)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def file_stamp() -> str:
+    """Now, for a file name: 20240304T090000Z (UTC)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
 def _z(d: _dt.datetime) -> str:
     return d.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import ids, lock
 from .errors import CsfsError, UsageError
 from .instance import Instance, RegistryError, known_projects, norm_path
-from .lock import now_iso
+from .documents import file_stamp
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _set_aside(inst: Instance) -> str | None:
     db = inst.registry_path
     if not db.exists():
         return None
-    stamp = now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
+    stamp = file_stamp()
     aside = db.with_name(f"{db.name}.damaged-{stamp}")
     n = 1
     while aside.exists():

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from . import documents, faults, ids, lock
-from .documents import workspace_rows  # noqa: F401  (lifecycle imports it from here)
-from .lock import now_iso
+from .documents import now_iso, workspace_rows
 from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
 from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
                      RefusedError, UsageError)
