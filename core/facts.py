@@ -42,10 +42,9 @@ def project_facts(instance: Instance, ref: str) -> ProjectFacts:
     """The facts about a registered project (UID or path) or any project directory."""
     rec, path = instance.locate(ref)
     facts = ProjectFacts(rec, path, lock_owner(instance, path))
-    if not path.is_dir():
-        fix = f"`csfs project forget --missing {rec.uid}`" if rec else "nothing to do"
+    if rec is not None and rec.missing:   # (an unregistered directory exists: locate checked)
         facts.problems = [f"directory {path} is missing (moved? attach or unarchive it at its new path; "
-                          f"deleted? {fix})"]
+                          f"deleted? `csfs project forget --missing {rec.uid}`)"]
         return facts
     facts.project = Project.open(path)
     facts.problems = facts.project.problems + [j.error for j in facts.project.jobs.values() if j.error]

@@ -67,6 +67,11 @@ class ProjectRecord:
     def num(self) -> int:
         return int(self.uid[1:])
 
+    @property
+    def missing(self) -> bool:
+        """Its directory is gone (moved or deleted): `project list` flags it, `forget --missing` takes it."""
+        return not self.path.is_dir()
+
     def as_dict(self) -> dict:
         return {"uid": self.uid, "path": str(self.path), "state": self.state, "title": self.title}
 

@@ -428,11 +428,11 @@ def forget(instance: Instance, ref: str | os.PathLike, missing: bool = False) ->
     """
     rec = instance.resolve(ref)
     if missing:
-        if rec.path.exists():
+        if not rec.missing:
             raise RefusedError(f"{rec.uid}: directory {rec.path} is still there, so it is not missing; "
                                f"detach it first (`csfs project detach {rec.uid}`), then forget it")
     elif rec.state != "detached":
-        how = (f"its directory is gone: `csfs project forget --missing {rec.uid}`" if not rec.path.exists()
+        how = (f"its directory is gone: `csfs project forget --missing {rec.uid}`" if rec.missing
                else f"run `csfs project detach {rec.uid}` first")
         raise RefusedError(f"{rec.uid} is {rec.state}; only detached projects can be forgotten ({how})")
     instance.remove(rec.uid)

@@ -77,24 +77,16 @@ def _cmd_rescue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _state(rec: ProjectRecord) -> tuple[str, bool]:
-    """A registry row's state, and whether its directory is missing (moved or deleted)."""
-    return rec.state, not rec.path.is_dir()
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
-    recs = cli.instance(args).projects()
-    if args.state:
-        recs = [r for r in recs if r.state == args.state]
-    rows = [(r, *_state(r)) for r in recs]
+    rows = [(r, r.missing) for r in cli.instance(args).projects() if not args.state or r.state == args.state]
     if args.missing:
-        rows = [row for row in rows if row[2]]
+        rows = [(r, m) for r, m in rows if m]
     if args.json:
-        print_json({"projects": [schema.project_of(r, missing=m) for r, _, m in rows]})
+        print_json({"projects": [schema.project_of(r, missing=m) for r, m in rows]})
     else:
-        print_table([(r.uid, s + (", missing" if m else ""), r.title, r.path) for r, s, m in rows],
+        print_table([(r.uid, r.state + (", missing" if m else ""), r.title, r.path) for r, m in rows],
                     ["UID", "STATE", "TITLE", "PATH"])
-        if any(m and s != "detached" for _, s, m in rows):
+        if any(m and r.state != "detached" for r, m in rows):
             print("missing: the directory is gone. Moved? `csfs project attach NEWPATH` (or unarchive an "
                   "archived one there). Deleted? `csfs project forget --missing P<n>`.")
     return 0
