@@ -2,12 +2,13 @@
 its lock, its project.json, job counts, active jobs and problems. Nothing is written."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import lock
-from .instance import Instance, ProjectRecord
+from .instance import Instance, ProjectRecord, norm_path
 from .project import Job, Project
 
 
@@ -36,6 +37,14 @@ def lock_owner(instance: Instance, path: Path) -> str:
     if info is None:
         return "none"
     return f"this instance ({info.project_uid})" if info.is_ours(instance.id) else info.describe()
+
+
+def held_here(instance: Instance, path: str | os.PathLike) -> ProjectRecord | None:
+    """The registry record of the project in `path` if its cs.lock is this instance's, else None."""
+    path = norm_path(path)
+    rec = instance.find_path(path)
+    info = lock.read(path) if rec is not None and path.is_dir() else None
+    return rec if info is not None and info.is_ours(instance.id) else None
 
 
 def project_facts(instance: Instance, ref: str) -> ProjectFacts:

@@ -10,7 +10,6 @@ a malformed job.json gets `job.error` and the other jobs load as usual.
 """
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
 from pathlib import Path

@@ -46,10 +46,14 @@ class SizeReport:
     total: int = 0
     scanned: list[str] = field(default_factory=list)  # jobs walked now (the rest came from the cache)
 
+    @property
+    def clearable(self) -> int:
+        """Intermediate bytes clear-intermediate would free, over all jobs."""
+        return sum(j.clearable for j in self.jobs.values())
+
     def as_dict(self) -> dict:
         return {"jobs": {k: asdict(v) for k, v in self.jobs.items()}, "sessions": dict(self.sessions),
-                "other": self.other, "total": self.total,
-                "clearable": sum(j.clearable for j in self.jobs.values())}
+                "other": self.other, "total": self.total, "clearable": self.clearable}
 
 
 def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:

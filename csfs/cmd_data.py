@@ -36,7 +36,6 @@ def _cmd_du(args: argparse.Namespace) -> int:
     if args.json:
         print_json(schema.sizes(pobj, project, report))
         return 0
-    clearable = sum(j.clearable for j in report.jobs.values())
     if args.jobs:
         rows = [(uid, project.jobs[uid].type, project.jobs[uid].status, s.bytes, human_bytes(s.bytes),
                  s.clearable, human_bytes(s.clearable)) for uid, s in report.jobs.items()]
@@ -45,7 +44,7 @@ def _cmd_du(args: argparse.Namespace) -> int:
         print_table(rows, ["JOB", "TYPE", "STATUS", "BYTES", "SIZE", "CLEARABLE_BYTES", "CLEARABLE"],
                     right=["BYTES", "SIZE", "CLEARABLE_BYTES", "CLEARABLE"])
     print(f"{report.total}\t{human_bytes(report.total)}\t{project.path}"
-          f"\t(clearable intermediate: {human_bytes(clearable)})")
+          f"\t(clearable intermediate: {human_bytes(report.clearable)})")
     return 0
 
 

@@ -65,13 +65,11 @@ def _cmd_rescue(args: argparse.Namespace) -> int:
     inst = cli.instance(args)
     message = _lifecycle().rescue(inst, args.path, args.other_instance_is_down)
     if args.json:
-        from csfs.core import lock
+        from csfs.core.facts import held_here
 
-        path = norm_path(args.path)
-        rec, info = inst.find_path(path), lock.read(path)
-        done = rec is not None and info is not None and info.is_ours(inst.id)
-        print_json({"action": "rescue", "done": done, "message": message,
-                    "project": schema.project_of(rec) if done else schema.project(None, norm_path(args.path))})
+        rec = held_here(inst, args.path)
+        print_json({"action": "rescue", "done": rec is not None, "message": message,
+                    "project": schema.project_of(rec) if rec else schema.project(None, norm_path(args.path))})
     else:
         print(message)
     return 0
