@@ -293,6 +293,27 @@ def test_cli_jobs_errors(tmp_path, csfs):
     assert r.returncode == 2 and "no such directory" in r.stderr
 
 
+def test_jobs_is_job_list(demo, home, csfs):
+    """`csfs jobs` is `csfs job list`: the same table and the same JSON, for a directory and,
+    once attached, for its UID (the project object then names it)."""
+    def both(*args: object) -> tuple[str, str]:
+        a, b = csfs("jobs", *args, home=home), csfs("job", "list", *args, home=home)
+        assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+        assert a.stdout == b.stdout
+        return a.stdout, json.loads(csfs("jobs", *args, "--json", home=home).stdout)
+
+    table, doc = both(demo)
+    assert doc["project"]["uid"] is None and doc["project"]["state"] == "not registered"
+    assert doc["project"]["layout"] == "v4" and doc["project"]["title"] == "csfs demo"
+    assert len(table.splitlines()) == 1 + len(doc["jobs"])      # no problems in the demo
+    r = csfs("project", "attach", demo, home=home)
+    assert r.returncode == 0, r.stderr
+    table_p1, doc_p1 = both("P1")
+    assert doc_p1["project"]["uid"] == "P1" and doc_p1["project"]["state"] == "attached"
+    assert table_p1 == table and doc_p1["jobs"] == doc["jobs"]
+    assert json.loads(csfs("job", "list", "P1", "--json", home=home).stdout) == doc_p1
+
+
 @pytest.mark.parametrize("where", ["group", "result", "group_name"])
 def test_non_string_output_names_are_malformed(demo, where):
     """Group and result names become file names and field prefixes: a list or a number there
