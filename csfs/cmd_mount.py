@@ -115,9 +115,10 @@ INSTANCE_SOURCES = ("csfs", "instance")   # SOURCE words for the whole instance 
 
 def _refuse_forgotten_mountpoint(arg: str) -> None:
     """`csfs mount P1` or `csfs mount /data/CS-x`: a source given without its mountpoint."""
-    from csfs.core.instance import parse_uid
+    from csfs.core import ids
 
-    if (parse_uid(arg) is not None and not os.path.isdir(arg)) or os.path.isfile(os.path.join(arg, "project.json")):
+    if ((ids.project_num(arg) is not None and not os.path.isdir(arg))
+            or os.path.isfile(os.path.join(arg, "project.json"))):
         raise UsageError(f"{arg} is a project, and the mountpoint is missing: "
                          f"csfs mount {arg} MOUNTPOINT (an existing, empty directory)")
 
@@ -128,10 +129,12 @@ def _resolve_source(source: str | None, home: Path) -> Path | None:
         return None
     from csfs.core.project import Project
 
-    if re.fullmatch(r"P\d+", source):
+    from csfs.core import ids
+
+    if ids.project_num(source) is not None:
         from csfs.core.instance import Instance
 
-        path = Path(Instance(home).resolve(source).path)
+        path = Instance(home).locate(source)[1]
     else:
         path = Path(source).expanduser().absolute()
     Project.open(path)   # NotFoundError / FormatError when it is not a project directory
