@@ -13,8 +13,6 @@ import itertools
 import logging
 import os
 import stat as S
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from .instance_view import InstanceView
 from .kcache import KernelCache
 from .native import binding, dircache, readahead, zerocopy
 from .nodes import Node
+from .pagecache import PageCache
 from .project_view import ProjectView
 
 log = logging.getLogger("csfs.mount")
@@ -91,16 +90,10 @@ class CsfsFS(Operations):
             self.root = ProjectView(ctx, self.controls, project, "")
             self.base = str(project)
         self.kcache = KernelCache()
+        self.pages = PageCache(self.kcache, ENTRY_TIMEOUT)
         self.controls.after_action = self._after_action
         self._handles: dict[int, Handle] = {}
         self._next = itertools.count(1)
-        # path -> [version, open handles of it, its size, direct_io until (monotonic)]: the
-        # version whose pages the kernel may cache for an immutable file (see _cache_mode)
-        self._versions: dict[str, list] = {}
-        self._vlock = threading.Lock()
-        # real path -> until when (monotonic): files changed behind our back lately, whose old
-        # attributes the kernel may still hold under another name (an export's copy of them)
-        self._replaced: dict[str, float] = {}
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -151,10 +144,9 @@ class CsfsFS(Operations):
         if node.immutable:
             if node.regenerated and self.kcache.enabled:
                 self.kcache.record(path)    # a generated export file: dropped when its project changes
-            v = self._versions.get(path)
-            if v is not None and v[1] and v[2] != attrs["st_size"]:
-                # still being read in an older version: its size, so no reader is cut short
-                attrs = dict(attrs, st_size=v[2], st_blocks=(v[2] + 511) // 512)
+            size = self.pages.shown_size(path, attrs["st_size"])
+            if size != attrs["st_size"]:
+                attrs = dict(attrs, st_size=size, st_blocks=(size + 511) // 512)
         return attrs
 
     @_errors
@@ -193,15 +185,6 @@ class CsfsFS(Operations):
         for view in self._views():
             self.ctx.watch(view.path)
 
-    def _note_replaced(self, paths: Any) -> None:
-        now = time.monotonic()
-        until = now + ENTRY_TIMEOUT
-        with self._vlock:
-            if len(self._replaced) > 10_000:
-                self._replaced = {p: t for p, t in self._replaced.items() if t > now}
-            for p in paths:
-                self._replaced[p] = until
-
     def _views(self) -> list[ProjectView]:
         if isinstance(self.root, ProjectView):
             return [self.root]
@@ -224,7 +207,7 @@ class CsfsFS(Operations):
             if not hits:
                 continue
             deep = any(_structural(base, p, m) for p, m in hits)
-            self._note_replaced(p for p, _ in hits)
+            self.pages.note_replaced(p for p, _ in hits)
             paths = {p for p, _ in hits} | {os.path.dirname(p) for p, _ in hits if p != base}
             self.ctx.forget(base if deep else None, paths)
             shown = {view.key + ("/" + os.path.relpath(p, base) if p != base else "") or "/" for p in paths}
@@ -272,7 +255,7 @@ class CsfsFS(Operations):
         if h.direct:
             fi.direct_io = 1   # control and size files: always the current text
         elif node.immutable:
-            self._cache_mode(path, node, fi, h, h.identity())
+            self.pages.choose(path, node, fi, h)
         h.keep = bool(fi.keep_cache)
         if NOFLUSH and not h.writable:
             fi.noflush = 1   # only control files need flush(): no round trip at close for the rest
@@ -280,55 +263,6 @@ class CsfsFS(Operations):
         self._handles[fh] = h
         fi.fh = fh
         return 0
-
-    def _cache_mode(self, path: str, node: Node, fi: Any, h: Handle, version: tuple) -> None:
-        """How the kernel may cache what this handle serves (each handle serves one version:
-        its own fd or bytes). Never a mix of versions in one file:
-        - the version the kernel may hold pages of (or the first open): keep_cache for
-          immutable files, counted while open;
-        - another version while that one is still being read: direct_io (no page cache, no
-          size limit), so neither reader sees the other's pages;
-        - another version, nobody reading the old one: direct_io too, and the kernel's pages
-          and attributes are dropped (libfuse3; libfuse2 cannot, so it stays direct until the
-          attribute timeout has passed); the next open starts afresh."""
-        now = time.monotonic()
-        src = node.origin
-        if src is not None and self._replaced.get(src, 0.0) > now:
-            fi.direct_io = 1   # its file changed lately: the kernel may hold its old size
-            return
-        with self._vlock:
-            v = self._versions.get(path)
-            if v is None or (v[0] == version and now >= v[3]):
-                keep = self._keep(path, node)
-                if v is None:
-                    if len(self._versions) > MAX_VERSIONS:
-                        self._forget_versions()
-                    v = self._versions[path] = [version, 0, h.size, 0.0]
-                    keep = 0    # pages of an older version may linger: drop them now
-                v[1] += 1
-                h.version = version
-                fi.keep_cache = keep
-                return
-            fi.direct_io = 1
-            if v[1] or v[0] == version:
-                return
-            del self._versions[path]
-            if not self.kcache.enabled:
-                self._versions[path] = [version, 0, h.size, now + ENTRY_TIMEOUT]
-        self.kcache.invalidate_paths([path], wait=False)
-
-    def _forget_versions(self) -> None:
-        """Bound the table: forget files nobody has open (their next open drops their pages)."""
-        for p in [p for p, v in self._versions.items() if not v[1]]:
-            del self._versions[p]
-
-    def _keep(self, path: str, node: Node) -> int:
-        """keep_cache for immutable files, remembered so a control action can drop it.
-        Without invalidation only real data files keep their cache (generated ones may change)."""
-        if self.kcache.enabled:
-            self.kcache.record(path)
-            return 1
-        return 1 if node.origin is not None else 0
 
     def _handle(self, fi: Any) -> Handle:
         h = self._handles.get(fi.fh)
@@ -379,11 +313,7 @@ class CsfsFS(Operations):
         h = self._handles.pop(fi.fh, None)
         if h is None:
             return 0
-        if h.version is not None:
-            with self._vlock:
-                v = self._versions.get(path)
-                if v is not None and v[0] == h.version and v[1]:
-                    v[1] -= 1
+        self.pages.release(path, h)
         h.close()
         return 0
 
@@ -415,7 +345,6 @@ def _structural(base: str, path: str, mask: int) -> bool:
             or path.endswith((".json", ".cs", ".csg")))
 
 
-MAX_VERSIONS = 200_000
 
 
 def fuse_class() -> Any:
