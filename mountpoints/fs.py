@@ -19,7 +19,8 @@ from typing import Any
 
 from csfs.core.errors import CsfsError
 
-from . import generated, native, watch
+from . import generated, native
+from .changes import Changes
 from .context import Context
 from .control import Controls
 from .fusecompat import (
@@ -91,7 +92,8 @@ class CsfsFS(Operations):
             self.base = str(project)
         self.kcache = KernelCache()
         self.pages = PageCache(self.kcache, ENTRY_TIMEOUT)
-        self.controls.after_action = self._after_action
+        self.changes = Changes(ctx, self.root, self.kcache, self.pages)
+        self.controls.after_action = self.changes.after_action
         self._handles: dict[int, Handle] = {}
         self._next = itertools.count(1)
 
@@ -118,7 +120,7 @@ class CsfsFS(Operations):
             config_3.negative_timeout = 0.0
         self.kcache.bind()
         self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
-        self._start_watching()
+        self.changes.start()
         readahead.tune(self.ctx.mountpoint, 4 * self.max_read // 1024)
         native.report(self.ctx.mountpoint)
 
@@ -127,9 +129,7 @@ class CsfsFS(Operations):
         self.init_with_config(None, None)
 
     def destroy(self, path: str) -> None:
-        if self.ctx.watcher is not None:
-            self.ctx.watcher.stop()
-            self.ctx.watcher = None
+        self.changes.stop()
         generated.shutdown()
         native.clear_state(self.ctx.mountpoint)
         for h in list(self._handles.values()):
@@ -171,55 +171,6 @@ class CsfsFS(Operations):
         return 0
 
     # no releasedir: libfuse then answers it without calling into Python
-
-    # -- changes behind our back ----------------------------------------------------
-    def _start_watching(self) -> None:
-        """inotify on the shown project(s) and the instance's registry (mountpoints/watch.py)."""
-        try:
-            self.ctx.watcher = watch.Watcher(self._changed)
-        except OSError as e:
-            log.warning("no inotify (%s): changes made outside the mount show after the cache times", e)
-            return
-        if isinstance(self.root, InstanceView):
-            self.ctx.watch(self.ctx.home, recursive=False)
-        for view in self._views():
-            self.ctx.watch(view.path)
-
-    def _views(self) -> list[ProjectView]:
-        if isinstance(self.root, ProjectView):
-            return [self.root]
-        return list(self.root.views())
-
-    def _changed(self, events: list[tuple[str, int]]) -> None:
-        """A batch of inotify events: drop what the mount and the kernel cached about those
-        paths; a change to a project's structure or metadata (a job's job.json, a metafile,
-        a file removed or replaced, anything at the top) drops all of that project's."""
-        if any(p == watch.OVERFLOW for p, _ in events):
-            self.ctx.invalidate()
-            self.kcache.invalidate("")
-            return
-        home = str(self.ctx.home)
-        if any(os.path.dirname(p) == home for p, _ in events):
-            self.ctx.forget(base=home)        # the registry: which projects the instance shows
-        for view in self._views():
-            base = str(view.path)
-            hits = [(p, m) for p, m in events if p == base or p.startswith(base + "/")]
-            if not hits:
-                continue
-            deep = any(_structural(base, p, m) for p, m in hits)
-            self.pages.note_replaced(p for p, _ in hits)
-            paths = {p for p, _ in hits} | {os.path.dirname(p) for p, _ in hits if p != base}
-            self.ctx.forget(base if deep else None, paths)
-            shown = {view.key + ("/" + os.path.relpath(p, base) if p != base else "") or "/" for p in paths}
-            self.kcache.invalidate_paths(sorted(shown), prefixes=[view.key + "/exports"] if deep else [])
-
-    def _after_action(self, project: Path | None) -> None:
-        """A control action changed something: drop kernel caches of that project folder."""
-        prefix = ""
-        if isinstance(self.root, InstanceView) and project is not None:
-            prefix = next((f"/{n}" for n, p in self.root.folders().items() if p == project), "")
-            self.ctx.invalidate()
-        self.kcache.invalidate(prefix if project is not None else "")
 
     @_errors
     def readlink(self, path: str) -> str:
@@ -337,14 +288,6 @@ class CsfsFS(Operations):
 
     create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
     chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
-
-
-def _structural(base: str, path: str, mask: int) -> bool:
-    """Does this event change what a project's model, exports or sizes are built from?"""
-    return (os.path.dirname(path) == base or path == base or bool(mask & watch.STRUCTURAL)
-            or path.endswith((".json", ".cs", ".csg")))
-
-
 
 
 def fuse_class() -> Any:
