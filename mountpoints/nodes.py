@@ -110,28 +110,38 @@ class PlanFile(_SourceBacked):
         super().__init__(attrs, source, immutable=True)
 
 
-class GeneratedFile(Node):
-    """An export's generated file (job.json, a rewritten .cs or .csg) held in memory."""
+class _Generated(Node):
+    """A file the mount builds from its project; dropped from the kernel when that changes."""
 
-    __slots__ = ("data",)
+    __slots__ = ()
     regenerated = True
 
-    def __init__(self, attrs: dict[str, Any], data: bytes) -> None:
+    def __init__(self, attrs: dict[str, Any]) -> None:
         super().__init__(attrs, immutable=True)
-        self.data = data
+
+
+class GeneratedFile(_Generated):
+    """An export's generated file (job.json, a rewritten .cs or .csg): `make()` gives its
+    bytes when it is opened."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, attrs: dict[str, Any], make: Callable[[], bytes]) -> None:
+        super().__init__(attrs)
+        self.make = make
 
     def open(self, write: bool, append: bool) -> Handle:
-        return BytesHandle(self.data)
+        return BytesHandle(self.make())
 
 
-class StagedFile(GeneratedFile):
+class StagedFile(_Generated):
     """A generated file too big for memory: `stage()` writes it to the instance's cache
     once (on first open) and returns its path, which is then served like a source file."""
 
     __slots__ = ("stage",)
 
     def __init__(self, attrs: dict[str, Any], stage: Callable[[], str]) -> None:
-        super().__init__(attrs, b"")
+        super().__init__(attrs)
         self.stage = stage
 
     def open(self, write: bool, append: bool) -> Handle:

@@ -224,7 +224,7 @@ class ProjectView:
             return PlanFile(attrs, source)
         self.ctx.perms.apply(attrs, mode, [(src, AS_IS) for src in plan.sources(rel)])
         if inline is not None:
-            return GeneratedFile(attrs, inline)
+            return GeneratedFile(attrs, lambda: inline)
         export_kind, name = base[-2], base[-1]
         juid, group = self.export_index()[export_kind][name]
         return StagedFile(attrs, lambda: str(generated.materialize(

@@ -7,9 +7,16 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from csfs.mountpoints.nodes import (ControlFile, GeneratedFile, PlanFile, RealDir, RealFile, SizeFile, StagedFile,
-                                    VirtualDir)
+from csfs.mountpoints.nodes import (
+    ControlFile,
+    GeneratedFile,
+    PlanFile,
+    RealDir,
+    RealFile,
+    SizeFile,
+    StagedFile,
+    VirtualDir,
+)
 from csfs.mountpoints.statinfo import compact, real_attrs, virtual_attrs
 
 
@@ -50,7 +57,7 @@ def test_virtual_files(tmp_path):
     src = tmp_path / "src"
     src.write_bytes(b"x" * 10)
     attrs = virtual_attrs("file", 3, 0, 5, 0, 0)
-    gen, size, plan = GeneratedFile(attrs, b"abc"), SizeFile(attrs, b"12\n"), PlanFile(attrs, str(src))
+    gen, size, plan = GeneratedFile(attrs, lambda: b"abc"), SizeFile(attrs, b"12\n"), PlanFile(attrs, str(src))
     assert _read_all(gen) == b"abc" and gen.immutable and gen.regenerated and gen.origin is None
     assert gen.open(False, False).identity() == gen.open(False, False).identity()
     assert size.open(False, False).direct and not size.immutable
