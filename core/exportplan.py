@@ -6,7 +6,7 @@ same entries, so a physical export read with links followed equals the virtual o
 
 Entry kinds:
 - "dir": a directory;
-- "file": a data file served from `source` (the real file, symlinks resolved);
+- "file": a data file served from `source` (the real file's path, symlinks resolved);
 - "generated": bytes made by `generate()`, whose length `size` is known in advance.
 
 Generated contents are deterministic: timestamps come from the job, never from now.
@@ -17,9 +17,12 @@ import datetime as _dt
 import io
 import os
 import posixpath
+import re
 import stat
-from dataclasses import dataclass, field
-from functools import partial
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -42,41 +45,135 @@ class Entry:
     kind: str  # "dir" | "file" | "generated"
     size: int
     mtime: float
-    source: Path | None = None
+    source: str | None = None   # a data file's real path
     generate: Callable[[], bytes] | None = None
     mode: int = GENERATED_MODE  # permission bits (dirs 0o755, data files those of the source)
     sources: tuple[str, ...] = ()  # the files a generated entry is made from (the mount's permissions)
 
 
+KINDS = ("dir", "file", "generated")
+_BAD_PATH = re.compile(r"(^|/)(\.\.?)?(/|$)|^/|\0", re.MULTILINE)
+
+
 class Plan:
-    """An export: its folder name and its entries, in tar order (parents first, names sorted)."""
+    """An export: its folder name and its entries, indexed compactly (a few columns, no
+    object per entry), so the mount can keep many. Paths are kept in string order, so the
+    entries below a folder are one range: lookups and listings are binary searches.
+    `entries` gives them in tar order (parents first, names sorted). Generators are kept
+    only for plans built here (an index read back from disk has none: see `render`)."""
 
     def __init__(self, name: str, entries: Iterable[Entry], missing: Sequence[str] = ()) -> None:
+        ents = sorted(entries, key=lambda e: e.path)
+        _refuse_unsafe(name, ents)
         self.name = name
-        self.entries: list[Entry] = sorted(entries, key=lambda e: _sort_key(e.path))
-        _refuse_unsafe(name, self.entries)
         self.missing = list(missing)  # project-relative data files named by outputs but absent
-        self._by_path = {e.path: e for e in self.entries}
-        self._children: dict[str, list[str]] = {}
-        for e in self.entries:
-            if e.path:
-                parent, _, base = e.path.rpartition("/")
-                self._children.setdefault(parent, []).append(base)
+        self._paths = [e.path for e in ents]
+        self._kinds = bytes(KINDS.index(e.kind) for e in ents)
+        self._sizes = array("q", (e.size for e in ents))
+        self._mtimes = array("d", (e.mtime for e in ents))
+        self._modes = array("H", (e.mode for e in ents))
+        self._folders: list[str] = []     # data files: their real folder, by number ...
+        self._folder = array("i", [-1]) * len(ents)
+        self._names: dict[int, str] = {}  # ... and their name, where it is not the entry's
+        self._extra: dict[int, tuple[Callable[[], bytes] | None, tuple[str, ...]]] = {}
+        numbers: dict[str, int] = {}
+        for i, e in enumerate(ents):
+            if e.source is not None:
+                folder, base = os.path.split(e.source)
+                self._folder[i] = numbers.setdefault(folder, len(numbers))
+                if base != e.path.rpartition("/")[2]:
+                    self._names[i] = base
+            if e.generate is not None or e.sources:
+                self._extra[i] = (e.generate, e.sources)
+        self._folders = list(numbers)
+
+    def source_folders(self) -> list[str]:
+        """The real folders the plan's data files are in."""
+        return list(self._folders)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def _find(self, rel: str) -> int:
+        i = bisect_left(self._paths, rel)
+        return i if i < len(self._paths) and self._paths[i] == rel else -1
+
+    def _entry(self, i: int) -> Entry:
+        path = self._paths[i]
+        source = None
+        if self._folder[i] >= 0:
+            source = os.path.join(self._folders[self._folder[i]], self._names.get(i) or path.rpartition("/")[2])
+        gen, sources = self._extra.get(i, (None, ()))
+        return Entry(path, KINDS[self._kinds[i]], self._sizes[i], self._mtimes[i], source, gen, self._modes[i],
+                     sources)
 
     def lookup(self, rel: str) -> Entry | None:
         """The entry at `rel` (relative path, "" or "." for the root), or None."""
-        return self._by_path.get(_norm(rel))
+        i = self._find(_norm(rel))
+        return None if i < 0 else self._entry(i)
 
     def children(self, rel: str) -> list[str]:
         """Names inside the directory `rel`, sorted ([] for files and unknown paths)."""
-        return list(self._children.get(_norm(rel), []))
+        rel = _norm(rel)
+        i = self._find(rel)
+        if i < 0 or self._kinds[i] != 0:
+            return []
+        prefix = rel + "/" if rel else ""
+        out: list[str] = []
+        paths, n = self._paths, len(self._paths)
+        i += 1
+        while i < n and paths[i].startswith(prefix):
+            name = paths[i][len(prefix):]
+            if "/" in name:     # below a child folder: skip that folder's whole range
+                i = bisect_left(paths, prefix + name.partition("/")[0] + "0", i)   # "0" follows "/"
+                continue
+            out.append(name)
+            i += 1
+        return out
+
+    @cached_property
+    def entries(self) -> list[Entry]:
+        """Every entry, in tar order (parents first, names sorted)."""
+        order = sorted(range(len(self._paths)), key=lambda i: _sort_key(self._paths[i]))
+        return [self._entry(i) for i in order]
 
     @property
     def total_size(self) -> int:
-        return sum(e.size for e in self.entries if e.kind != "dir")
+        return sum(s for s, k in zip(self._sizes, self._kinds) if k != 0)
+
+    def to_doc(self) -> dict[str, Any]:
+        """The plan as JSON-able columns (generators left out)."""
+        return {"name": self.name, "missing": self.missing, "paths": self._paths,
+                "kinds": self._kinds.decode("ascii"), "sizes": list(self._sizes), "mtimes": list(self._mtimes),
+                "modes": list(self._modes), "folders": self._folders, "folder": list(self._folder),
+                "names": [[i, n] for i, n in self._names.items()],
+                "sources": [[i, list(s)] for i, (_, s) in self._extra.items() if s]}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> "Plan":
+        """A plan back from `to_doc` (FormatError when it is not one)."""
+        try:
+            plan = cls.__new__(cls)
+            plan.name, plan.missing, plan._paths = str(doc["name"]), list(doc["missing"]), list(doc["paths"])
+            plan._kinds = str(doc["kinds"]).encode("ascii")
+            plan._sizes, plan._mtimes = array("q", doc["sizes"]), array("d", doc["mtimes"])
+            plan._modes, plan._folder = array("H", doc["modes"]), array("i", doc["folder"])
+            plan._folders = [str(f) for f in doc["folders"]]
+            plan._names = {int(i): str(n) for i, n in doc["names"]}
+            plan._extra = {int(i): (None, tuple(str(x) for x in s)) for i, s in doc["sources"]}
+            n = len(plan._paths)
+            text = "\n".join(plan._paths[1:])
+            if (not all(isinstance(p, str) for p in plan._paths) or plan._paths[:1] != [""]
+                    or any(len(c) != n for c in (plan._kinds, plan._sizes, plan._mtimes, plan._modes, plan._folder))
+                    or max(plan._kinds, default=0) > 2 or max(plan._folder, default=-1) >= len(plan._folders)
+                    or _BAD_PATH.search(text) or plan._paths != sorted(plan._paths) or not plain_name(plan.name)):
+                raise ValueError("inconsistent columns")
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, UnicodeError) as e:
+            raise FormatError(f"not an export plan ({e})") from None
+        return plan
 
     def __repr__(self) -> str:
-        return f"Plan({self.name!r}, {len(self.entries)} entries)"
+        return f"Plan({self.name!r}, {len(self)} entries)"
 
 
 def _inside(rel: str) -> bool:
@@ -134,16 +231,34 @@ def job_time(job: Any) -> float:
         return 0.0
 
 
-def check_exportable(job: Any) -> None:
-    """Refuse jobs that are not completed (the rule CryoSPARC applies), with the reason."""
+def export_refusal(job: Any) -> CsfsError | None:
+    """Why `job` cannot be exported, or None: only completed jobs are (CryoSPARC's rule)."""
     if getattr(job, "error", None):
-        raise RefusedError(f"{job.uid}: cannot export a broken job ({job.error})")
+        return RefusedError(f"{job.uid}: cannot export a broken job ({job.error})")
     if job.status == "completed":
-        return
+        return None
     if job.is_active:
-        raise ActiveJobError(f"{job.uid} is {job.status}: wait until it completes, then export it")
-    raise RefusedError(f"{job.uid} is {job.status}, not completed: only completed jobs are exported "
-                       f"(mark it completed first with `csfs job mark-completed`)")
+        return ActiveJobError(f"{job.uid} is {job.status}: wait until it completes, then export it")
+    return RefusedError(f"{job.uid} is {job.status}, not completed: only completed jobs are exported "
+                        f"(mark it completed first with `csfs job mark-completed`)")
+
+
+def check_exportable(job: Any) -> None:
+    """Refuse jobs that are not completed, with the reason (`export_refusal`)."""
+    refusal = export_refusal(job)
+    if refusal is not None:
+        raise refusal
+
+
+def export_names(job: Any) -> list[tuple[str, str, str | None]]:
+    """(kind, export folder name, group name or None) of each export an exportable job has:
+    its job export ("jobs", unless it has no job.json) and one per output group ("groups").
+    Names that are not one plain path component (a '/' in job.json) are left out."""
+    if export_refusal(job) is not None:
+        return []
+    names: list[tuple[str, str, str | None]] = [("jobs", job_export_name(job), None)] if has_job_export(job) else []
+    names += [("groups", group_export_name(job, g.name), g.name) for g in job.groups]
+    return [n for n in names if plain_name(n[1])]
 
 
 def _dir(path: str, mtime: float) -> Entry:
@@ -151,7 +266,7 @@ def _dir(path: str, mtime: float) -> Entry:
 
 
 def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable[[], bytes] | None = None,
-               sources: Iterable[str | os.PathLike] = ()) -> Entry:
+               sources: Iterable[str] = ()) -> Entry:
     srcs = tuple(os.fspath(s) for s in sources)
     if isinstance(data_or_size, bytes):
         data = data_or_size
@@ -159,12 +274,11 @@ def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable
     return Entry(path, "generated", data_or_size, mtime, None, gen, GENERATED_MODE, srcs)
 
 
-def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None = None) -> Entry | None:
-    """A data-file entry for `src` (symlinks followed), or None when it does not resolve.
+def _source_file(path: str, src: str, dirs: dict[str, str] | None = None) -> Entry | None:
+    """A data-file entry for `src` (symlinks followed), or None when it is not a regular file.
 
     `dirs` caches the real path of each parent folder (many files share a folder).
     """
-    src = os.fspath(src)
     if "\0" in src:
         return None     # a path holding a NUL names no file
     folder, base = os.path.split(src)
@@ -183,7 +297,7 @@ def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None 
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return Entry(path, "file", st.st_size, st.st_mtime, Path(real), None, st.st_mode & 0o777)
+    return Entry(path, "file", st.st_size, st.st_mtime, real, None, st.st_mode & 0o777)
 
 
 def _new_folder(path: str, seen: set[tuple[int, int]]) -> bool:
@@ -299,9 +413,8 @@ def group_data(project: Any, group: Any) -> GroupData:
             if name not in path_fields:
                 descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
                 continue
-            uniq, inverse = np.unique(np.asarray(arr[name])[idx], return_inverse=True)
+            uniq, inverse, firsts = _unique(np.asarray(arr[name])[idx])
             rels = [_resolve_value(v, p.metafile) if v else "" for v in uniq]
-            firsts = np.unique(inverse, return_index=True)[1] if len(inverse) else []
             for i in sorted(range(len(uniq)), key=lambda k: firsts[k]):
                 if rels[i]:
                     data_paths.setdefault(rels[i], None)
@@ -311,12 +424,26 @@ def group_data(project: Any, group: Any) -> GroupData:
     return GroupData(parts, np.dtype(descr), rows, order, path_maps, list(data_paths))
 
 
+def _unique(col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique of a column with its inverse and each value's first row, sorting only one
+    row per run of equal values (a path column repeats each file for many rows in a row)."""
+    if len(col) == 0:
+        return col[:0], np.zeros(0, np.intp), np.zeros(0, np.intp)
+    starts = np.flatnonzero(np.concatenate(([True], col[1:] != col[:-1])))
+    uniq, run_inverse = np.unique(col[starts], return_inverse=True)
+    run_inverse = run_inverse.reshape(-1)
+    inverse = np.repeat(run_inverse, np.diff(np.append(starts, len(col))))
+    firsts = np.full(len(uniq), len(col), np.intp)
+    np.minimum.at(firsts, run_inverse, starts)
+    return uniq, inverse, firsts
+
+
 def join_order(uid_columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Inner join by uid: per column, the row indices giving the joined rows (first column's order)."""
     cols = [np.asarray(u) for u in uid_columns]
     keep = np.ones(len(cols[0]), dtype=bool)
     for u in cols[1:]:
-        if u is not cols[0]:
+        if u is not cols[0] and not np.array_equal(u, cols[0]):
             keep &= np.isin(cols[0], u)
     out_uids = cols[0][keep]
     order = []
@@ -397,27 +524,28 @@ def _csg_bytes(job: Any, group: Any, cs_name: str, data: GroupData) -> bytes:
 
 # ---------------------------------------------------------------------------- plans
 
-def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[list[Entry], list[str]]:
-    """Entries of a group export below `prefix` ("" or "J87_particles/"), and missing data files."""
+def _group_generated(project: Any, job: Any, group: Any, data: GroupData) -> list[Entry]:
+    """The joined `_exported.cs` and the `.csg` of a group export."""
     name = group_export_name(job, group)
     cs_name = f"{name}_exported.cs"
     mtime = job_time(job)
-    data = group_data(project, group)
     size = len(npy_header(data.dtype, data.rows)) + data.rows * data.dtype.itemsize
-    metafiles = [_path_of(project, p.metafile) for p in data.parts]
-    entries = [
-        _generated(prefix + cs_name, size, mtime, partial(_dataset_bytes, project, data, size), metafiles),
-        _generated(prefix + f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime,
-                   sources=[Path(job.dir) / "job.json", *metafiles]),
+    metafiles = [str(_path_of(project, p.metafile)) for p in data.parts]
+    return [
+        _generated(cs_name, size, mtime, partial(_dataset_bytes, project, data, size), metafiles),
+        _generated(f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime,
+                   sources=[os.path.join(job.dir, "job.json"), *metafiles]),
     ]
+
+
+def _group_files(project: Any, data: GroupData) -> tuple[list[Entry], list[str]]:
+    """The data files of a group export at their project-relative paths, and those missing."""
+    entries: list[Entry] = []
     missing: list[str] = []
     dirs: dict[str, str] = {}
     root = os.fspath(project.path)
     for rel in data.data_paths:
-        if rel.startswith("/") or rel.startswith("../") or rel == "..":
-            missing.append(rel)
-            continue
-        e = _source_file(prefix + rel, os.path.join(root, rel), dirs)
+        e = None if rel.startswith(("/", "../")) or rel == ".." else _source_file(rel, os.path.join(root, rel), dirs)
         if e is None:
             missing.append(rel)
         else:
@@ -425,14 +553,35 @@ def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[lis
     return entries, missing
 
 
+GroupEntries = tuple[list[Entry], list[str]]
+
+
+def _group_entries(project: Any, job: Any, group: Any) -> GroupEntries:
+    """Entries of a group export (paths relative to it), and its missing data files."""
+    data = group_data(project, group)
+    files, missing = _group_files(project, data)
+    return _group_generated(project, job, group, data) + files, missing
+
+
+def _exported_groups(project: Any, job: Any) -> dict[str, GroupEntries | CsfsError]:
+    """Each output group with metafiles: its entries, or why it cannot be exported."""
+    out: dict[str, GroupEntries | CsfsError] = {}
+    for g in job.groups:
+        if any(r.metafiles for r in g.results):
+            try:
+                out[g.name] = _group_entries(project, job, g)
+            except CsfsError as e:
+                out[g.name] = e
+    return out
+
+
 def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     """The export of one output group: joined `_exported.cs`, `.csg`, data at project-relative paths."""
     job = _find_job(project, juid)
     check_exportable(job)
     g = _find_group(job, group)
-    entries, missing = _group_entries(project, job, g, "")
-    mtime = job_time(job)
-    return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
+    entries, missing = _group_entries(project, job, g)
+    return Plan(group_export_name(job, g), _with_parents(entries, job_time(job)), missing)
 
 
 def has_job_export(job: Any) -> bool:
@@ -441,24 +590,25 @@ def has_job_export(job: Any) -> bool:
     return bool(getattr(job, "doc", None))
 
 
-def job_export_plan(project: Any, juid: str) -> Plan:
-    """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
-    job = _find_job(project, juid)
+def _check_job_export(job: Any) -> None:
     check_exportable(job)
     if not has_job_export(job):
         groups = ", ".join(g.name for g in job.groups) or "none"
         raise RefusedError(f"{job.uid} has no job.json (a legacy job known from its .csg files), so it has "
                            f"no job export; export its output groups instead (groups: {groups})")
-    mtime = job_time(job)
-    jdir = Path(job.dir)
+
+
+def _job_own_entries(job: Any, mtime: float) -> list[Entry]:
+    """The stripped job.json, events.bson and the gridfs_data/ tree of a job export."""
+    jdir = os.fspath(job.dir)
     entries: list[Entry] = [_generated("job.json", dumps_json(exported_job_doc(job.doc)), mtime,
-                                       sources=[jdir / "job.json"])]
-    ev = _source_file("events.bson", jdir / "events.bson")
+                                       sources=[os.path.join(jdir, "job.json")])]
+    ev = _source_file("events.bson", os.path.join(jdir, "events.bson"))
     if ev is not None:
         entries.append(ev)
     entries.append(_dir("gridfs_data", mtime))
-    gdir = jdir / "gridfs_data"
-    if gdir.is_dir():
+    gdir = os.path.join(jdir, "gridfs_data")
+    if os.path.isdir(gdir):
         seen: set[tuple[int, int]] = set()      # folders entered: a link loop (`a -> .`) is entered once
         for root, dirs, files in os.walk(gdir, followlinks=True):
             try:
@@ -468,33 +618,79 @@ def job_export_plan(project: Any, juid: str) -> Plan:
                 continue
             seen.add((st.st_dev, st.st_ino))
             dirs[:] = sorted(d for d in dirs if _new_folder(os.path.join(root, d), seen))
-            rel_root = posixpath.join("gridfs_data", os.path.relpath(root, gdir).replace(os.sep, "/"))
-            rel_root = posixpath.normpath(rel_root)
-            for d in dirs:
-                entries.append(_dir(f"{rel_root}/{d}", mtime))
+            rel_root = posixpath.normpath(posixpath.join("gridfs_data", os.path.relpath(root, gdir)))
+            entries += [_dir(f"{rel_root}/{d}", mtime) for d in dirs]
             for f in sorted(files):
-                e = _source_file(f"{rel_root}/{f}", Path(root) / f)
+                e = _source_file(f"{rel_root}/{f}", os.path.join(root, f))
                 if e is not None:
                     entries.append(e)
+    return entries
+
+
+def _job_plan(job: Any, groups: dict[str, GroupEntries | CsfsError]) -> Plan:
+    """A job export from its own entries and its groups' (each in a folder `J87_<group>/`)."""
+    mtime = job_time(job)
+    entries = _job_own_entries(job, mtime)
     missing: list[str] = []
     for g in job.groups:
-        if not any(r.metafiles for r in g.results):
-            continue
-        prefix = group_export_name(job, g) + "/"
-        try:
-            group_entries, group_missing = _group_entries(project, job, g, prefix)
-        except CsfsError as e:  # a broken group leaves the rest of the job exportable (virtually)
-            missing.append(f"{g.name}: {e}")
-            continue
-        entries.append(_dir(prefix[:-1], mtime))
-        entries += group_entries
-        missing += group_missing
-
+        got = groups.get(g.name)
+        if isinstance(got, CsfsError):  # a broken group leaves the rest of the job exportable (virtually)
+            missing.append(f"{g.name}: {got}")
+        elif got is not None:
+            prefix = group_export_name(job, g) + "/"
+            entries.append(_dir(prefix[:-1], mtime))
+            entries += [replace(e, path=prefix + e.path) for e in got[0]]
+            missing += got[1]
     return Plan(job_export_name(job), _with_parents(entries, mtime), missing)
 
 
-def iter_file_sources(plan: Plan) -> Iterable[tuple[Entry, Path]]:
-    """(entry, source) of the plan's data files."""
-    for e in plan.entries:
-        if e.kind == "file" and e.source is not None:
-            yield e, e.source
+def job_export_plan(project: Any, juid: str) -> Plan:
+    """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
+    job = _find_job(project, juid)
+    _check_job_export(job)
+    return _job_plan(job, _exported_groups(project, job))
+
+
+ExportKey = tuple[str, str]    # ("jobs" | "groups", export folder name)
+
+
+def export_plans(project: Any, juid: str) -> dict[ExportKey, Plan | CsfsError]:
+    """Every export of a job (`export_names`), each group's data planned once for all: its
+    plan, or why it cannot be built."""
+    job = _find_job(project, juid)
+    check_exportable(job)
+    groups = _exported_groups(project, job)
+    mtime = job_time(job)
+    out: dict[ExportKey, Plan | CsfsError] = {}
+    for kind, name, group in export_names(job):
+        try:
+            if kind == "jobs":
+                out[kind, name] = _job_plan(job, groups)
+                continue
+            got = groups.get(group or "") or NotFoundError(f"output group {group!r} has no result metafiles "
+                                                          "to export")
+            if isinstance(got, CsfsError):
+                raise got
+            out[kind, name] = Plan(name, _with_parents(got[0], mtime), got[1])
+        except CsfsError as e:
+            out[kind, name] = e
+    return out
+
+
+def render(project: Any, juid: str, group: str | None, rel: str) -> bytes:
+    """The bytes of one generated entry at `rel` of a job export (`group` None) or a group
+    export, made without planning the rest (no data file is looked at)."""
+    job = _find_job(project, juid)
+    if group is None:
+        _check_job_export(job)
+        if rel == "job.json":
+            return dumps_json(exported_job_doc(job.doc))
+        folder, _, rel = rel.partition("/")
+        group = next((g.name for g in job.groups if group_export_name(job, g) == folder), None)
+    else:
+        check_exportable(job)
+    g = _find_group(job, group or "")
+    for e in _group_generated(project, job, g, group_data(project, g)):
+        if e.path == rel and e.generate is not None:
+            return e.generate()
+    raise NotFoundError(f"{rel}: not a generated file of the export of {juid}")
