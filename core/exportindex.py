@@ -21,7 +21,7 @@ from typing import Any
 from . import errors
 from .atomic import write_bytes
 from .errors import CsfsError
-from .exportplan import ExportKey, Plan, export_plans
+from .plan import ExportKey, Plan
 
 FORMAT = "csfs-export-index/1"
 Identity = list[Any]          # [path, dev, ino, size, mtime_ns], or [path] when it is missing
@@ -84,6 +84,8 @@ class JobIndex:
 def build(project: Any, juid: str, cache_dir: str | os.PathLike[str] | None = None) -> JobIndex:
     """Plan every export of the job now; with `cache_dir`, write each to the disk cache
     (unless its inputs changed meanwhile; a cache that cannot be written is skipped)."""
+    from .exportplan import export_plans    # numpy: only where plans are made
+
     job = project.job(juid)
     before = job_inputs(project, job)
     plans = export_plans(project, juid)

@@ -1,13 +1,7 @@
-"""Export plans: a job or output-group export described once, as relative path -> entry.
-
-A plan is pure description. `core.consolidate` writes it for real (files and
-symlinks under `exports/`) and the FUSE mount serves it virtually; both render the
-same entries, so a physical export read with links followed equals the virtual one.
-
-Entry kinds:
-- "dir": a directory;
-- "file": a data file served from `source` (the real file's path, symlinks resolved);
-- "generated": bytes made by `generate()`, whose length `size` is known in advance.
+"""Making export plans (core/plan.py) of jobs and output groups: the stripped job.json,
+events.bson and gridfs_data/ of a job export, and for each output group the join of its
+results' final versions by uid (`_exported.cs`, whose size is known before it is built),
+its `.csg` and its data files at their project-relative paths.
 
 Generated contents are deterministic: timestamps come from the job, never from now.
 """
@@ -17,12 +11,9 @@ import datetime as _dt
 import io
 import os
 import posixpath
-import re
 import stat
-from array import array
-from bisect import bisect_left
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -30,235 +21,11 @@ import numpy as np
 
 from . import csfile, csg
 from .atomic import dumps_json
-from .documents import STRIPPED_JOB_KEYS, exported_job_doc, parse_time  # noqa: F401
-from .errors import ActiveJobError, CsfsError, FormatError, NotFoundError, RefusedError
-
-DIR_MODE = 0o755
-GENERATED_MODE = 0o644
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One member of an export. `path` is relative to the export root ("" is the root)."""
-
-    path: str
-    kind: str  # "dir" | "file" | "generated"
-    size: int
-    mtime: float
-    source: str | None = None   # a data file's real path
-    generate: Callable[[], bytes] | None = None
-    mode: int = GENERATED_MODE  # permission bits (dirs 0o755, data files those of the source)
-    sources: tuple[str, ...] = ()  # the files a generated entry is made from (the mount's permissions)
-
-
-KINDS = ("dir", "file", "generated")
-_BAD_PATH = re.compile(r"(^|/)(\.\.?)?(/|$)|^/|\0", re.MULTILINE)
-
-
-class Plan:
-    """An export: its folder name and its entries, indexed compactly (a few columns, no
-    object per entry), so the mount can keep many. Paths are kept in string order, so the
-    entries below a folder are one range: lookups and listings are binary searches.
-    `entries` gives them in tar order (parents first, names sorted). Generators are kept
-    only for plans built here (an index read back from disk has none: see `render`)."""
-
-    def __init__(self, name: str, entries: Iterable[Entry], missing: Sequence[str] = ()) -> None:
-        ents = sorted(entries, key=lambda e: e.path)
-        _refuse_unsafe(name, ents)
-        self.name = name
-        self.missing = list(missing)  # project-relative data files named by outputs but absent
-        self._paths = [e.path for e in ents]
-        self._kinds = bytes(KINDS.index(e.kind) for e in ents)
-        self._sizes = array("q", (e.size for e in ents))
-        self._mtimes = array("d", (e.mtime for e in ents))
-        self._modes = array("H", (e.mode for e in ents))
-        self._folders: list[str] = []     # data files: their real folder, by number ...
-        self._folder = array("i", [-1]) * len(ents)
-        self._names: dict[int, str] = {}  # ... and their name, where it is not the entry's
-        self._extra: dict[int, tuple[Callable[[], bytes] | None, tuple[str, ...]]] = {}
-        numbers: dict[str, int] = {}
-        for i, e in enumerate(ents):
-            if e.source is not None:
-                folder, base = os.path.split(e.source)
-                self._folder[i] = numbers.setdefault(folder, len(numbers))
-                if base != e.path.rpartition("/")[2]:
-                    self._names[i] = base
-            if e.generate is not None or e.sources:
-                self._extra[i] = (e.generate, e.sources)
-        self._folders = list(numbers)
-
-    def source_folders(self) -> list[str]:
-        """The real folders the plan's data files are in."""
-        return list(self._folders)
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def _find(self, rel: str) -> int:
-        i = bisect_left(self._paths, rel)
-        return i if i < len(self._paths) and self._paths[i] == rel else -1
-
-    def _entry(self, i: int) -> Entry:
-        path = self._paths[i]
-        source = None
-        if self._folder[i] >= 0:
-            source = os.path.join(self._folders[self._folder[i]], self._names.get(i) or path.rpartition("/")[2])
-        gen, sources = self._extra.get(i, (None, ()))
-        return Entry(path, KINDS[self._kinds[i]], self._sizes[i], self._mtimes[i], source, gen, self._modes[i],
-                     sources)
-
-    def lookup(self, rel: str) -> Entry | None:
-        """The entry at `rel` (relative path, "" or "." for the root), or None."""
-        i = self._find(_norm(rel))
-        return None if i < 0 else self._entry(i)
-
-    def children(self, rel: str) -> list[str]:
-        """Names inside the directory `rel`, sorted ([] for files and unknown paths)."""
-        rel = _norm(rel)
-        i = self._find(rel)
-        if i < 0 or self._kinds[i] != 0:
-            return []
-        prefix = rel + "/" if rel else ""
-        out: list[str] = []
-        paths, n = self._paths, len(self._paths)
-        i += 1
-        while i < n and paths[i].startswith(prefix):
-            name = paths[i][len(prefix):]
-            if "/" in name:     # below a child folder: skip that folder's whole range
-                i = bisect_left(paths, prefix + name.partition("/")[0] + "0", i)   # "0" follows "/"
-                continue
-            out.append(name)
-            i += 1
-        return out
-
-    @cached_property
-    def entries(self) -> list[Entry]:
-        """Every entry, in tar order (parents first, names sorted)."""
-        order = sorted(range(len(self._paths)), key=lambda i: _sort_key(self._paths[i]))
-        return [self._entry(i) for i in order]
-
-    @property
-    def total_size(self) -> int:
-        return sum(s for s, k in zip(self._sizes, self._kinds) if k != 0)
-
-    def to_doc(self) -> dict[str, Any]:
-        """The plan as JSON-able columns (generators left out)."""
-        return {"name": self.name, "missing": self.missing, "paths": self._paths,
-                "kinds": self._kinds.decode("ascii"), "sizes": list(self._sizes), "mtimes": list(self._mtimes),
-                "modes": list(self._modes), "folders": self._folders, "folder": list(self._folder),
-                "names": [[i, n] for i, n in self._names.items()],
-                "sources": [[i, list(s)] for i, (_, s) in self._extra.items() if s]}
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "Plan":
-        """A plan back from `to_doc` (FormatError when it is not one)."""
-        try:
-            plan = cls.__new__(cls)
-            plan.name, plan.missing, plan._paths = str(doc["name"]), list(doc["missing"]), list(doc["paths"])
-            plan._kinds = str(doc["kinds"]).encode("ascii")
-            plan._sizes, plan._mtimes = array("q", doc["sizes"]), array("d", doc["mtimes"])
-            plan._modes, plan._folder = array("H", doc["modes"]), array("i", doc["folder"])
-            plan._folders = [str(f) for f in doc["folders"]]
-            plan._names = {int(i): str(n) for i, n in doc["names"]}
-            plan._extra = {int(i): (None, tuple(str(x) for x in s)) for i, s in doc["sources"]}
-            n = len(plan._paths)
-            text = "\n".join(plan._paths[1:])
-            if (not all(isinstance(p, str) for p in plan._paths) or plan._paths[:1] != [""]
-                    or any(len(c) != n for c in (plan._kinds, plan._sizes, plan._mtimes, plan._modes, plan._folder))
-                    or max(plan._kinds, default=0) > 2 or max(plan._folder, default=-1) >= len(plan._folders)
-                    or _BAD_PATH.search(text) or plan._paths != sorted(plan._paths) or not plain_name(plan.name)):
-                raise ValueError("inconsistent columns")
-        except (KeyError, TypeError, ValueError, OverflowError, AttributeError, UnicodeError) as e:
-            raise FormatError(f"not an export plan ({e})") from None
-        return plan
-
-    def __repr__(self) -> str:
-        return f"Plan({self.name!r}, {len(self)} entries)"
-
-
-def _inside(rel: str) -> bool:
-    """Is `rel` a normalised relative path that stays below its root?"""
-    return rel == "" or (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel != "..")
-
-
-def plain_name(name: str) -> bool:
-    """Can `name` (an export folder name built from job.json) be one path component?"""
-    return "/" not in name and "\0" not in name and name not in ("", ".", "..")
-
-
-def _refuse_unsafe(name: str, entries: Sequence[Entry]) -> None:
-    """Export names come from job.json (type, group names): refuse any that would leave the
-    export folder, so neither the physical nor the virtual rendering ever sees one."""
-    bad = [] if plain_name(name) else [name]
-    bad += [e.path for e in entries if not _inside(e.path)][:1]
-    if bad:
-        raise FormatError(f"{name}: {bad[0]!r} would lead outside the export folder (a job type or "
-                          "group name in job.json is not a plain name); fix job.json, nothing written")
-
-
-def _norm(rel: str) -> str:
-    rel = rel.strip("/")
-    return "" if rel in ("", ".") else posixpath.normpath(rel)
-
-
-def _sort_key(path: str) -> tuple:
-    return tuple(path.split("/")) if path else ()
-
-
-# ---------------------------------------------------------------------------- names
-
-def job_export_name(job: Any) -> str:
-    """`J87_homo_refine`: the job uid and its type."""
-    return f"{job.uid}_{job.type}"
-
-
-def group_export_name(job: Any, group: Any) -> str:
-    """`J87_particles`: the job uid and the output group name (`group` may be a name)."""
-    return f"{job.uid}_{getattr(group, 'name', group)}"
-
-
-# ---------------------------------------------------------------------------- helpers
-
-def job_time(job: Any) -> float:
-    """The job's own timestamp for generated content: completed_at, else created_at, else job.json mtime."""
-    for value in (getattr(job, "completed_at", None), getattr(job, "created_at", None)):
-        ts = parse_time(value)
-        if ts is not None:
-            return ts
-    try:
-        return (Path(job.dir) / "job.json").stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def export_refusal(job: Any) -> CsfsError | None:
-    """Why `job` cannot be exported, or None: only completed jobs are (CryoSPARC's rule)."""
-    if getattr(job, "error", None):
-        return RefusedError(f"{job.uid}: cannot export a broken job ({job.error})")
-    if job.status == "completed":
-        return None
-    if job.is_active:
-        return ActiveJobError(f"{job.uid} is {job.status}: wait until it completes, then export it")
-    return RefusedError(f"{job.uid} is {job.status}, not completed: only completed jobs are exported "
-                        f"(mark it completed first with `csfs job mark-completed`)")
-
-
-def check_exportable(job: Any) -> None:
-    """Refuse jobs that are not completed, with the reason (`export_refusal`)."""
-    refusal = export_refusal(job)
-    if refusal is not None:
-        raise refusal
-
-
-def export_names(job: Any) -> list[tuple[str, str, str | None]]:
-    """(kind, export folder name, group name or None) of each export an exportable job has:
-    its job export ("jobs", unless it has no job.json) and one per output group ("groups").
-    Names that are not one plain path component (a '/' in job.json) are left out."""
-    if export_refusal(job) is not None:
-        return []
-    names: list[tuple[str, str, str | None]] = [("jobs", job_export_name(job), None)] if has_job_export(job) else []
-    names += [("groups", group_export_name(job, g.name), g.name) for g in job.groups]
-    return [n for n in names if plain_name(n[1])]
+from .documents import STRIPPED_JOB_KEYS, exported_job_doc  # noqa: F401
+from .errors import CsfsError, FormatError, NotFoundError, RefusedError
+from .exportrules import (check_exportable, export_names, export_refusal, group_export_name,  # noqa: F401
+                          has_job_export, job_export_name, job_time)
+from .plan import DIR_MODE, GENERATED_MODE, KINDS, Entry, ExportKey, Plan, plain_name  # noqa: F401
 
 
 def _dir(path: str, mtime: float) -> Entry:
@@ -584,12 +351,6 @@ def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     return Plan(group_export_name(job, g), _with_parents(entries, job_time(job)), missing)
 
 
-def has_job_export(job: Any) -> bool:
-    """A job export holds the job's job.json: a legacy job known from its .csg files has
-    none (its output groups still export)."""
-    return bool(getattr(job, "doc", None))
-
-
 def _check_job_export(job: Any) -> None:
     check_exportable(job)
     if not has_job_export(job):
@@ -649,9 +410,6 @@ def job_export_plan(project: Any, juid: str) -> Plan:
     job = _find_job(project, juid)
     _check_job_export(job)
     return _job_plan(job, _exported_groups(project, job))
-
-
-ExportKey = tuple[str, str]    # ("jobs" | "groups", export folder name)
 
 
 def export_plans(project: Any, juid: str) -> dict[ExportKey, Plan | CsfsError]:
