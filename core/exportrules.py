@@ -21,15 +21,18 @@ def group_export_name(job: Any, group: Any) -> str:
 
 
 def job_time(job: Any) -> float:
-    """The job's own timestamp for generated content: completed_at, else created_at, else job.json mtime."""
+    """The job's own timestamp for generated content: completed_at, else created_at, else the
+    mtime of job.json, else of the job folder."""
     for value in (getattr(job, "completed_at", None), getattr(job, "created_at", None)):
         ts = parse_time(value)
         if ts is not None:
             return ts
-    try:
-        return (Path(job.dir) / "job.json").stat().st_mtime
-    except OSError:
-        return 0.0
+    for path in (Path(job.dir) / "job.json", Path(job.dir)):   # a legacy job without job.json: its folder's
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return 0.0
 
 
 def export_refusal(job: Any) -> CsfsError | None:
