@@ -43,11 +43,13 @@ GRACE = 10.0                    # after the worker's own alarm, before it is kil
 FAILED_TTL = 60.0
 WORKERS = 2                     # one slow export leaves the other worker serving
 TASKS_PER_WORKER = 200          # recycle a worker so its memory never accumulates
+IDLE = float(os.environ.get("CSFS_MOUNT_WORKER_IDLE", 10.0))   # seconds before idle workers end
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _failed: dict[tuple, tuple[float, str]] = {}   # task key -> (until, message)
 _running: dict[tuple, Future] = {}             # task key -> its future, while queued or running
+_last_use = 0.0                                # when a task was last queued or finished (monotonic)
 
 
 class TaskTimeout(CsfsError):
@@ -55,13 +57,29 @@ class TaskTimeout(CsfsError):
 
 
 def _get_pool() -> ProcessPoolExecutor:
-    global _pool
-    with _guard:
-        if _pool is None:
-            _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                                        max_tasks_per_child=TASKS_PER_WORKER,
-                                        initializer=_end_with_parent, initargs=(os.getpid(),))
-        return _pool
+    """The pool (started on first use; call with _guard held)."""
+    global _pool, _last_use
+    _last_use = time.monotonic()
+    if _pool is None:
+        _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
+                                    max_tasks_per_child=TASKS_PER_WORKER,
+                                    initializer=_end_with_parent, initargs=(os.getpid(),))
+        threading.Thread(target=_stop_when_idle, args=(_pool,), name="csfs-workers-idle", daemon=True).start()
+    return _pool
+
+
+def _stop_when_idle(pool: ProcessPoolExecutor) -> None:
+    """End the workers once they have had nothing to do for IDLE seconds: an idle mount
+    holds no worker memory (the next task starts them again, in about a second)."""
+    while True:
+        time.sleep(min(1.0, IDLE))
+        with _guard:
+            if _pool is not pool:
+                return
+            if _running or time.monotonic() - _last_use < IDLE:
+                continue
+        _drop(pool)
+        return
 
 
 def _drop(pool: ProcessPoolExecutor, kill: bool = False) -> None:
@@ -83,15 +101,22 @@ def _submit(fn: Callable[..., Any], *args: Any, limit: float = LIMIT) -> tuple[P
     """Queue fn(*args) for a worker, or join the same task already queued or running."""
     key = (fn.__name__,) + args
     with _guard:
+        pool = _get_pool()
         fut = _running.get(key)
-        if fut is not None and _pool is not None:
-            return _pool, fut
-    pool = _get_pool()
-    fut = pool.submit(_bounded, limit, fn, *args)
-    with _guard:
-        _running[key] = fut
-    fut.add_done_callback(lambda f: _running.pop(key, None) if _running.get(key) is f else None)
+        new = fut is None
+        if fut is None:
+            fut = _running[key] = pool.submit(_bounded, limit, fn, *args)
+    if new:
+        fut.add_done_callback(lambda f: _done(key, f))   # may run at once: not under _guard
     return pool, fut
+
+
+def _done(key: tuple, fut: Future) -> None:
+    global _last_use
+    with _guard:
+        _last_use = time.monotonic()
+        if _running.get(key) is fut:
+            del _running[key]
 
 
 def _call(fn: Callable[..., Any], *args: Any, limit: float = LIMIT) -> Any:
