@@ -84,7 +84,7 @@ class JobIndex:
 def build(project: Any, juid: str, cache_dir: str | os.PathLike[str] | None = None) -> JobIndex:
     """Plan every export of the job now; with `cache_dir`, write each to the disk cache
     (unless its inputs changed meanwhile; a cache that cannot be written is skipped)."""
-    from .exportplan import export_plans    # numpy: only where plans are made
+    from .exportplan import export_plans  # numpy: only where plans are made
 
     job = project.job(juid)
     before = job_inputs(project, job)

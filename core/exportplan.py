@@ -12,10 +12,11 @@ import io
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,15 @@ from . import csfile, csg
 from .atomic import dumps_json
 from .documents import STRIPPED_JOB_KEYS, exported_job_doc  # noqa: F401
 from .errors import CsfsError, FormatError, NotFoundError, RefusedError
-from .exportrules import (check_exportable, export_names, export_refusal, group_export_name,  # noqa: F401
-                          has_job_export, job_export_name, job_time)
+from .exportrules import (  # noqa: F401
+    check_exportable,
+    export_names,
+    export_refusal,
+    group_export_name,
+    has_job_export,
+    job_export_name,
+    job_time,
+)
 from .plan import DIR_MODE, GENERATED_MODE, KINDS, Entry, ExportKey, Plan, plain_name  # noqa: F401
 
 
@@ -164,11 +172,11 @@ def group_data(project: Any, group: Any) -> GroupData:
             if "uid" not in (arrays[p.metafile].dtype.names or ()):
                 raise FormatError(f"{p.metafile}: has no uid field, so its rows cannot be joined; "
                                   "it is not a CryoSPARC dataset")
-        p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
-    order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
-    # plans live long in the mount: keep row indices small (a slice when rows are in order)
-    order = [slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
-             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, order)]
+        p.fields = [n for n in arrays[p.metafile].dtype.names or () if n.startswith(p.result.name + "/")]
+    joined, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
+    # keep row indices small (a slice when rows are in order)
+    order: list[np.ndarray | slice] = [slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
+             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, joined)]
     descr: list[tuple] = [("uid", "<u8")]
     path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     data_paths: dict[str, None] = {}
@@ -176,7 +184,7 @@ def group_data(project: Any, group: Any) -> GroupData:
         arr = arrays[p.metafile]
         path_fields = set(csfile.path_fields(arr.dtype))
         for name in p.fields:
-            sub = arr.dtype.fields[name][0]
+            sub = arr.dtype[name]
             if name not in path_fields:
                 descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
                 continue
@@ -220,7 +228,7 @@ def join_order(uid_columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int
         else:
             sorter = np.argsort(u, kind="stable")
             order.append(sorter[np.searchsorted(u, out_uids, sorter=sorter)])
-    return order, int(len(out_uids))
+    return order, len(out_uids)
 
 
 def _load(project: Any, metafile: str) -> np.ndarray:
@@ -250,7 +258,7 @@ def build_group_dataset(project: Any, data: GroupData) -> np.ndarray:
         for name in p.fields:
             if name in data.path_maps:
                 inverse, rels = data.path_maps[name]
-                table = np.array([_export_value(r) for r in rels], dtype=data.dtype.fields[name][0])
+                table = np.array([_export_value(r) for r in rels], dtype=data.dtype[name])
                 out[name] = table[inverse] if len(rels) else b""
             else:
                 out[name] = np.asarray(src[name])[idx]

@@ -17,9 +17,10 @@ import posixpath
 import re
 from array import array
 from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .errors import FormatError
 
@@ -145,7 +146,7 @@ class Plan:
                 "sources": [[i, list(s)] for i, (_, s) in self._extra.items() if s]}
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "Plan":
+    def from_doc(cls, doc: dict[str, Any]) -> Plan:
         """A plan back from `to_doc` (FormatError when it is not one)."""
         try:
             plan = cls.__new__(cls)
@@ -169,35 +170,6 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"Plan({self.name!r}, {len(self)} entries)"
-
-
-def _inside(rel: str) -> bool:
-    """Is `rel` a normalised relative path that stays below its root?"""
-    return rel == "" or (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel != "..")
-
-
-def plain_name(name: str) -> bool:
-    """Can `name` (an export folder name built from job.json) be one path component?"""
-    return "/" not in name and "\0" not in name and name not in ("", ".", "..")
-
-
-def _refuse_unsafe(name: str, entries: Sequence[Entry]) -> None:
-    """Export names come from job.json (type, group names): refuse any that would leave the
-    export folder, so neither the physical nor the virtual rendering ever sees one."""
-    bad = [] if plain_name(name) else [name]
-    bad += [e.path for e in entries if not _inside(e.path)][:1]
-    if bad:
-        raise FormatError(f"{name}: {bad[0]!r} would lead outside the export folder (a job type or "
-                          "group name in job.json is not a plain name); fix job.json, nothing written")
-
-
-def _norm(rel: str) -> str:
-    rel = rel.strip("/")
-    return "" if rel in ("", ".") else posixpath.normpath(rel)
-
-
-def _sort_key(path: str) -> tuple:
-    return tuple(path.split("/")) if path else ()
 
 
 def _inside(rel: str) -> bool:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from cachetools import TTLCache
 
-from .nodes import Inodes, ns
 from .perms import Perms
+from .statinfo import Inodes, ns
 
 LONG_TTL = 60.0
 SHORT_TTL = 1.0

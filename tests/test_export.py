@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import consolidate, csfile, csg, exportplan, lifecycle
 from csfs.core.errors import ActiveJobError, NotFoundError, RefusedError
 from csfs.core.project import Project
-
 from data_helpers import attach, read_tree
 
 

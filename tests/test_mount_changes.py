@@ -10,11 +10,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import run_csfs
 from mountutil import fusepy_missing, mounted, needs_fuse, run, tar_members
 
