@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 from . import exportplan, faults
 from .atomic import fsync_dir
-from .errors import RefusedError
 from .exportplan import Plan
 
 Progress = Callable[[int, "int | None"], None]
@@ -184,12 +183,6 @@ def _ns(t: float) -> int:
     return int(round(t * 1e9))
 
 
-def _refuse_missing(plan: Plan) -> None:
-    if plan.missing:
-        raise RefusedError(f"{plan.name}: {len(plan.missing)} data file(s) named by the outputs are missing "
-                           f"(first: {plan.missing[0]}); run `csfs verify` and fix them first")
-
-
 def _export(instance: Any, ref: str, build: Callable[[Any], Plan], kind: str,
             progress: Progress | None, stats: dict | None) -> Path:
     from . import store
@@ -199,7 +192,9 @@ def _export(instance: Any, ref: str, build: Callable[[Any], Plan], kind: str,
     store.check_writable(instance, rec.path)
     project = Project.open(rec.path)
     plan = build(project)
-    _refuse_missing(plan)
+    refusal = plan.refusal()
+    if refusal is not None:
+        raise refusal
     return write_plan(plan, project.path / "exports" / kind / plan.name, project.path, progress, stats)
 
 

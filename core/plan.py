@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .errors import FormatError
+from .errors import FormatError, RefusedError
 
 DIR_MODE = 0o755
 GENERATED_MODE = 0o644
@@ -78,6 +78,14 @@ class Plan:
             if e.generate is not None or e.sources:
                 self._extra[i] = (e.generate, e.sources)
         self._folders = list(numbers)
+
+    def refusal(self) -> RefusedError | None:
+        """Why this export cannot be written or served (data files its outputs name are
+        missing: it would be silently incomplete), or None."""
+        if not self.missing:
+            return None
+        return RefusedError(f"{self.name}: {len(self.missing)} data file(s) named by the outputs are missing "
+                            f"(first: {self.missing[0]}); run `csfs verify` and fix them first")
 
     def drop_generators(self) -> None:
         """Forget the generators (they hold their sources' data): the plan pickles lightly."""

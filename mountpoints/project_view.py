@@ -210,9 +210,14 @@ class ProjectView:
         return self._plan_node(top + rest[:2], rest[2:])
 
     def _plan(self, kind: str, name: str) -> Plan:
+        """The plan of an export that can be served whole (else its error: what `csfs
+        export` would say, so a tar of it fails instead of missing files)."""
         plan = self.plan(kind, name).plan
         if isinstance(plan, CsfsError):
             raise plan
+        refusal = plan.refusal()
+        if refusal is not None:
+            raise refusal
         return plan
 
     def _plan_dir(self, parts: list[str], plan: Callable[[], Plan], rel: str, mtime: float, mode: int) -> Node:
@@ -235,9 +240,7 @@ class ProjectView:
     def _plan_node(self, base: list[str], inner: list[str]) -> Node:
         kind, name = base[-2], base[-1]
         loaded = self.plan(kind, name)
-        plan = loaded.plan
-        if isinstance(plan, CsfsError):
-            raise plan
+        plan = self._plan(kind, name)
         rel = "/".join(inner)
         entry = plan.lookup(rel)
         if entry is None:
