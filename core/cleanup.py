@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import documents, faults
 from .errors import ActiveJobError, CsfsError, RefusedError
@@ -91,7 +92,7 @@ def clear_plan(project: Any, job: Any) -> JobClear:
     kept_metafiles: set[str] = set()
     for g in job.groups:
         for r in g.results:
-            for v, mf in zip(r.versions, r.metafiles):
+            for v, mf in zip(r.versions, r.metafiles, strict=True):
                 if r.passthrough:
                     # passthrough data comes from the job's inputs: it cannot name the files
                     # this job wrote for its own iterations, so it is never cleared

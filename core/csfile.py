@@ -14,8 +14,9 @@ import mmap
 import os
 import struct
 import tokenize
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO
 
 import lz4.block
 import numpy as np
@@ -88,7 +89,7 @@ def info(path: str | os.PathLike) -> CsInfo:
 def is_path_field(name: str) -> bool:
     """Does a field name data files? `blob/path`, `map/path`, and `*_path` such as
     `location/micrograph_path`."""
-    return "/" in name and (name.endswith("/path") or name.endswith("_path"))
+    return "/" in name and name.endswith(("/path", "_path"))
 
 
 def path_fields(arr_or_dtype: np.ndarray | np.dtype) -> list[str]:
@@ -360,7 +361,7 @@ def _heap_strings(path, name: str, heap: bytes, offsets: np.ndarray) -> np.ndarr
         raise CsFormatError(f"{path}: column {name!r} points outside the string heap")
     ends = nuls[where]
     width = int((ends - uniq).max(initial=0)) + 1
-    strings = np.array([heap[s:e] for s, e in zip(uniq.tolist(), ends.tolist())], f"S{width}")
+    strings = np.array([heap[s:e] for s, e in zip(uniq.tolist(), ends.tolist(), strict=True)], f"S{width}")
     return strings[inverse.reshape(offsets.shape)] if len(uniq) else np.zeros(offsets.shape, "S1")
 
 

@@ -22,8 +22,9 @@ import datetime as _dt
 import email.utils
 import posixpath
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import FormatError, NotFoundError
 
@@ -370,7 +371,7 @@ def _metafile(m: Any) -> str:
     if not isinstance(m, str) or not m or "\0" in m:
         raise DocumentError(f"metafile {m!r} is not a path")
     norm = posixpath.normpath(m)
-    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+    if norm == ".." or norm.startswith(("/", "../")):
         raise DocumentError(f"metafile {m!r} leaves the project directory")
     return m
 

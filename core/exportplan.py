@@ -18,10 +18,11 @@ import io
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -287,11 +288,11 @@ def group_data(project: Any, group: Any) -> GroupData:
     order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
     # plans live long in the mount: keep row indices small (a slice when rows are in order)
     order = [slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
-             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, order)]
+             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, order, strict=True)]
     descr: list[tuple] = [("uid", "<u8")]
     path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     data_paths: dict[str, None] = {}
-    for p, idx in zip(parts, order):
+    for p, idx in zip(parts, order, strict=True):
         arr = arrays[p.metafile]
         path_fields = set(csfile.path_fields(arr.dtype))
         for name in p.fields:
@@ -347,7 +348,7 @@ def build_group_dataset(project: Any, data: GroupData) -> np.ndarray:
     """The joined dataset itself: uid, then each result's fields, paths rewritten with '>'."""
     out = np.zeros(data.rows, dtype=data.dtype)
     loaded: dict[str, np.ndarray] = {}
-    for p, idx in zip(data.parts, data.order):
+    for p, idx in zip(data.parts, data.order, strict=True):
         if p.metafile not in loaded:
             loaded[p.metafile] = _load(project, p.metafile)
         src = loaded[p.metafile]
@@ -414,7 +415,7 @@ def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[lis
     dirs: dict[str, str] = {}
     root = os.fspath(project.path)
     for rel in data.data_paths:
-        if rel.startswith("/") or rel.startswith("../") or rel == "..":
+        if rel == ".." or rel.startswith(("/", "../")):
             missing.append(rel)
             continue
         e = _source_file(prefix + rel, os.path.join(root, rel), dirs)

@@ -21,9 +21,10 @@ import posixpath
 import re
 import shutil
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class _Trust:
     _names: dict[tuple[int, int], int] | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, folder: Path, allow_from: Sequence[str | os.PathLike] = (), copy: bool = False) -> "_Trust":
+    def of(cls, folder: Path, allow_from: Sequence[str | os.PathLike] = (), copy: bool = False) -> _Trust:
         export = os.path.realpath(folder)
         roots = [export]
         for up in [folder, *folder.parents]:
@@ -173,7 +174,7 @@ def _place(sources: dict[str, Path], jdir: Path, copy: bool, progress: Progress 
 
 def _safe_rel(value: str, what: str) -> str:
     rel = posixpath.normpath(value)
-    if rel.startswith("/") or rel == ".." or rel.startswith("../"):
+    if rel == ".." or rel.startswith(("/", "../")):
         raise FormatError(f"{what}: data path {value!r} points outside the export; refusing it")
     return rel
 
@@ -242,7 +243,7 @@ def _read_csg_group(csg_path: Path, trust: _Trust) -> tuple[csg.Csg, np.ndarray,
     order, rows = join_order([arrays[c.results[s]["metafile"]]["uid"] for s in slots])
     descr: list[tuple] = [("uid", "<u8")]
     picks: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for s, idx in zip(slots, order):
+    for s, idx in zip(slots, order, strict=True):
         src = arrays[c.results[s]["metafile"]]
         for name in src.dtype.names:
             if name.startswith(s + "/"):

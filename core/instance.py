@@ -10,10 +10,10 @@ import os
 import re
 import sqlite3
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from . import faults
 from .atomic import dumps_json, write_bytes

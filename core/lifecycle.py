@@ -19,18 +19,38 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from . import documents, faults, lock, safeio
 from .atomic import write_json
-from .errors import (ActiveJobError, AlreadyError, ArchivedError, CsfsError, FormatError, ForeignLockError,
-                     NotFoundError, RefusedError, UsageError)
+from .errors import (
+    ActiveJobError,
+    AlreadyError,
+    ArchivedError,
+    CsfsError,
+    ForeignLockError,
+    FormatError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
 from .instance import Instance, ProjectRecord, norm_path
 from .lock import now_iso
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
-from .store import (all_or_nothing, check_writable, commit, export, job_row, owned_lock, read_doc,
-                    refuse_foreign, serialized, workspace_rows)
+from .store import (
+    all_or_nothing,
+    check_writable,
+    commit,
+    export,
+    job_row,
+    owned_lock,
+    read_doc,
+    refuse_foreign,
+    serialized,
+    workspace_rows,
+)
 
 F = TypeVar("F", bound=Callable)
 
@@ -107,7 +127,7 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
             raise RefusedError(f"{path} already exists; choose another title or attach it")
         if (path / "project.json").exists():
             return attach(instance, path)  # only the registry row was missing
-    with all_or_nothing(f"create {path}", f"run `csfs project create` again (it completes what is left)") as undo:
+    with all_or_nothing(f"create {path}", "run `csfs project create` again (it completes what is left)") as undo:
         if not path.exists():
             try:
                 path.mkdir()

@@ -20,10 +20,11 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import atomic
 from .walk import scan
@@ -227,7 +228,8 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
         progress(done, len(jobs))
     # walks wait on stat() and numpy reads release the GIL: a few threads overlap them
     with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(todo)))) as pool:
-        for (job, key, sig, known), size in zip(todo, pool.map(lambda t: job_size(project, t[0], t[3]), todo)):
+        sizes = pool.map(lambda t: job_size(project, t[0], t[3]), todo)
+        for (job, key, sig, known), size in zip(todo, sizes, strict=True):
             report.jobs[job.uid] = size
             if known is None:
                 report.scanned.append(job.uid)

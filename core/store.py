@@ -14,17 +14,26 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 from . import documents, faults, lock
-from .documents import workspace_rows  # noqa: F401  (lifecycle imports it from here)
-from .lock import now_iso
 from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
-from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
-                     RefusedError, UsageError)
+from .documents import workspace_rows
+from .errors import (
+    ArchivedError,
+    CsfsError,
+    FaultError,
+    ForeignLockError,
+    FormatError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
 from .instance import Instance, ProjectRecord, RegistryError, norm_path
+from .lock import now_iso
 
 _JOB_RE = re.compile(r"^J(\d+)$")
 

@@ -8,9 +8,10 @@ target does not exist.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import CsfsError, RefusedError, UsageError
 from .walk import walk_entries
@@ -78,10 +79,10 @@ def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
     for i, job in enumerate(jobs):
         seen: set[str] = set()
 
-        def add(kind: str, path: str, message: str) -> None:
+        def add(kind: str, path: str, message: str, seen: set[str] = seen, uid: str = job.uid) -> None:
             if path not in seen:
                 seen.add(path)
-                problems.append(Problem(job.uid, kind, path, message))
+                problems.append(Problem(uid, kind, path, message))
 
         if job.error:
             add("metadata", _rel(project, Path(job.dir) / "job.json"), job.error)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 def scan(top: str | os.PathLike, descend: Callable[[os.DirEntry], bool]) -> Iterator[os.DirEntry]:

@@ -5,7 +5,6 @@ import argparse
 import os
 import shlex
 from collections import Counter
-
 from typing import TYPE_CHECKING
 
 from csfs.core.instance import Instance
@@ -13,13 +12,14 @@ from csfs.core.instance import Instance
 from . import schema
 from .cmd_instance import locate, project_json
 from .config import resolve_home
-from .main import PROJECT_REF, group, leaf as main_leaf
+from .main import PROJECT_REF, group
+from .main import leaf as main_leaf
 from .output import Progress, human_bytes, print_json, print_table
 
 if TYPE_CHECKING:
     from csfs.core.project import Project
 
-from csfs.core.rawfiles import PATTERNS as RAW_PATTERNS   # no numpy: --help stays fast
+from csfs.core.rawfiles import PATTERNS as RAW_PATTERNS  # no numpy: --help stays fast
 
 RAW_KINDS = tuple(sorted(RAW_PATTERNS))   # = core.imports.RAW_KINDS (checked in a test)
 # core modules are imported inside the commands: `csfs du` then starts faster
@@ -29,7 +29,7 @@ def _instance(args: argparse.Namespace) -> Instance:
     return Instance(resolve_home(args.home))
 
 
-def _open_readonly(inst: Instance, ref: str) -> tuple[dict, "Project"]:
+def _open_readonly(inst: Instance, ref: str) -> tuple[dict, Project]:
     """A registered project, or any project directory (read-only commands): its schema
     object and the opened project."""
     from csfs.core.project import Project

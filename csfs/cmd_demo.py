@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import time
-
 from typing import TYPE_CHECKING
 
 from csfs import schema
@@ -61,7 +60,8 @@ def register(sub, common) -> None:
                     "Nothing is written.")
     p.add_argument("project_dir", metavar="PROJECT_DIR", help="the project directory")
     p.add_argument("--json", action="store_true",
-                   help="print JSON: {project: {uid, path, ...}, jobs: [{uid, type, ..., groups, inputs, error, problems}]}")
+                   help="print JSON: {project: {uid, path, ...}, "
+                        "jobs: [{uid, type, ..., groups, inputs, error, problems}]}")
     p.set_defaults(func=_cmd_jobs)
 
 
@@ -104,7 +104,7 @@ def _job_json(job: Job) -> dict:
                              "final_version": r.final_version, "final_metafile": r.final_metafile,
                              "versions": [{"version": v, "metafile": m, "num_items": n}
                                           for v, m, n in zip(r.versions, r.metafiles,
-                                                             r.num_items + [None] * len(r.versions))]}
+                                                             r.num_items + [None] * len(r.versions), strict=False)]}
                             for r in g.results]}
                    for g in job.groups],
         "inputs": [{"job": schema.job(i.job_uid), "group": {"name": i.group_name},

@@ -11,9 +11,9 @@ from csfs.core.instance import Instance, ProjectRecord, norm_path
 
 from . import schema
 from .config import resolve_home
-from .main import PROJECT_REF, group, leaf as main_leaf
+from .main import PROJECT_REF, group
+from .main import leaf as main_leaf
 from .output import print_json, print_table
-
 
 
 def _lifecycle():

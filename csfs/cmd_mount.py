@@ -6,8 +6,8 @@ import os
 import re
 from pathlib import Path
 
-from csfs.core.errors import UsageError
 from csfs.config import resolve_home
+from csfs.core.errors import UsageError
 from csfs.output import print_json, print_table
 
 MOUNT_HELP = """Mount an instance (no SOURCE: one folder per registered project, plus control/)

@@ -5,7 +5,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from csfs.core.errors import CsfsError
 

@@ -20,9 +20,9 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csfs.core.errors import CsfsError, UsageError
 

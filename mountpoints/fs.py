@@ -18,17 +18,18 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csfs.core.errors import CsfsError
 
+from . import dircache, generated, watch, zerocopy
 from .context import Context
 from .control import Controls, Pending
 from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, NOFLUSH, READ_BUF, FuseOSError, Operations, fuse_get_context
-from . import dircache, generated, watch, zerocopy
-from .kcache import KernelCache
 from .instance_view import InstanceView
+from .kcache import KernelCache
 from .nodes import Node
 from .project_view import ProjectView
 

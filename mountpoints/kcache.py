@@ -25,7 +25,8 @@ class KernelCache:
 
     def bind(self) -> None:
         """Call from init(): capture the struct fuse * and the invalidation function."""
-        from .fusecompat import INVALIDATE, LIBFUSE as lib
+        from .fusecompat import INVALIDATE
+        from .fusecompat import LIBFUSE as lib
 
         if not INVALIDATE:   # libfuse2 (fusepy): no fuse_invalidate_path
             self._fn = None

@@ -215,7 +215,7 @@ def _failure(path: Path, start: int) -> str:
             lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    fuse = [ln for ln in lines if ln.startswith("fuse: ") or ln.startswith("fusermount")]
+    fuse = [ln for ln in lines if ln.startswith(("fuse: ", "fusermount"))]
     if fuse:
         return "mount failed: " + fuse[-1].removeprefix("fuse: ")
     return lines[-1].removeprefix("csfs: ") if lines else ""

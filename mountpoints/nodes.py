@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import stat as S
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 BLKSIZE = 256 * 1024
 PACKED_INO = 1 << 48        # source inodes below this are packed with their device index

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import stat as S
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csfs.core.errors import CsfsError
 
@@ -143,7 +144,7 @@ class ProjectView:
             if missing_ok:
                 return self._vdir(parts, lambda: self._merged(parts, None, extra, merge))
             if not parts:   # the project directory itself moved away: an empty folder
-                return self._vdir(parts, lambda: [])
+                return self._vdir(parts, list)
             raise _enoent()
         dev = st[T_DEV]
         attrs = real_attrs(st, self.ctx.inodes.real(dev, st[T_INO]), shared=not self.ctx.plain)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from csfs.core import cleanup, documents, exportplan, lifecycle, sizes, verify
 from csfs.core.instance import Instance
 from csfs.core.project import Project

@@ -8,11 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import csfile
 from csfs.core.errors import FormatError, NotFoundError
-from csfs.core.project import (ACTIVE_STATUSES, FINAL_STATUSES, Project, iso_time, referenced_files,
-                          timestamp, unreferenced_files)
+from csfs.core.project import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Project,
+    iso_time,
+    referenced_files,
+    timestamp,
+    unreferenced_files,
+)
 
 
 def test_demo_jobs_types_statuses(demo):
