@@ -32,7 +32,9 @@ class _Targets:
         self.inside = project_real + os.sep
         self._rel: dict[tuple[str, str], str] = {}
 
-    def __call__(self, source: Path, rel_path: str) -> str:
+    def __call__(self, source: Path | None, rel_path: str) -> str:
+        if source is None:
+            raise ValueError(f"export entry {rel_path!r}: a file without a source")
         src = os.fspath(source)
         if not src.startswith(self.inside):
             return src
@@ -99,7 +101,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _replace(path: Path, make: Callable[[Path], None]) -> None:
+def _replace(path: Path, make: Callable[[Path], object]) -> None:
     """Create `path` through `make(tmp)` and an atomic rename (a folder in the way is removed)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

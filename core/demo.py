@@ -32,7 +32,7 @@ from .errors import RefusedError, UsageError
 PROJECT_DIR = "CS-csfs-demo"      # v4 and v5; legacy: P12
 TITLE = "csfs demo"
 DESCRIPTION = "Synthetic demo project written by `csfs demo` (not real data)."
-BASE_TIME = _dt.datetime(2024, 3, 4, 9, 0, tzinfo=_dt.timezone.utc)
+BASE_TIME = _dt.datetime(2024, 3, 4, 9, 0, tzinfo=_dt.UTC)
 PSIZE = 0.83
 
 
@@ -179,8 +179,8 @@ class _Demo:
         self.rng = np.random.default_rng(seed)
         self.progress = progress
         self.jobs: list[_Job] = []
-        self.params = {"class_2D_new": {"class2D_K": {"value": scale.classes2d}},
-                       "homo_refine_new": {"refine_symmetry": {"value": "C1"}}}
+        self.params: dict[str, dict[str, dict[str, Any]]] = {"class_2D_new": {"class2D_K": {"value": scale.classes2d}},
+                                                            "homo_refine_new": {"refine_symmetry": {"value": "C1"}}}
         self.png = dd.png_bytes()
         self.traj = dd.npy_bytes(np.zeros((scale.frames, 2), "<f4"))
         self.dumped_at = _t(12)
@@ -536,9 +536,9 @@ class _Demo:
                 for name in filenames + dirnames:
                     os.utime(os.path.join(dirpath, name), (t, t))
                 os.utime(dirpath, (t, t))
-        for p in ("project.json", "workspaces.json", "job_manifest.json", "."):
-            if (self.root / p).exists():
-                os.utime(self.root / p, (t, t))
+        for name in ("project.json", "workspaces.json", "job_manifest.json", "."):
+            if (self.root / name).exists():
+                os.utime(self.root / name, (t, t))
 
 
 def make_demo(dir: str | os.PathLike, scale: str = "tiny", seed: int = 0,

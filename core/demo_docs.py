@@ -38,12 +38,12 @@ LEGACY_NO_JOB_JSON = {1, 2, 3, 4, 5}   # predate job.json: outputs only in their
 
 def iso(d: _dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with a Z, as pydantic (v5) and newer v4 exports write it."""
-    return None if d is None else d.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if d is None else d.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def rfc1123(d: _dt.datetime | None) -> str | None:
     """RFC 1123 (`Mon, 04 Mar 2024 19:00:00 GMT`), whatever the locale."""
-    return None if d is None else email.utils.format_datetime(d.astimezone(_dt.timezone.utc), usegmt=True)
+    return None if d is None else email.utils.format_datetime(d.astimezone(_dt.UTC), usegmt=True)
 
 
 def mongo_date(d: _dt.datetime | None, ms: bool) -> dict | None:

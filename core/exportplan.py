@@ -284,11 +284,12 @@ def group_data(project: Any, group: Any) -> GroupData:
             if "uid" not in (arrays[p.metafile].dtype.names or ()):
                 raise FormatError(f"{p.metafile}: has no uid field, so its rows cannot be joined; "
                                   "it is not a CryoSPARC dataset")
-        p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
-    order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
+        p.fields = [n for n in arrays[p.metafile].dtype.names or () if n.startswith(p.result.name + "/")]
+    joined, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
     # plans live long in the mount: keep row indices small (a slice when rows are in order)
-    order = [slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
-             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, order, strict=True)]
+    order: list[np.ndarray | slice] = [
+        slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
+        else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, joined, strict=True)]
     descr: list[tuple] = [("uid", "<u8")]
     path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     data_paths: dict[str, None] = {}
@@ -296,13 +297,13 @@ def group_data(project: Any, group: Any) -> GroupData:
         arr = arrays[p.metafile]
         path_fields = set(csfile.path_fields(arr.dtype))
         for name in p.fields:
-            sub = arr.dtype.fields[name][0]
+            sub = arr.dtype[name]
             if name not in path_fields:
                 descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
                 continue
             uniq, inverse = np.unique(np.asarray(arr[name])[idx], return_inverse=True)
             rels = [_resolve_value(v, p.metafile) if v else "" for v in uniq]
-            firsts = np.unique(inverse, return_index=True)[1] if len(inverse) else []
+            firsts: np.ndarray | list[int] = np.unique(inverse, return_index=True)[1] if len(inverse) else []
             for i in sorted(range(len(uniq)), key=lambda k: firsts[k]):
                 if rels[i]:
                     data_paths.setdefault(rels[i], None)
@@ -357,7 +358,7 @@ def build_group_dataset(project: Any, data: GroupData) -> np.ndarray:
         for name in p.fields:
             if name in data.path_maps:
                 inverse, rels = data.path_maps[name]
-                table = np.array([_export_value(r) for r in rels], dtype=data.dtype.fields[name][0])
+                table = np.array([_export_value(r) for r in rels], dtype=data.dtype[name])
                 out[name] = table[inverse] if len(rels) else b""
             else:
                 out[name] = np.asarray(src[name])[idx]
@@ -385,7 +386,7 @@ def _dataset_bytes(project: Any, data: GroupData, size: int) -> bytes:
 
 
 def _csg_bytes(job: Any, group: Any, cs_name: str, data: GroupData) -> bytes:
-    created = _dt.datetime.fromtimestamp(job_time(job), tz=_dt.timezone.utc)
+    created = _dt.datetime.fromtimestamp(job_time(job), tz=_dt.UTC)
     results = {p.result.name: {"metafile": f">{cs_name}", "num_items": data.rows, "type": p.result.type}
                for p in data.parts}
     doc = csg.Csg(created=created,

@@ -183,9 +183,9 @@ def _rewrite_paths(arr: np.ndarray, base: Path, juid: str, what: str,
                    sources: dict[str, Path]) -> np.ndarray:
     """Copy of `arr` whose `*/path` values name `J<M>/imported/<rel>`; fills `sources` rel -> file."""
     descr = []
-    new_cols: dict[str, np.ndarray] = {}
-    for name in arr.dtype.names:
-        sub = arr.dtype.fields[name][0]
+    new_cols: dict[str, np.ndarray | None] = {}
+    for name in arr.dtype.names or ():
+        sub = arr.dtype[name]
         if name not in csfile.path_fields(arr.dtype):
             descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
             continue
@@ -203,7 +203,7 @@ def _rewrite_paths(arr: np.ndarray, base: Path, juid: str, what: str,
         descr.append((name, f"|S{width}"))
         new_cols[name] = np.array(mapped, dtype=f"|S{width}")[inverse.reshape(-1)] if mapped else None
     out = np.zeros(len(arr), dtype=np.dtype(descr))
-    for name in arr.dtype.names:
+    for name in arr.dtype.names or ():
         if name in new_cols:
             if new_cols[name] is not None:
                 out[name] = new_cols[name]
@@ -237,7 +237,7 @@ def _read_csg_group(csg_path: Path, trust: _Trust) -> tuple[csg.Csg, np.ndarray,
             raise FormatError(f"{csg_path}: metafile {m} has no uid field")
     slots = list(c.results)
     for s in slots:
-        if not any(n.startswith(f"{s}/") for n in arrays[c.results[s]["metafile"]].dtype.names):
+        if not any(n.startswith(f"{s}/") for n in arrays[c.results[s]["metafile"]].dtype.names or ()):
             raise FormatError(f"{csg_path}: metafile {c.results[s]['metafile']} has no {s}/ fields "
                               f"for result {s!r}")
     order, rows = join_order([arrays[c.results[s]["metafile"]]["uid"] for s in slots])
@@ -245,9 +245,9 @@ def _read_csg_group(csg_path: Path, trust: _Trust) -> tuple[csg.Csg, np.ndarray,
     picks: list[tuple[str, np.ndarray, np.ndarray]] = []
     for s, idx in zip(slots, order, strict=True):
         src = arrays[c.results[s]["metafile"]]
-        for name in src.dtype.names:
+        for name in src.dtype.names or ():
             if name.startswith(s + "/"):
-                sub = src.dtype.fields[name][0]
+                sub = src.dtype[name]
                 descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
                 picks.append((name, src, idx))
     out = np.zeros(rows, dtype=np.dtype(descr))

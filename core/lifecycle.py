@@ -355,8 +355,11 @@ def detach(instance: Instance, ref: str | os.PathLike, registry_only: bool = Fal
                                              "what is left)") as undo:
         commit(instance, proj, project_doc={**doc, "detached": True}, workspaces=ws)
         faults.point("detach-flushed")
-        undo.add(f"put {rec.path / lock.LOCK_NAME} back",
-                 lambda: lock.read(rec.path) is None and lock.restore(rec.path, info))
+
+        def put_back() -> None:
+            if lock.read(rec.path) is None:
+                lock.restore(rec.path, info)
+        undo.add(f"put {rec.path / lock.LOCK_NAME} back", put_back)
         lock.remove(rec.path, info)
         faults.point("detach-unlocked")
         wrows, jrows = _rows(proj, ws)

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,7 +88,7 @@ def session_dirs(project_path: str | os.PathLike) -> dict[str, Path]:
     """CryoSPARC Live sessions of a project: `S<N>/` folders holding exposures.bson, by number."""
     found = []
     try:
-        with os.scandir(project_path) as it:
+        with os.scandir(Path(project_path)) as it:
             for e in it:
                 m = SESSION_DIR_RE.match(e.name)
                 if m and e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, "exposures.bson")):
@@ -179,15 +179,15 @@ def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
     return JobSize(total, clearable)
 
 
-def other_size(project: Any, skip: set[str] = frozenset()) -> int:
+def other_size(project: Any, skip: Iterable[str] = ()) -> int:
     """Bytes of the files outside the job directories and the names in `skip` (symlinks not
     followed), each inode once."""
-    skip = {Path(j.dir).name for j in project.jobs.values()} | set(skip)
+    skipped = {Path(j.dir).name for j in project.jobs.values()} | set(skip)
     total = 0
     seen: set[tuple[int, int]] = set()
     with os.scandir(project.path) as it:
         for e in it:
-            if e.name in skip:
+            if e.name in skipped:
                 continue
             try:
                 st = e.stat(follow_symlinks=False)

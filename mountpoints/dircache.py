@@ -59,7 +59,10 @@ def install(fuse: int | None, major: int, minor: int) -> bool:
             break
     else:
         return False
-    original = _OPENDIR_T(slots[OPENDIR_INDEX].value)
+    addr = slots[OPENDIR_INDEX].value
+    if addr is None:
+        return False
+    original = _OPENDIR_T(addr)
 
     def opendir(req: int, ino: int, llfi: int) -> None:
         _local.fi = llfi

@@ -386,6 +386,7 @@ class CsfsFS(Operations):
             return os.pread(h.fd, size, offset)
         data = h.data
         if data is None:           # a control file: its current outcome
+            assert h.node is not None and h.node.control is not None
             data = self.controls.outcome(h.node.control[1], h.node.control[2])[0]
         return data[offset:offset + size]
 
@@ -483,8 +484,8 @@ class CsfsFS(Operations):
     if not LSEEK:      # libfuse2: the kernel answers SEEK_DATA/SEEK_HOLE itself (all data)
         del lseek
 
-    create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
-    chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
+    create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs
+    chmod = chown = utimens = fallocate = _erofs
 
 
 def _structural(base: str, path: str, mask: int) -> bool:
@@ -533,7 +534,7 @@ def fuse_class() -> Any:
     pinned = threading.local()
     c_stat = sys.modules[FUSE.__module__].c_stat
 
-    class CsfsFUSE(FUSE):  # type: ignore[misc, valid-type]
+    class CsfsFUSE(FUSE):
         def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
             # ctypes creates and destroys a Python thread state around every callback from
             # a libfuse thread (an mmap/munmap pair and more, per request); holding one extra

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger("csfs.mount")
 
@@ -21,7 +22,7 @@ class KernelCache:
         self._lock = threading.Lock()
         self._paths: set[str] = set()
         self._fuse: int | None = None
-        self._fn = None
+        self._fn: Callable[[int | None, bytes], int] | None = None   # fuse_invalidate_path
 
     def bind(self) -> None:
         """Call from init(): capture the struct fuse * and the invalidation function."""
@@ -59,10 +60,11 @@ class KernelCache:
         request that triggered it."""
         self.invalidate_paths([], prefixes=[prefix])
 
-    def invalidate_paths(self, paths: list[str], prefixes: list[str] = (), wait: bool = True) -> None:
+    def invalidate_paths(self, paths: list[str], prefixes: Sequence[str] = (), wait: bool = True) -> None:
         """Drop the kernel's pages and attributes of `paths` (whether recorded or not: a path
         the kernel does not know is skipped) and of every recorded path under `prefixes`."""
-        if not self.enabled:
+        fn = self._fn
+        if fn is None or not self.enabled:
             return
         with self._lock:
             hit = set(paths)
@@ -77,7 +79,7 @@ class KernelCache:
 
         def run() -> None:
             for p in sorted(hit, key=len, reverse=True):
-                self._fn(self._fuse, p.encode("utf-8", "surrogateescape"))
+                fn(self._fuse, p.encode("utf-8", "surrogateescape"))
         t = threading.Thread(target=run, daemon=True)
         t.start()
         if wait:

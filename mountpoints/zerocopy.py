@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from typing import Any
 
 SPLICE_WRITE = 1 << 7   # FUSE_CAP_SPLICE_WRITE
 SPLICE_MOVE = 1 << 8    # FUSE_CAP_SPLICE_MOVE
@@ -52,7 +53,7 @@ def hole_length(fd: int, pos: int, size: int) -> int:
     return min(size, data - pos)
 
 
-def hand_over(bufpp: object, size: int, fd: int = -1, pos: int = 0, data: bytes | None = None,
+def hand_over(bufpp: Any, size: int, fd: int = -1, pos: int = 0, data: bytes | None = None,
               zeros: bool = False) -> None:
     """Store a malloc'd one-buffer fuse_bufvec in *bufpp (libfuse frees it).
 
@@ -90,7 +91,7 @@ def zero_fd() -> int:
     return _zero_fd
 
 
-def _store(bufpp: object, size: int, flags: int, mem: int | None, fd: int, pos: int) -> None:
+def _store(bufpp: Any, size: int, flags: int, mem: int | None, fd: int, pos: int) -> None:
     addr = _libc.malloc(_SIZE)
     if not addr:
         raise MemoryError("malloc failed")
