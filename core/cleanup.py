@@ -12,10 +12,14 @@ import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import documents, faults
 from .errors import ActiveJobError, CsfsError, RefusedError
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .project import Job, Project
 
 Progress = Callable[[int, "int | None"], None]
 RECORD_KEY = "csfs_intermediate_cleared"
@@ -45,7 +49,7 @@ class JobClear:
         return {**asdict(self), "bytes": self.bytes}
 
 
-def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
+def kept_versions(project: Project, job: Job) -> dict[tuple[str, str], set[int]]:
     """(group, result) -> versions to keep: the final one and those other jobs' inputs name."""
     keep: dict[tuple[str, str], set[int]] = {}
     consumers = project.consumers(job.uid)
@@ -64,13 +68,13 @@ def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
     return keep
 
 
-def unknown_consumers(project: Any, job: Any) -> list[str]:
+def unknown_consumers(project: Project, job: Job) -> list[str]:
     """Other jobs that cannot be read and may consume `job` (see Job.may_use): which of its
     versions they use is unknown. Unreadable jobs that never name `job` do not count."""
     return [j.uid for j in project.jobs.values() if j.uid != job.uid and j.may_use(job)]
 
 
-def clear_plan(project: Any, job: Any) -> JobClear:
+def clear_plan(project: Project, job: Job) -> JobClear:
     """What clearing `job` would delete (computed only; nothing changes).
 
     A file is deleted only when it is a regular file inside the job's (real) folder,
@@ -165,7 +169,7 @@ def _inside_job(path: Path, jreal: str) -> str | None:
     return os.path.join(parent, path.name)
 
 
-def _check_job(job: Any) -> None:
+def _check_job(job: Job) -> None:
     if job.is_active:
         raise ActiveJobError(f"{job.uid} is {job.status}; clear its intermediate results once it has finished")
     if not job.is_final:
@@ -175,7 +179,7 @@ def _check_job(job: Any) -> None:
         raise RefusedError(f"{job.uid}: {job.error}")
 
 
-def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run: bool = False,
+def clear_intermediate(instance: Instance, ref: str, juid: str | None = None, dry_run: bool = False,
                        progress: Progress | None = None) -> list[JobClear]:
     """Clear one job (`juid`) or every final-state job of a project; returns what was (or would be) cleared."""
     from . import sizes, store

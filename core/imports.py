@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,10 @@ from .exportplan import join_order
 from .lock import now_iso
 from .rawfiles import RawFile
 from .walk import scan
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .project import Project
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -279,7 +283,7 @@ def _write_outputs(project_path: Path, juid: str, jdir: Path, groups: list[_Grou
     return out
 
 
-def _new_job(instance: Any, project: Any, type: str, title: str, extra: dict | None,
+def _new_job(instance: Instance, project: Project, type: str, title: str, extra: dict | None,
              fill: Callable[[str, Path], tuple[list[_Group], dict]]) -> str:
     """Create a job (in the project's document form), let `fill(juid, jdir)` place data and
     return its groups, then complete it."""
@@ -311,7 +315,7 @@ def _read_doc(jdir: Path) -> dict:
     return read_json(jdir / "job.json")
 
 
-def _open(instance: Any, ref: str) -> Any:
+def _open(instance: Instance, ref: str) -> Project:
     from .project import Project
     rec = instance.resolve(ref)
     store.check_writable(instance, rec.path)
@@ -329,7 +333,7 @@ def _check_sources(sources: dict[str, Path], trust: _Trust) -> None:
 
 # ---------------------------------------------------------------------------- public
 
-def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: bool = False,
+def import_group(instance: Instance, ref: str, csg_path: str | os.PathLike, copy: bool = False,
                  progress: Progress | None = None, allow_from: Sequence[str | os.PathLike] = ()) -> str:
     """Import a result group (.csg) as a new `import_result_group` job; returns its uid.
 
@@ -355,7 +359,7 @@ def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: boo
                     documents.params_doc(project.form, {"blob_path": str(csg_path)}), fill)
 
 
-def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: bool = False,
+def import_job(instance: Instance, ref: str, exported_dir: str | os.PathLike, copy: bool = False,
                progress: Progress | None = None, allow_from: Sequence[str | os.PathLike] = ()) -> str:
     """Import an exported job folder (`J87_homo_refine/`) as a new job; returns its uid.
 
@@ -442,7 +446,7 @@ def raw_dataset(kind: str, juid: str, raws: list[RawFile], rng: np.random.Genera
     return arr
 
 
-def import_raw(instance: Any, ref: str, kind: str, paths: Sequence[str | os.PathLike],
+def import_raw(instance: Instance, ref: str, kind: str, paths: Sequence[str | os.PathLike],
                progress: Progress | None = None, report: dict | None = None) -> str:
     """An import job holding symlinks to raw data (movies, micrographs, particle stacks, volumes).
 

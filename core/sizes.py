@@ -24,10 +24,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import atomic
 from .walk import scan
+
+if TYPE_CHECKING:
+    from .project import Job, Project
 
 Progress = Callable[[int, "int | None"], None]
 CACHE_VERSION = 3
@@ -107,7 +110,7 @@ def _signature(job_dir: Path) -> list[int] | None:
     return [a.st_mtime_ns, b.st_mtime_ns, b.st_size, b.st_ino]
 
 
-def _clear_deps(project: Any) -> dict[str, str]:
+def _clear_deps(project: Project) -> dict[str, str]:
     """Per job, a digest of what its clearable bytes depend on outside its own directory:
     the versions other jobs' inputs name, which other jobs' inputs are unknown, and (as
     any job may link to or name its files: core/references.py) the state of every job."""
@@ -167,7 +170,7 @@ def invalidate(cache_dir: str | os.PathLike, project_path: str | os.PathLike, ju
         _write_cache(path, jobs)
 
 
-def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
+def job_size(project: Project, job: Job, total: int | None = None) -> JobSize:
     """One job now: its size (walked, unless `total` is given) and its clearable intermediate bytes."""
     from .cleanup import clear_plan
 
@@ -179,7 +182,7 @@ def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
     return JobSize(total, clearable)
 
 
-def other_size(project: Any, skip: Iterable[str] = ()) -> int:
+def other_size(project: Project, skip: Iterable[str] = ()) -> int:
     """Bytes of the files outside the job directories and the names in `skip` (symlinks not
     followed), each inode once."""
     skipped = {Path(j.dir).name for j in project.jobs.values()} | set(skip)
@@ -201,7 +204,7 @@ def other_size(project: Any, skip: Iterable[str] = ()) -> int:
     return total
 
 
-def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
+def project_sizes(project: Project, cache_dir: str | os.PathLike | None = None,
                   progress: Progress | None = None) -> SizeReport:
     """Sizes of every job and of the project; unchanged jobs come from the cache in `cache_dir`."""
     cache_path = _cache_file(Path(cache_dir), Path(project.path)) if cache_dir else None
@@ -209,7 +212,7 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
     report = SizeReport()
     jobs = list(project.jobs.values())
     fresh: dict[str, dict] = {}
-    todo: list[Any] = []
+    todo: list[tuple[Job, str, list[int] | None, int | None]] = []
     deps = _clear_deps(project)
     for job in jobs:
         key = str(Path(job.dir).absolute())

@@ -11,10 +11,14 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import CsfsError, RefusedError, UsageError
 from .walk import walk_entries
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .project import Project
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -62,14 +66,14 @@ def _symlinks(top: Path) -> Iterable[Path]:
     return (Path(e.path) for e in walk_entries(top) if e.is_symlink())
 
 
-def _rel(project: Any, path: Path) -> str:
+def _rel(project: Project, path: Path) -> str:
     try:
         return str(path.relative_to(project.path))
     except ValueError:
         return str(path)
 
 
-def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
+def verify(project: Project, progress: Progress | None = None) -> list[Problem]:
     """Everything wrong with the project's files, job by job (empty when all is well)."""
     from . import csfile
     from .project import referenced_files
@@ -130,7 +134,7 @@ class Relink:
         return asdict(self)
 
 
-def plan_relink(project: Any, old: str, new: str) -> list[Relink]:
+def plan_relink(project: Project, old: str, new: str) -> list[Relink]:
     """Symlinks in job dirs and exports/ whose target starts with `old`, and their targets under `new`."""
     old_p, new_p = old.rstrip("/") or "/", new.rstrip("/") or "/"
     if old_p == new_p:
@@ -145,7 +149,7 @@ def plan_relink(project: Any, old: str, new: str) -> list[Relink]:
     return out
 
 
-def relink(instance: Any, ref: str, old: str, new: str, dry_run: bool = False,
+def relink(instance: Instance, ref: str, old: str, new: str, dry_run: bool = False,
            progress: Progress | None = None) -> list[Relink]:
     """Repoint symlinks from prefix `old` to prefix `new`; refuses if any new target is missing."""
     from . import sizes, store

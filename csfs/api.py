@@ -33,6 +33,10 @@ from csfs.core.errors import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from csfs.core.instance import ProjectRecord
+    from csfs.core.project import Job
+    from csfs.core.project import Project as CoreProject
+
 __all__ = ["open_instance", "open_project", "write_demo", "Instance", "Project", "JobInfo", "GroupInfo",
            "CsfsError", "UsageError", "NotFoundError", "FormatError", "RefusedError", "ForeignLockError",
            "ActiveJobError", "ArchivedError"]
@@ -67,7 +71,7 @@ class JobInfo:
         return self.status in ("queued", "launched", "started", "running", "waiting")
 
 
-def _job_info(job: Any) -> JobInfo:
+def _job_info(job: Job) -> JobInfo:
     groups = tuple(GroupInfo(job.uid, g.name, g.type, g.title, g.num_items) for g in job.groups)
     return JobInfo(job.uid, job.type, job.status, job.title, job.created_at, job.completed_at, groups, job.error)
 
@@ -144,7 +148,7 @@ class Instance:
         """Take over a project locked by a dead instance (see `csfs project rescue --help`)."""
         return _lifecycle().rescue(self._core, path, other_instance_is_down)
 
-    def _from_record(self, rec: Any) -> Project:
+    def _from_record(self, rec: ProjectRecord) -> Project:
         return Project(self, rec.uid, rec.path)
 
 
@@ -166,7 +170,7 @@ class Project:
         return f"csfs.Project({self.uid or '-'}, {str(self.path)!r})"
 
     # -- reading ------------------------------------------------------------------------------
-    def _open(self) -> Any:
+    def _open(self) -> CoreProject:
         from csfs.core.project import Project as CoreProject
 
         return CoreProject.open(self.path)

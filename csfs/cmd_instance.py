@@ -126,7 +126,8 @@ def _cmd_rescue(args: argparse.Namespace) -> int:
         rec, info = inst.find_path(path), lock.read(path)
         done = rec is not None and info is not None and info.is_ours(inst.id)
         print_json({"action": "rescue", "done": done, "message": message,
-                    "project": schema.project_of(rec) if done else schema.project(None, norm_path(args.path))})
+                    "project": schema.project_of(rec) if done and rec is not None
+                    else schema.project(None, norm_path(args.path))})
     else:
         print(message)
     return 0

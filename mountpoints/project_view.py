@@ -7,7 +7,7 @@ import stat as S
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from csfs.core.errors import CsfsError
 
@@ -16,6 +16,10 @@ from .context import PROJECT_TTL, Context
 from .control import PROJECT_ACTIONS, Controls
 from .nodes import T_DEV, T_INO, T_MODE, Node, compact, ns, real_attrs, virtual_attrs
 from .perms import AS_IS, LIST
+
+if TYPE_CHECKING:
+    from csfs.core.project import Project
+    from csfs.core.sizes import SizeReport
 
 VIRTUAL_TOP = ("exports", "sizes", "control")
 EXPORT_KINDS = ("jobs", "groups")
@@ -34,7 +38,7 @@ class ProjectView:
         ctx.watch(self.path)
 
     # -- core objects (cached) ---------------------------------------------------
-    def project(self) -> Any:
+    def project(self) -> Project:
         from csfs.core.project import Project
 
         return self.ctx.obj(("project", str(self.path)), lambda: Project.open(self.path))
@@ -60,8 +64,9 @@ class ProjectView:
             for uid, job in jobs.items():
                 if job.error or job.status != "completed":
                     continue
-                names = ([("jobs", exportplan.job_export_name(job), None)]
-                         if exportplan.has_job_export(job) else [])
+                names: list[tuple[str, str, str | None]] = (
+                    [("jobs", exportplan.job_export_name(job), None)]
+                    if exportplan.has_job_export(job) else [])
                 names += [("groups", exportplan.group_export_name(job, g.name), g.name) for g in job.groups]
                 for kind, name, group in names:
                     if exportplan.plain_name(name):     # a '/' in job.json's names: not listable
@@ -88,10 +93,10 @@ class ProjectView:
                 plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
         return plan
 
-    def sizes(self) -> Any:
+    def sizes(self) -> SizeReport:
         from csfs.core.sizes import project_sizes
 
-        def compute() -> Any:
+        def compute() -> SizeReport:
             cache_dir = None
             try:
                 cache_dir = self.ctx.instance().cache_dir
