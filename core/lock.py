@@ -17,12 +17,12 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import faults, safeio
 from .atomic import dumps_json, fsync_dir, write_bytes
+from .documents import now_iso
 from .errors import CsfsError, ForeignLockError, NotFoundError
 
 LOCK_NAME = "cs.lock"
@@ -213,8 +213,4 @@ def remove(project_dir: str | os.PathLike, expected: LockInfo) -> None:
         raise ForeignLockError(f"{project_dir}: cs.lock is now held by {current.describe()}; not removed")
     lock_path(project_dir).unlink()
     fsync_dir(project_dir)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 

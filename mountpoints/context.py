@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
-from .nodes import Inodes, ns
+from .perms import Perms
+from .statinfo import Inodes, ns
 
 if TYPE_CHECKING:
     from csfs.core.instance import Instance
-from .perms import Perms
 
 LONG_TTL = 60.0
 SHORT_TTL = 1.0

@@ -24,7 +24,7 @@ import stat as S
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .nodes import T_GID, T_MODE, T_UID, compact
+from .statinfo import T_GID, T_MODE, T_UID, compact
 
 R, X = 4, 1
 AS_IS = 0          # the entry's bits are at most the source's
