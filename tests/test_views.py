@@ -1,0 +1,191 @@
+"""The views without FUSE, against a reference model (tests/viewmodel.py): for each demo
+flavour, the tree ProjectView and InstanceView resolve (names, kinds, modes, sizes, link
+targets, times, inodes, sizes/ values, control/, and every file's bytes) equals a model
+built independently from the project directory and core's physical exports. One kernel
+check per flavour compares the same model with a real FUSE mount."""
+from __future__ import annotations
+
+import errno
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mountutil import fuse_missing, mounted
+from viewmodel import Bound, Model, differences, instance_model, look, look_kernel, physical_exports, project_model
+
+SLACK = 1_000_000   # ns: the mount's start is taken from a float clock
+
+# Differences from the model that are real findings, written in /work/wt/NOTES.md for their
+# owner and not fixed yet: flavour -> (pattern of the difference line, finding). The main
+# tests pass over these lines only; test_open_findings fails (strict xfail) until they go.
+FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {
+    "legacy": [(re.compile(r"^'(?:[^'/]+/)?exports/[^']*': [mc]time \d+, model 0$"),
+                ("index: a virtual export folder of a legacy job shows the mount's start time where the "
+                 "physical export (and the plan) say 0: project_view._vdir takes `mtime_ns or started_ns`"))],
+}
+
+
+@pytest.fixture
+def attached(flavour_demo: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(instance home, project) of a tiny demo of each flavour, attached to the instance."""
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
+
+    home = tmp_path / "home"
+    lifecycle.attach(Instance(home), flavour_demo)
+    return home, flavour_demo
+
+
+@pytest.fixture
+def exports(attached: tuple[Path, Path], tmp_path: Path) -> dict[str, dict[str, Path]]:
+    """The project's physical exports, written by core outside the project."""
+    return physical_exports(attached[1], tmp_path / "physical")
+
+
+@pytest.fixture(autouse=True)
+def _stop_workers() -> Iterator[None]:
+    """The views build plans in worker processes: stop them after each test."""
+    yield
+    from csfs.mountpoints import generated
+
+    generated.shutdown()
+
+
+def _started(fn: Any) -> tuple[Any, Bound]:
+    """fn() and the time bounds around it (when the view or mount started)."""
+    t0 = time.time_ns()
+    out = fn()
+    return out, (t0 - SLACK, time.time_ns() + SLACK)
+
+
+def _project_view(home: Path, project: Path, mnt: Path) -> tuple[Any, Any]:
+    from csfs.mountpoints.context import Context
+    from csfs.mountpoints.control import Controls
+    from csfs.mountpoints.project_view import ProjectView
+
+    ctx = Context(home, str(mnt))
+    return ctx, ProjectView(ctx, Controls(ctx), project, "")
+
+
+def _instance_view(home: Path, mnt: Path) -> tuple[Any, Any]:
+    from csfs.mountpoints.context import Context
+    from csfs.mountpoints.control import Controls
+    from csfs.mountpoints.instance_view import InstanceView
+
+    ctx = Context(home, str(mnt))
+    return ctx, InstanceView(ctx, Controls(ctx))
+
+
+def _open(flavour: str, diffs: list[str]) -> list[str]:
+    """The differences that are not open findings."""
+    known = [pattern for pattern, _ in FINDINGS.get(flavour, [])]
+    return [d for d in diffs if not any(p.match(d) for p in known)]
+
+
+def _check(model: Model, seen: Any, flavour: str) -> dict[str, int]:
+    diffs, own = differences(model, seen)
+    diffs = _open(flavour, diffs)
+    assert not diffs, f"{len(diffs)} differences from the model:\n" + "\n".join(diffs[:60])
+    return own
+
+
+def _model_is_not_empty(model: Model, exports: dict[str, dict[str, Path]]) -> None:
+    """The model covers what the test claims: exports of both kinds, shared data files
+    (links >= 2), generated files, symlinks of the real tree, sizes and control files."""
+    shared = [p for p, w in model.items() if p.startswith("exports/") and w.ino is not None]
+    generated = [p for p, w in model.items() if p.startswith("exports/") and w.ino is None and w.children is None]
+    links = [p for p, w in model.items() if w.target is not None]
+    assert exports["groups"] and shared and generated and links
+    assert all(model[p].nlink >= 2 for p in shared)
+    assert len([p for p in model if p.startswith("sizes/")]) >= 2
+
+
+def _missing_names_are_enoent(model: Model, seen: Any) -> None:
+    """A name missing from any folder of any tree is ENOENT."""
+    for path, want in model.items():
+        if want.children is not None:
+            with pytest.raises(OSError) as e:
+                seen(f"{path}/no-such-name" if path else "no-such-name")
+            assert e.value.errno == errno.ENOENT, path
+
+
+def _real_tree_listed_first(model: Model, seen: Any, top: str = "") -> None:
+    """The real entries come before exports/ (a walk meets project files before their copies)."""
+    names = [c[0] for c in seen(top).children]
+    assert names.index("exports") > max(i for i, n in enumerate(names) if n not in ("exports", "sizes", "control"))
+
+
+def test_project_view_equals_model(flavour, attached, exports, tmp_path):
+    home, project = attached
+    (ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
+    model = project_model(project, exports, started)
+    _model_is_not_empty(model, exports)
+    own = _check(model, partial(look, view), flavour)
+    _missing_names_are_enoent(model, partial(look, view))
+    _real_tree_listed_first(model, partial(look, view))
+    # the mount's own inode numbers are stable: the same after its caches are dropped
+    ctx.invalidate()
+    diffs, again = differences(model, partial(look, view), read=False)
+    assert not _open(flavour, diffs) and again == own
+
+
+@pytest.mark.parametrize("flavour", [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason="; ".join(
+    finding for _, finding in FINDINGS[f]))) for f in FINDINGS])
+def test_open_findings(flavour, attached, exports, tmp_path):
+    """The differences test_project_view_equals_model passes over: this fails until they are fixed
+    (then remove the finding from FINDINGS)."""
+    home, project = attached
+    (_ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
+    diffs, _ = differences(project_model(project, exports, started), partial(look, view), read=False)
+    assert not diffs, "\n".join(diffs[:20])
+
+
+def test_instance_view_equals_model(flavour, attached, exports, tmp_path):
+    home, project = attached
+    (ctx, view), started = _started(lambda: _instance_view(home, tmp_path / "mnt"))
+    model = instance_model({project.name: project_model(project, exports, started)}, started)
+    own = _check(model, partial(look, view), flavour)
+    _missing_names_are_enoent(model, partial(look, view))
+    _real_tree_listed_first(model, partial(look, view), project.name)
+    ctx.invalidate()
+    diffs, again = differences(model, partial(look, view), read=False)
+    assert not _open(flavour, diffs) and again == own
+
+
+def test_model_differences_are_found(flavour, attached, exports, tmp_path):
+    """The comparison is not vacuous: a model one detail off is reported, path by path."""
+    home, project = attached
+    (_ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
+    model = project_model(project, exports, started)
+    data, ino = next((p, w.ino) for p, w in model.items() if p.startswith("exports/groups/") and w.ino is not None)
+    gen = next(p for p, w in model.items() if p.endswith("_exported.csg"))
+    size = next(p for p in model if p.startswith("sizes/J"))
+    link = next(p for p, w in model.items() if w.target is not None)
+    wrong = dict(model)
+    wrong[data] = replace(model[data], ino=ino + 1)
+    wrong[gen] = replace(model[gen], content=b"not the export's bytes")
+    wrong[size] = replace(model[size], content=b"0\n")
+    wrong[link] = replace(model[link], target="elsewhere")
+    del wrong["control/detach"]
+    diffs, _ = differences(wrong, partial(look, view))
+    diffs = _open(flavour, diffs)
+    for path in (data, gen, size, link, "control/detach"):
+        assert any(d.startswith(repr(path)) for d in diffs), (path, diffs)
+    assert len(diffs) == 5, diffs
+
+
+@pytest.mark.fuse
+@pytest.mark.skipif(fuse_missing() is not None, reason=str(fuse_missing()))
+def test_kernel_mount_equals_model(flavour, attached, exports, tmp_path):
+    """The same model through a real FUSE mount: lstat, readdir (d_ino, d_type), readlink, read."""
+    home, project = attached
+    t0 = time.time_ns()
+    with mounted(home, tmp_path / "mnt", project) as (mnt, _pid):
+        model = project_model(project, exports, (t0 - SLACK, time.time_ns() + SLACK))
+        _check(model, partial(look_kernel, mnt), flavour)
