@@ -135,6 +135,29 @@ def test_project_view_equals_model(flavour, attached, exports, tmp_path):
     assert not _open(flavour, diffs) and again == own
 
 
+def test_physical_exports_are_merged(flavour, attached, exports, tmp_path, csfs):
+    """Exports made by the CLI inside the project (`csfs job export`, `group export`) and a
+    stray file beside them: exports/ is the real folder with the virtual exports over it, and
+    those virtual exports equal the CLI's physical ones read with links followed."""
+    home, project = attached
+    made: dict[str, dict[str, Path]] = {"jobs": {}, "groups": {}}
+    for kind, name in (("jobs", next(iter(exports["jobs"]))), ("groups", sorted(exports["groups"])[-1])):
+        juid, group = name.split("_", 1)
+        args = ["job", "export", juid] if kind == "jobs" else ["group", "export", juid, group]
+        r = csfs(args[0], args[1], str(project), *args[2:], home=home)
+        assert r.returncode == 0, r.stderr
+        made[kind][name] = project / "exports" / kind / name
+        assert made[kind][name].is_dir()
+    (project / "exports" / "jobs" / "notes.txt").write_text("kept beside the exports\n")
+    (project / "exports" / "old").mkdir()
+    (project / "exports" / "old" / "list.txt").write_text("a folder of the user's\n")
+    (ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
+    model = project_model(project, {k: {**exports[k], **made[k]} for k in exports}, started)
+    assert model["exports"].ino == (project / "exports").lstat().st_ino
+    assert model["exports/jobs/notes.txt"].ino is not None and model["exports/old/list.txt"].ino is not None
+    _check(model, partial(look, view), flavour)
+
+
 @pytest.mark.parametrize("flavour", [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason="; ".join(
     finding for _, finding in FINDINGS[f]))) for f in FINDINGS])
 def test_open_findings(flavour, attached, exports, tmp_path):

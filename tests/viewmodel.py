@@ -154,12 +154,10 @@ def project_model(project: Path, exports: dict[str, dict[str, Path]], started: B
     project = Path(project)
     uid = os.getuid() if mount_uid is None else mount_uid
     top = os.lstat(project)
-    model: Model = {}
     real = _real_tree(project)
-    model.update(real)
-    names = set(real[""].children or ()) | set(VIRTUAL_TOP)
-    model[""].children = frozenset(names)
-    model.update(_exports_model(project, exports, started, top))
+    model = {p: w for p, w in real.items() if p.split("/")[0] not in VIRTUAL_TOP}
+    model[""].children = frozenset(set(real[""].children or ()) | set(VIRTUAL_TOP))
+    model.update(_exports_model(project, exports, started, top, real))
     model.update(_sizes_model(project, started, top))
     model.update(_control_model("control", PROJECT_ACTIONS, started, top, uid))
     return model
@@ -216,14 +214,26 @@ def _virtual_dir(perm: int, st: os.stat_result, started: Bound, children: Iterab
 
 
 def _exports_model(project: Path, exports: dict[str, dict[str, Path]], started: Bound,
-                   top: os.stat_result) -> Model:
+                   top: os.stat_result, real: Model) -> Model:
     """exports/: each physical export read with links followed. Data files are the source's
     stat (a hard link: its inode, link count + 1); generated files and folders have inodes of
-    their own and the physical export's times, no more open than their sources."""
-    out: Model = {"exports": _virtual_dir(0o555, top, started, EXPORT_KINDS)}
+    their own and the physical export's times, no more open than their sources. A real
+    exports/ folder of the project is merged in: its entries stay, the virtual exports cover
+    real ones of the same name."""
+    def merged(path: str, names: Iterable[str]) -> Want:
+        have = real.get(path)
+        if have is not None and have.type == S.S_IFDIR:
+            return replace(have, children=frozenset(have.children or ()) | frozenset(names))
+        return _virtual_dir(0o555, top, started, names)
+
+    covered = {f"exports/{kind}/{name}" for kind in EXPORT_KINDS for name in exports[kind]}
+    kinds = {f"exports/{kind}" for kind in EXPORT_KINDS}
+    out: Model = {p: w for p, w in real.items() if p.startswith("exports/") and p not in kinds
+                  and not any(p == c or p.startswith(c + "/") for c in covered)}
+    out["exports"] = merged("exports", EXPORT_KINDS)
     file_perm = _common_file_perm(project)
     for kind in EXPORT_KINDS:
-        out[f"exports/{kind}"] = _virtual_dir(0o555, top, started, frozenset(exports[kind]))
+        out[f"exports/{kind}"] = merged(f"exports/{kind}", exports[kind])
         for name, folder in exports[kind].items():
             job_dir = os.stat(project / name.split("_", 1)[0])
             for dirpath, dirnames, filenames in os.walk(folder):
