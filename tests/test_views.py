@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conftest import copy_demo
 from mountutil import fuse_missing, mounted
 from viewmodel import Bound, Model, differences, instance_model, look, look_kernel, physical_exports, project_model
 
@@ -169,10 +170,20 @@ def test_open_findings(flavour, attached, exports, tmp_path):
     assert not diffs, "\n".join(diffs[:20])
 
 
-def test_instance_view_equals_model(flavour, attached, exports, tmp_path):
+def test_instance_view_equals_model(flavour, attached, exports, demo_masters, tmp_path):
+    """An instance with two projects whose folders have one name: the second registered one
+    is shown as <name>-<P uid>."""
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
+
     home, project = attached
+    second = copy_demo(demo_masters(flavour), tmp_path / "second")
+    assert second.name == project.name
+    uid = lifecycle.attach(Instance(home), second).uid
+    more = physical_exports(second, tmp_path / "physical-second")
     (ctx, view), started = _started(lambda: _instance_view(home, tmp_path / "mnt"))
-    model = instance_model({project.name: project_model(project, exports, started)}, started)
+    model = instance_model({project.name: project_model(project, exports, started),
+                            f"{second.name}-{uid}": project_model(second, more, started)}, started)
     own = _check(model, partial(look, view), flavour)
     _missing_names_are_enoent(model, partial(look, view))
     _real_tree_listed_first(model, partial(look, view), project.name)
