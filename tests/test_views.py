@@ -136,6 +136,24 @@ def test_project_view_equals_model(flavour, attached, exports, tmp_path):
     assert not _open(flavour, diffs) and again == own
 
 
+@pytest.mark.parametrize("flavour", ["v5"])
+def test_big_generated_files_equal_model(flavour, attached, exports, tmp_path, monkeypatch):
+    """Generated files too big to keep in memory (here: all of them) are made into the
+    instance's cache on first read and served from there: same stat, same bytes."""
+    from csfs.core.instance import Instance
+    from csfs.mountpoints import generated
+
+    generated.shutdown()       # the next workers start with the new limit
+    monkeypatch.setenv("CSFS_MOUNT_INLINE_MAX", "0")
+    home, project = attached
+    (_ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
+    model = project_model(project, exports, started)
+    _check(model, partial(look, view), flavour)
+    made = list((Instance(home).cache_dir / "mount-generated").glob("*.bin"))
+    assert len(made) == len([p for p, w in model.items() if p.startswith("exports/") and w.ino is None
+                             and w.children is None])
+
+
 def test_physical_exports_are_merged(flavour, attached, exports, tmp_path, csfs):
     """Exports made by the CLI inside the project (`csfs job export`, `group export`) and a
     stray file beside them: exports/ is the real folder with the virtual exports over it, and
