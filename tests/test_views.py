@@ -18,7 +18,18 @@ import pytest
 
 from conftest import copy_demo
 from mountutil import fuse_missing, mounted
-from viewmodel import Bound, Model, differences, instance_model, look, look_kernel, physical_exports, project_model
+from viewmodel import (
+    Bound,
+    Model,
+    differences,
+    instance_model,
+    look,
+    look_kernel,
+    physical_exports,
+    plain_instance_model,
+    plain_model,
+    project_model,
+)
 
 SLACK = 1_000_000   # ns: the mount's start is taken from a float clock
 
@@ -65,21 +76,21 @@ def _started(fn: Any) -> tuple[Any, Bound]:
     return out, (t0 - SLACK, time.time_ns() + SLACK)
 
 
-def _project_view(home: Path, project: Path, mnt: Path) -> tuple[Any, Any]:
+def _project_view(home: Path, project: Path, mnt: Path, plain: bool = False) -> tuple[Any, Any]:
     from csfs.mountpoints.context import Context
     from csfs.mountpoints.control import Controls
     from csfs.mountpoints.project_view import ProjectView
 
-    ctx = Context(home, str(mnt))
+    ctx = Context(home, str(mnt), plain=plain)
     return ctx, ProjectView(ctx, Controls(ctx), project, "")
 
 
-def _instance_view(home: Path, mnt: Path) -> tuple[Any, Any]:
+def _instance_view(home: Path, mnt: Path, plain: bool = False) -> tuple[Any, Any]:
     from csfs.mountpoints.context import Context
     from csfs.mountpoints.control import Controls
     from csfs.mountpoints.instance_view import InstanceView
 
-    ctx = Context(home, str(mnt))
+    ctx = Context(home, str(mnt), plain=plain)
     return ctx, InstanceView(ctx, Controls(ctx))
 
 
@@ -208,6 +219,16 @@ def test_instance_view_equals_model(flavour, attached, exports, demo_masters, tm
     ctx.invalidate()
     diffs, again = differences(model, partial(look, view), read=False)
     assert not _open(flavour, diffs) and again == own
+
+
+def test_plain_views_equal_model(flavour, attached, tmp_path):
+    """--plain: the project as it is on disk (real link counts), no exports/, sizes/, control/;
+    an instance shows only its project folders."""
+    home, project = attached
+    (_ctx, view), _ = _started(lambda: _project_view(home, project, tmp_path / "mnt", plain=True))
+    _check(plain_model(project), partial(look, view), flavour)
+    (_ctx, view), started = _started(lambda: _instance_view(home, tmp_path / "mnt", plain=True))
+    _check(plain_instance_model({project.name: plain_model(project)}, started), partial(look, view), flavour)
 
 
 def test_model_differences_are_found(flavour, attached, exports, tmp_path):

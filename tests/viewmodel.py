@@ -181,27 +181,39 @@ def instance_model(folders: dict[str, Model], started: Bound, uid: int | None = 
     return model
 
 
-def _real_tree(project: Path) -> Model:
-    """The project as it is on disk; each regular file one link more (SEMANTICS: the mount
-    may show it again under exports/, as a hard link)."""
+def plain_model(project: Path) -> Model:
+    """A `--plain` project mount: the project exactly as it is on disk (real link counts)."""
+    return _real_tree(Path(project), shared=False)
+
+
+def plain_instance_model(folders: dict[str, Model], started: Bound) -> Model:
+    """A `--plain` instance mount: the project folders only."""
+    model = {p: w for p, w in instance_model(folders, started).items() if p.split("/")[0] != "control"}
+    model[""].children = frozenset(folders)
+    return model
+
+
+def _real_tree(project: Path, shared: bool = True) -> Model:
+    """The project as it is on disk; with `shared`, each regular file one link more
+    (SEMANTICS: the mount may show it again under exports/, as a hard link)."""
     out: Model = {}
     for dirpath, dirnames, filenames in os.walk(project):
         rel_dir = os.path.relpath(dirpath, project)
         rel_dir = "" if rel_dir == "." else rel_dir
-        out[rel_dir] = _want_real(Path(dirpath), frozenset(dirnames + filenames))
+        out[rel_dir] = _want_real(Path(dirpath), shared, frozenset(dirnames + filenames))
         for n in filenames:   # os.walk lists links to folders among dirnames: they are entries too
-            out[f"{rel_dir}/{n}" if rel_dir else n] = _want_real(Path(dirpath) / n)
+            out[f"{rel_dir}/{n}" if rel_dir else n] = _want_real(Path(dirpath) / n, shared)
         for n in list(dirnames):
             p = Path(dirpath) / n
             if p.is_symlink():
-                out[f"{rel_dir}/{n}" if rel_dir else n] = _want_real(p)
+                out[f"{rel_dir}/{n}" if rel_dir else n] = _want_real(p, shared)
     return out
 
 
-def _want_real(path: Path, children: frozenset[str] | None = None) -> Want:
+def _want_real(path: Path, shared: bool, children: frozenset[str] | None = None) -> Want:
     st = os.lstat(path)
-    shared = 1 if S.S_ISREG(st.st_mode) else 0
-    return Want(S.S_IFMT(st.st_mode), S.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_nlink + shared,
+    extra = 1 if shared and S.S_ISREG(st.st_mode) else 0
+    return Want(S.S_IFMT(st.st_mode), S.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_nlink + extra,
                 st.st_mtime_ns, st.st_ctime_ns, ino=st.st_ino, size=st.st_size, blocks=st.st_blocks,
                 target=os.readlink(path) if S.S_ISLNK(st.st_mode) else None, children=children,
                 content=path if S.S_ISREG(st.st_mode) else None)
