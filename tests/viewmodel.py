@@ -73,8 +73,30 @@ Looker = Callable[[str], Seen]
 # -- the adapter: the only code that knows the view API --------------------------------------
 
 def look(view: Any, path: str) -> Seen:
-    """Resolve `path` in a ProjectView or InstanceView as fs.py does, without FUSE."""
+    """Resolve `path` in a ProjectView or InstanceView and ask the node what fs.py asks it:
+    its stat, listing, link target and bytes (read through the handle it opens)."""
     node = view.resolve([p for p in path.split("/") if p])
+    if not hasattr(node, "open"):     # the untyped Node of before mountpoints/nodes.py's classes
+        return _look_untyped(node)
+    st = dict(node.attrs)
+    children = list(node.children()) if node.is_dir else None
+    target = node.readlink() if S.S_ISLNK(st["st_mode"]) else None
+    read = partial(_read_handle, node) if S.S_ISREG(st["st_mode"]) else None
+    return Seen(st, children, target, read)
+
+
+def _read_handle(node: Any) -> bytes:
+    handle = node.open(False, False)
+    try:
+        chunks = []
+        while chunk := handle.read(1 << 20, sum(map(len, chunks))):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        handle.close()
+
+
+def _look_untyped(node: Any) -> Seen:
     st = dict(node.attrs)
     children = list(node.children()) if node.children is not None else None
     target = os.readlink(node.real) if node.real is not None and S.S_ISLNK(st["st_mode"]) else None
@@ -85,8 +107,7 @@ def look(view: Any, path: str) -> Seen:
         elif node.real is not None or node.source is not None:
             read = partial(_read, node.real or node.source)
         elif node.source_fn is not None:      # a big generated file, made on first open
-            made: Callable[[], str] = node.source_fn
-            read = partial(lambda make: _read(make()), made)
+            read = partial(lambda make: _read(make()), node.source_fn)
     return Seen(st, children, target, read)
 
 
