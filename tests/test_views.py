@@ -6,7 +6,9 @@ check per flavour compares the same model with a real FUSE mount."""
 from __future__ import annotations
 
 import errno
+import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import copy_demo
-from mountutil import fuse_missing, mounted
+from mountutil import fuse_missing, mounted, write_sparse
 from viewmodel import (
     Bound,
     Model,
@@ -163,6 +165,39 @@ def test_big_generated_files_equal_model(flavour, attached, exports, tmp_path, m
     made = list((Instance(home).cache_dir / "mount-generated").glob("*.bin"))
     assert len(made) == len([p for p, w in model.items() if p.startswith("exports/") and w.ino is None
                              and w.children is None])
+
+
+def _add_odd_entries(project: Path, outside: Path) -> None:
+    """What real projects hold besides the demo: odd names, a FIFO, a dangling link, a hard
+    link of a data file, an empty folder, a sparse file, and a completed job folder moved to
+    other storage and linked back."""
+    j2, j3 = project / "J2", project / "J3"
+    (j2 / "odd name with spaces.txt").write_text("spaces\n")
+    (j2 / "new\nline").write_text("newline\n")
+    with open(os.fsencode(j2) + b"/caf\xff.bin", "wb") as f:    # not UTF-8
+        f.write(b"latin-1 name\n")
+    os.mkfifo(j3 / "pipe")
+    (j3 / "dangling").symlink_to("nowhere")
+    data = next(p for p in sorted((j2 / "motioncorrected").iterdir()) if p.name.endswith("doseweighted.mrc"))
+    os.link(data, j2 / "hard-link.mrc")
+    (project / "J4" / "empty").mkdir()
+    write_sparse(project / "J5" / "sparse.bin")
+    moved = outside / "J8"
+    outside.mkdir()
+    (project / "J8").rename(moved)
+    (project / "J8").symlink_to(moved)
+
+
+def test_odd_entries_equal_model(flavour, attached, tmp_path):
+    home, project = attached
+    _add_odd_entries(project, tmp_path / "other-storage")
+    exports = physical_exports(project, tmp_path / "physical")
+    assert any(n.startswith("J8_") for n in exports["groups"])
+    (ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
+    model = project_model(project, exports, started)
+    assert model["J8"].target is not None and model["J3/pipe"].type == stat.S_IFIFO
+    assert any(w.nlink == 3 for p, w in model.items() if p.startswith("exports/") and w.ino is not None)
+    _check(model, partial(look, view), flavour)
 
 
 def test_physical_exports_are_merged(flavour, attached, exports, tmp_path, csfs):
