@@ -169,8 +169,8 @@ def test_big_generated_files_equal_model(flavour, attached, exports, tmp_path, m
 
 def _add_odd_entries(project: Path, outside: Path) -> None:
     """What real projects hold besides the demo: odd names, a FIFO, a dangling link, a hard
-    link of a data file, an empty folder, a sparse file, and a completed job folder moved to
-    other storage and linked back."""
+    link of a data file, an empty folder, a sparse file, a completed job folder moved to
+    other storage and linked back, a Live session (S1/) and a folder that only looks like one."""
     j2, j3 = project / "J2", project / "J3"
     (j2 / "odd name with spaces.txt").write_text("spaces\n")
     (j2 / "new\nline").write_text("newline\n")
@@ -182,6 +182,10 @@ def _add_odd_entries(project: Path, outside: Path) -> None:
     os.link(data, j2 / "hard-link.mrc")
     (project / "J4" / "empty").mkdir()
     write_sparse(project / "J5" / "sparse.bin")
+    for session in ("S1", "S2"):
+        (project / session / "exposures").mkdir(parents=True)
+        (project / session / "exposures" / "e.bin").write_bytes(b"x" * 5000)
+    (project / "S1" / "exposures.bson").write_bytes(b"\0" * 100)
     moved = outside / "J8"
     outside.mkdir()
     (project / "J8").rename(moved)
@@ -196,6 +200,7 @@ def test_odd_entries_equal_model(flavour, attached, tmp_path):
     (ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
     model = project_model(project, exports, started)
     assert model["J8"].target is not None and model["J3/pipe"].type == stat.S_IFIFO
+    assert "sizes/S1" in model and "sizes/S2" not in model
     assert any(w.nlink == 3 for p, w in model.items() if p.startswith("exports/") and w.ino is not None)
     _check(model, partial(look, view), flavour)
 
