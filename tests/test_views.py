@@ -158,6 +158,7 @@ def test_big_generated_files_equal_model(flavour, attached, exports, tmp_path, m
 
     generated.shutdown()       # the next workers start with the new limit
     monkeypatch.setenv("CSFS_MOUNT_INLINE_MAX", "0")
+    monkeypatch.setattr(generated, "BIG", 0)    # where the mount process itself decides
     home, project = attached
     (_ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
     model = project_model(project, exports, started)
