@@ -311,9 +311,15 @@ def test_model_differences_are_found(flavour, attached, exports, tmp_path):
 @pytest.mark.fuse
 @pytest.mark.skipif(fuse_missing() is not None, reason=str(fuse_missing()))
 def test_kernel_mount_equals_model(flavour, attached, exports, tmp_path):
-    """The same model through a real FUSE mount: lstat, readdir (d_ino, d_type), readlink, read."""
+    """The same models through real FUSE mounts of the project and of the instance: lstat,
+    readdir (d_ino, d_type), readlink, read."""
     home, project = attached
     t0 = time.time_ns()
     with mounted(home, tmp_path / "mnt", project) as (mnt, _pid):
         model = project_model(project, exports, (t0 - SLACK, time.time_ns() + SLACK))
+        _check(model, partial(look_kernel, mnt), flavour)
+    t0 = time.time_ns()
+    with mounted(home, tmp_path / "mnt-instance") as (mnt, _pid):
+        started = (t0 - SLACK, time.time_ns() + SLACK)
+        model = instance_model({project.name: project_model(project, exports, started)}, started)
         _check(model, partial(look_kernel, mnt), flavour)
