@@ -11,7 +11,7 @@ The model says, for every path of a project mount (or an instance mount), what `
 - `sizes/` from a walk of its own (CryoSPARC's accounting, DESIGN §6);
 - `control/`, modes, link counts and inodes from DESIGN §5 and SEMANTICS.md.
 
-`look` is the only function that knows the view API (Node today; typed nodes soon);
+`look` is the only function that knows the view API (mountpoints/nodes.py's typed nodes);
 `look_kernel` sees the same paths through a real FUSE mount. `differences` compares a
 model with either and lists what differs.
 """
@@ -76,8 +76,6 @@ def look(view: Any, path: str) -> Seen:
     """Resolve `path` in a ProjectView or InstanceView and ask the node what fs.py asks it:
     its stat, listing, link target and bytes (read through the handle it opens)."""
     node = view.resolve([p for p in path.split("/") if p])
-    if not hasattr(node, "open"):     # the untyped Node of before mountpoints/nodes.py's classes
-        return _look_untyped(node)
     st = dict(node.attrs)
     children = list(node.children()) if node.is_dir else None
     target = node.readlink() if S.S_ISLNK(st["st_mode"]) else None
@@ -94,21 +92,6 @@ def _read_handle(node: Any) -> bytes:
         return b"".join(chunks)
     finally:
         handle.close()
-
-
-def _look_untyped(node: Any) -> Seen:
-    st = dict(node.attrs)
-    children = list(node.children()) if node.children is not None else None
-    target = os.readlink(node.real) if node.real is not None and S.S_ISLNK(st["st_mode"]) else None
-    read: Callable[[], bytes] | None = None
-    if S.S_ISREG(st["st_mode"]):
-        if node.data is not None:
-            read = node.data
-        elif node.real is not None or node.source is not None:
-            read = partial(_read, node.real or node.source)
-        elif node.source_fn is not None:      # a big generated file, made on first open
-            read = partial(lambda make: _read(make()), node.source_fn)
-    return Seen(st, children, target, read)
 
 
 def look_kernel(mnt: Path, path: str) -> Seen:
