@@ -86,10 +86,10 @@ def look(view: Any, path: str) -> Seen:
 def _read_handle(node: Any) -> bytes:
     handle = node.open(False, False)
     try:
-        chunks = []
-        while chunk := handle.read(1 << 20, sum(map(len, chunks))):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        data = b""
+        while chunk := handle.read(1 << 20, len(data)):
+            data += chunk
+        return data
     finally:
         handle.close()
 
