@@ -300,12 +300,13 @@ def test_model_differences_are_found(flavour, attached, exports, tmp_path):
     wrong[gen] = replace(model[gen], content=b"not the export's bytes")
     wrong[size] = replace(model[size], content=b"0\n")
     wrong[link] = replace(model[link], target="elsewhere")
+    wrong["control/archive"] = replace(model["control/archive"], writable=False)
     del wrong["control/detach"]
     diffs, _ = differences(wrong, partial(look, view))
     diffs = _open(flavour, diffs)
-    for path in (data, gen, size, link, "control/detach"):
+    for path in (data, gen, size, link, "control/archive", "control/detach"):
         assert any(d.startswith(repr(path)) for d in diffs), (path, diffs)
-    assert len(diffs) == 5, diffs
+    assert len(diffs) == 6, diffs
 
 
 @pytest.mark.fuse

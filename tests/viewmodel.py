@@ -53,17 +53,20 @@ class Want:
     target: str | None = None
     children: frozenset[str] | None = None
     content: bytes | Path | None = None
+    writable: bool = False          # its owner may write it (control files only; else EROFS)
 
 
 @dataclass
 class Seen:
     """What one path shows: its stat (times in ns), listing (name, type bits, inode),
-    link target, and a reader of its bytes (regular files)."""
+    link target, a reader of its bytes (regular files), and whether its owner may write it
+    (None: not the mount's to say)."""
 
     st: dict[str, int]
     children: list[tuple[str, int, int]] | None
     target: str | None
     read: Callable[[], bytes] | None
+    writable: bool | None
 
 
 Model = dict[str, Want]       # mount-relative path ("" is the top) -> what it must show
@@ -80,7 +83,7 @@ def look(view: Any, path: str) -> Seen:
     children = list(node.children()) if node.is_dir else None
     target = node.readlink() if S.S_ISLNK(st["st_mode"]) else None
     read = partial(_read_handle, node) if S.S_ISREG(st["st_mode"]) else None
-    return Seen(st, children, target, read)
+    return Seen(st, children, target, read, node.writable)
 
 
 def _read_handle(node: Any) -> bytes:
@@ -107,7 +110,9 @@ def look_kernel(mnt: Path, path: str) -> Seen:
             children = [(e.name, _dtype(e), e.inode()) for e in it]
     target = os.readlink(p) if S.S_ISLNK(st.st_mode) else None
     read = partial(_read, p) if S.S_ISREG(st.st_mode) else None
-    return Seen(stat_dict, children, target, read)
+    # access(W_OK) through the mount; on a symlink the kernel answers alone (from its 0777)
+    writable = None if S.S_ISLNK(st.st_mode) else os.access(p, os.W_OK)
+    return Seen(stat_dict, children, target, read, writable)
 
 
 def _dtype(e: os.DirEntry) -> int:
@@ -177,7 +182,7 @@ def instance_model(folders: dict[str, Model], started: Bound, uid: int | None = 
     model["control"] = Want(S.S_IFDIR, 0o555, uid, gid, 2, started, started,
                             children=frozenset(INSTANCE_ACTIONS))
     for a in INSTANCE_ACTIONS:
-        model[f"control/{a}"] = Want(S.S_IFREG, 0o600, uid, gid, 1, started, started)
+        model[f"control/{a}"] = Want(S.S_IFREG, 0o600, uid, gid, 1, started, started, writable=True)
     for name, sub in folders.items():
         for path, want in sub.items():
             key = f"{name}/{path}" if path else name
@@ -311,7 +316,7 @@ def _listable(perm: int, folders: list[Path]) -> int:
 def _control_model(base: str, actions: tuple[str, ...], started: Bound, top: os.stat_result, uid: int) -> Model:
     out: Model = {base: _virtual_dir(0o555, top, started, frozenset(actions))}
     for a in actions:
-        out[f"{base}/{a}"] = Want(S.S_IFREG, 0o600, uid, os.getgid(), 1, started, started)
+        out[f"{base}/{a}"] = Want(S.S_IFREG, 0o600, uid, os.getgid(), 1, started, started, writable=True)
     return out
 
 
@@ -416,6 +421,8 @@ def _compare(want: Want, s: Seen, read: bool) -> Iterator[str]:
     if want.blocks is not None:
         checks.append(("blocks", st["st_blocks"], want.blocks))
     checks.append(("target", s.target, want.target))
+    if s.writable is not None:
+        checks.append(("writable", s.writable, want.writable))
     if want.children is not None:
         names = [c[0] for c in s.children or ()]
         checks.append(("children", sorted(names), sorted(want.children)))
