@@ -7,9 +7,16 @@ import stat
 from pathlib import Path
 
 import pytest
-
-from csfs.mountpoints.nodes import (ControlFile, GeneratedFile, PlanFile, RealDir, RealFile, SizeFile, StagedFile,
-                                    VirtualDir)
+from csfs.mountpoints.nodes import (
+    ControlFile,
+    GeneratedFile,
+    PlanFile,
+    RealDir,
+    RealFile,
+    SizeFile,
+    StagedFile,
+    VirtualDir,
+)
 from csfs.mountpoints.statinfo import compact, real_attrs, virtual_attrs
 
 
