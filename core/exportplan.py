@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .exportrules import (  # noqa: F401
 )
 from .plan import DIR_MODE, GENERATED_MODE, KINDS, Entry, ExportKey, Plan, plain_name  # noqa: F401
 
+if TYPE_CHECKING:
+    from .documents import OutputGroup, OutputResult
+    from .project import Job, Project
 
 def _dir(path: str, mtime: float) -> Entry:
     return Entry(path, "dir", 0, mtime, None, None, DIR_MODE)
@@ -100,11 +103,11 @@ def _with_parents(entries: list[Entry], mtime: float) -> list[Entry]:
     return out
 
 
-def _find_job(project: Any, juid: str) -> Any:
+def _find_job(project: Project, juid: str) -> Job:
     return project.job(juid)
 
 
-def _find_group(job: Any, group: Any) -> Any:
+def _find_group(job: Job, group: OutputGroup | str) -> OutputGroup:
     if not isinstance(group, str):
         return group
     for g in job.groups:
@@ -120,23 +123,24 @@ def _find_group(job: Any, group: Any) -> Any:
 class _Part:
     """One result's contribution to the joined dataset: its fields from its final metafile."""
 
-    result: Any
+    result: OutputResult
     metafile: str  # project-relative
     fields: list[str] = field(default_factory=list)
 
 
-def _group_parts(project: Any, group: Any) -> list[_Part]:
+def _group_parts(project: Project, group: OutputGroup) -> list[_Part]:
     parts: list[_Part] = []
     seen: set[str] = set()
     for r in group.results:
-        if r.name in seen or not r.metafiles:
+        metafile = r.final_metafile
+        if r.name in seen or metafile is None:
             continue
         seen.add(r.name)
-        parts.append(_Part(r, r.final_metafile))
+        parts.append(_Part(r, metafile))
     return parts
 
 
-def _path_of(project: Any, rel: str) -> Path:
+def _path_of(project: Project, rel: str) -> Path:
     return Path(project.path) / rel
 
 
@@ -160,7 +164,7 @@ class GroupData:
     data_paths: list[str]  # project-relative data files, first-seen order
 
 
-def group_data(project: Any, group: Any) -> GroupData:
+def group_data(project: Project, group: OutputGroup) -> GroupData:
     """Plan the join of a group's final result versions by uid (no dataset is built)."""
     parts = _group_parts(project, group)
     if not parts:
@@ -175,12 +179,13 @@ def group_data(project: Any, group: Any) -> GroupData:
         p.fields = [n for n in arrays[p.metafile].dtype.names or () if n.startswith(p.result.name + "/")]
     joined, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
     # keep row indices small (a slice when rows are in order)
-    order: list[np.ndarray | slice] = [slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
-             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, joined)]
+    order: list[np.ndarray | slice] = [
+        slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
+        else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, joined, strict=True)]
     descr: list[tuple] = [("uid", "<u8")]
     path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     data_paths: dict[str, None] = {}
-    for p, idx in zip(parts, order):
+    for p, idx in zip(parts, order, strict=True):
         arr = arrays[p.metafile]
         path_fields = set(csfile.path_fields(arr.dtype))
         for name in p.fields:
@@ -231,7 +236,7 @@ def join_order(uid_columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int
     return order, len(out_uids)
 
 
-def _load(project: Any, metafile: str) -> np.ndarray:
+def _load(project: Project, metafile: str) -> np.ndarray:
     path = _path_of(project, metafile)
     if not path.exists():
         raise NotFoundError(f"metafile {metafile} is missing (run `csfs verify`)")
@@ -245,11 +250,11 @@ def _export_value(rel: str) -> bytes:
     return (rel if rel.startswith("/") else ">" + rel).encode("utf-8", "surrogateescape")
 
 
-def build_group_dataset(project: Any, data: GroupData) -> np.ndarray:
+def build_group_dataset(project: Project, data: GroupData) -> np.ndarray:
     """The joined dataset itself: uid, then each result's fields, paths rewritten with '>'."""
     out = np.zeros(data.rows, dtype=data.dtype)
     loaded: dict[str, np.ndarray] = {}
-    for p, idx in zip(data.parts, data.order):
+    for p, idx in zip(data.parts, data.order, strict=True):
         if p.metafile not in loaded:
             loaded[p.metafile] = _load(project, p.metafile)
         src = loaded[p.metafile]
@@ -277,7 +282,7 @@ def npy_header(dtype: np.dtype, rows: int) -> bytes:
     return buf.getvalue()
 
 
-def _dataset_bytes(project: Any, data: GroupData, size: int) -> bytes:
+def _dataset_bytes(project: Project, data: GroupData, size: int) -> bytes:
     arr = build_group_dataset(project, data)
     out = npy_header(data.dtype, data.rows) + arr.tobytes()
     if len(out) != size:  # pragma: no cover - a bug, never a user error
@@ -285,8 +290,8 @@ def _dataset_bytes(project: Any, data: GroupData, size: int) -> bytes:
     return out
 
 
-def _csg_bytes(job: Any, group: Any, cs_name: str, data: GroupData) -> bytes:
-    created = _dt.datetime.fromtimestamp(job_time(job), tz=_dt.timezone.utc)
+def _csg_bytes(job: Job, group: OutputGroup, cs_name: str, data: GroupData) -> bytes:
+    created = _dt.datetime.fromtimestamp(job_time(job), tz=_dt.UTC)
     results = {p.result.name: {"metafile": f">{cs_name}", "num_items": data.rows, "type": p.result.type}
                for p in data.parts}
     doc = csg.Csg(created=created,

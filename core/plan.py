@@ -143,7 +143,7 @@ class Plan:
 
     @property
     def total_size(self) -> int:
-        return sum(s for s, k in zip(self._sizes, self._kinds) if k != 0)
+        return sum(s for s, k in zip(self._sizes, self._kinds, strict=True) if k != 0)
 
     def to_doc(self) -> dict[str, Any]:
         """The plan as JSON-able columns (generators left out)."""

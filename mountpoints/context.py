@@ -15,12 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
 from .perms import Perms
 from .statinfo import Inodes, ns
+
+if TYPE_CHECKING:
+    from csfs.core.instance import Instance
 
 LONG_TTL = 60.0
 SHORT_TTL = 1.0
@@ -47,7 +50,7 @@ class Context:
         self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
         self._plans: TTLCache = TTLCache(maxsize=PLAN_ENTRIES, ttl=600, getsizeof=len)
         self._oversize: tuple[Any, Any] | None = None   # the last plan bigger than the whole cache
-        self._instance: Any = None
+        self._instance: Instance | None = None
         self.watcher: Any = None    # mountpoints.watch.Watcher once the mount runs (None: TTLs only)
         self.action_lock = threading.Lock()   # one control action at a time
 
@@ -125,7 +128,7 @@ class Context:
             self.watcher.watch_tree(str(path), recursive)
 
     # -- the instance -------------------------------------------------------
-    def instance(self) -> Any:
+    def instance(self) -> Instance:
         """The csfs instance (core.instance.Instance) this mount acts for."""
         if self._instance is None:
             from csfs.core.instance import Instance

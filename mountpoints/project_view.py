@@ -7,7 +7,7 @@ import stat as S
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from csfs.core import exportindex, exportrules
 from csfs.core.errors import CsfsError, NotFoundError
@@ -30,6 +30,10 @@ from .nodes import (
 from .perms import AS_IS, LIST
 from .statinfo import T_DEV, T_INO, T_MODE, compact, ns, real_attrs, virtual_attrs
 
+if TYPE_CHECKING:
+    from csfs.core.project import Project
+    from csfs.core.sizes import SizeReport
+
 VIRTUAL_TOP = ("exports", "sizes", "control")
 EXPORT_KINDS = ("jobs", "groups")
 
@@ -47,7 +51,7 @@ class ProjectView:
         ctx.watch(self.path)
 
     # -- core objects (cached) ---------------------------------------------------
-    def project(self) -> Any:
+    def project(self) -> Project:
         from csfs.core.project import Project
 
         return self.ctx.obj(("project", str(self.path)), lambda: Project.open(self.path))
@@ -109,7 +113,7 @@ class ProjectView:
         except (CsfsError, OSError):
             return None
 
-    def sizes(self) -> Any:
+    def sizes(self) -> SizeReport:
         from csfs.core.sizes import project_sizes
 
         return self.ctx.obj(("sizes", str(self.path)),

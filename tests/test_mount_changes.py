@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from conftest import run_csfs
 from mountutil import fusepy_missing, mounted, needs_fuse, run, tar_members
 
