@@ -9,6 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from mountutil import mounted, needs_fuse
 
 
@@ -180,3 +182,25 @@ def test_exact_sizes_before_any_read_through_the_mount(flavour_demo, tmp_path):
         assert sizes
         for p, size in sizes.items():
             assert len(p.read_bytes()) == size, p
+
+
+@_with_fuse
+def test_export_missing_a_data_file_is_refused_not_partial(demo, tmp_path):
+    """A data file an output names is gone: `csfs export` refuses that export, and the mount
+    answers EPERM inside it (tar fails loudly) instead of serving it without the file;
+    the other exports stay whole."""
+    import errno
+
+    victim = min((demo / "J5").rglob("*.mrc"))
+    victim.unlink()
+    with mounted(tmp_path / "home", tmp_path / "m", demo) as (mnt, _):
+        groups = mnt / "exports" / "groups"
+        assert "J5_particles" in os.listdir(groups)          # listed from the jobs alone
+        with pytest.raises(PermissionError) as e:
+            os.listdir(groups / "J5_particles")
+        assert e.value.errno == errno.EPERM
+        r = subprocess.run(["tar", "-cf", "/dev/null", "J5_particles"], cwd=groups, capture_output=True,
+                           text=True, check=False)
+        assert r.returncode != 0 and "not permitted" in r.stderr
+        whole = groups / "J8_volume"
+        assert subprocess.run(["tar", "-cf", "/dev/null", "."], cwd=whole, check=False).returncode == 0
