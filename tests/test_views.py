@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -62,9 +63,9 @@ def exports(attached: tuple[Path, Path], tmp_path: Path) -> dict[str, dict[str, 
     return physical_exports(attached[1], tmp_path / "physical")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _stop_workers() -> Iterator[None]:
-    """The views build plans in worker processes: stop them after each test."""
+    """The views build plans in worker processes: stop them after these tests."""
     yield
     from csfs.mountpoints import generated
 
@@ -206,6 +207,7 @@ def test_odd_entries_equal_model(flavour, attached, tmp_path):
     _check(model, partial(look, view), flavour)
 
 
+@pytest.mark.parametrize("flavour", ["v5"])
 @pytest.mark.xfail(strict=True, reason="index: the view lists exports core refuses (a data file is missing) and serves "
                    "them without that file, so a tar of one is silently incomplete (NOTES.md 16:25)")
 def test_exports_with_missing_data_equal_model(flavour, attached, tmp_path):
@@ -255,14 +257,17 @@ def test_open_findings(flavour, attached, exports, tmp_path):
 
 
 def test_instance_view_equals_model(flavour, attached, exports, demo_masters, tmp_path):
-    """An instance with two projects whose folders have one name: the second registered one
-    is shown as <name>-<P uid>."""
+    """An instance with two projects whose folders have one name (the second, a copy with its
+    import job only): the second registered one is shown as <name>-<P uid>."""
     from csfs.core import lifecycle
     from csfs.core.instance import Instance
 
     home, project = attached
     second = copy_demo(demo_masters(flavour), tmp_path / "second")
     assert second.name == project.name
+    for job in second.glob("J*"):
+        if job.name != "J1":
+            shutil.rmtree(job)
     uid = lifecycle.attach(Instance(home), second).uid
     more = physical_exports(second, tmp_path / "physical-second")
     (ctx, view), started = _started(lambda: _instance_view(home, tmp_path / "mnt"))
@@ -286,6 +291,7 @@ def test_plain_views_equal_model(flavour, attached, tmp_path):
     _check(plain_instance_model({project.name: plain_model(project)}, started), partial(look, view), flavour)
 
 
+@pytest.mark.parametrize("flavour", ["v4"])
 def test_model_differences_are_found(flavour, attached, exports, tmp_path):
     """The comparison is not vacuous: a model one detail off is reported, path by path."""
     home, project = attached
