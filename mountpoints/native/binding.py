@@ -17,7 +17,7 @@ def tuned(base: Any, fuse_major: int) -> Any:
     readdir = native.use("readdir", fuse_major == 3 and hasattr(base, "readdir_fuse_3"))
     c_stat: Any = getattr(sys.modules[base.__module__], "c_stat", None)
 
-    class Tuned(base):  # type: ignore[misc, valid-type]
+    class Tuned(base):
         if threadstate:
             def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
                 # ctypes creates and destroys a Python thread state around every callback
