@@ -258,21 +258,31 @@ def test_open_findings(flavour, attached, exports, tmp_path):
 
 def test_instance_view_equals_model(flavour, attached, exports, demo_masters, tmp_path):
     """An instance with two projects whose folders have one name (the second, a copy with its
-    import job only): the second registered one is shown as <name>-<P uid>."""
+    import job only): the second registered one is shown as <name>-<P uid>. A detached project
+    (still registered, its folder there) is shown; one archived and moved away is not."""
     from csfs.core import lifecycle
     from csfs.core.instance import Instance
 
     home, project = attached
+    inst = Instance(home)
     second = copy_demo(demo_masters(flavour), tmp_path / "second")
     assert second.name == project.name
     for job in second.glob("J*"):
         if job.name != "J1":
             shutil.rmtree(job)
-    uid = lifecycle.attach(Instance(home), second).uid
-    more = physical_exports(second, tmp_path / "physical-second")
+    uid = lifecycle.attach(inst, second).uid
+    (tmp_path / "third").mkdir()
+    (tmp_path / "fourth").mkdir()
+    detached = lifecycle.create(inst, "left behind", tmp_path / "third")
+    lifecycle.detach(inst, detached.uid)
+    moved = lifecycle.create(inst, "moved away", tmp_path / "fourth")
+    lifecycle.archive(inst, moved.uid)
+    Path(moved.path).rename(tmp_path / "fourth" / "elsewhere")
+    folders = {project.name: (project, exports), f"{second.name}-{uid}": (second, None),
+               Path(detached.path).name: (Path(detached.path), None)}
     (ctx, view), started = _started(lambda: _instance_view(home, tmp_path / "mnt"))
-    model = instance_model({project.name: project_model(project, exports, started),
-                            f"{second.name}-{uid}": project_model(second, more, started)}, started)
+    model = instance_model({name: project_model(path, done or physical_exports(path, tmp_path / "physical" / name),
+                                                started) for name, (path, done) in folders.items()}, started)
     own = _check(model, partial(look, view), flavour)
     _missing_names_are_enoent(model, partial(look, view))
     _real_tree_listed_first(model, partial(look, view), project.name)
