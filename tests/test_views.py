@@ -327,6 +327,21 @@ def test_model_differences_are_found(flavour, attached, exports, tmp_path):
 
 @pytest.mark.fuse
 @pytest.mark.skipif(fuse_missing() is not None, reason=str(fuse_missing()))
+@pytest.mark.parametrize("flavour", ["v5"])
+def test_kernel_mount_with_odd_entries_equals_model(flavour, attached, tmp_path):
+    """Odd names (not UTF-8, a newline), a FIFO, a dangling link and a job folder on other
+    storage through the kernel: the same model."""
+    home, project = attached
+    _add_odd_entries(project, tmp_path / "other-storage")
+    exports = physical_exports(project, tmp_path / "physical")
+    t0 = time.time_ns()
+    with mounted(home, tmp_path / "mnt", project) as (mnt, _pid):
+        model = project_model(project, exports, (t0 - SLACK, time.time_ns() + SLACK))
+        _check(model, partial(look_kernel, mnt), flavour)
+
+
+@pytest.mark.fuse
+@pytest.mark.skipif(fuse_missing() is not None, reason=str(fuse_missing()))
 def test_kernel_mount_equals_model(flavour, attached, exports, tmp_path):
     """The same models through real FUSE mounts of the project and of the instance: lstat,
     readdir (d_ino, d_type), readlink, read."""
