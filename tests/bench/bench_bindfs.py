@@ -54,7 +54,7 @@ class Row:
 def sh(cmd: str, timeout: float = 3600, env: dict[str, str] | None = None) -> float:
     """Run a shell command; return its wall time (fails loudly)."""
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, shell=True, capture_output=True, timeout=timeout, executable="/bin/bash", env=env)
+    r = subprocess.run(cmd, check=False, shell=True, capture_output=True, timeout=timeout, executable="/bin/bash", env=env)
     dt = time.perf_counter() - t0
     if r.returncode not in (0, 24) or (r.returncode and "rsync" not in cmd):   # 24: rsync's "vanished"
         raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stderr.decode()[-500:]}")
@@ -62,7 +62,7 @@ def sh(cmd: str, timeout: float = 3600, env: dict[str, str] | None = None) -> fl
 
 
 def out(cmd: str) -> str:
-    return subprocess.run(cmd, shell=True, capture_output=True, text=True, executable="/bin/bash").stdout
+    return subprocess.run(cmd, check=False, shell=True, capture_output=True, text=True, executable="/bin/bash").stdout
 
 
 def drop_caches() -> None:
@@ -134,7 +134,7 @@ class Mounts:
             v.root = mnt
         else:
             r = subprocess.run([sys.executable, "-m", "csfs", "--home", str(self.home), "mount",
-                                str(self.project), str(mnt)], capture_output=True, text=True, cwd=v.tree,
+                                str(self.project), str(mnt)], check=False, capture_output=True, text=True, cwd=v.tree,
                                env=env_for(v.tree))
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
@@ -148,7 +148,7 @@ class Mounts:
             return
         mnt = self.work / "mnt" / v.name
         if os.path.ismount(mnt) or _in_mountinfo(mnt):
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False, capture_output=True)
             if v.pid:
                 for _ in range(100):   # the daemon exits once unmounted
                     if not os.path.exists(f"/proc/{v.pid}"):
