@@ -30,7 +30,7 @@ from . import dircache, generated, watch, zerocopy
 from .kcache import KernelCache
 from .instance_view import InstanceView
 from .nodes import Node
-from .project_view import ProjectView
+from .project_view import VIRTUAL_TOP, ProjectView
 
 log = logging.getLogger("csfs.mount")
 
@@ -185,6 +185,27 @@ class CsfsFS(Operations):
             raise FuseOSError(errno.ENOTDIR)
         ino = node.attrs["st_ino"]
         return [(".", S.S_IFDIR, ino), ("..", S.S_IFDIR, ino)] + node.children()
+
+    def plus_attrs(self, path: str) -> Callable[[str], dict[str, Any] | None] | None:
+        """For readdirplus: a function giving a directory entry's full attributes where they
+        are cheap (the real tree), so `ls -l`, `du` and rsync need no lookup round trip per
+        entry; None for a directory none of whose entries qualify. Virtual entries
+        (exports/, sizes/, control/: their attributes may need a plan) and entries that
+        vanished meanwhile give None: the kernel looks them up as before."""
+        node = self._node(path)
+        if node.real is None or _in_exports(path, self.root):
+            return None
+        base = path.rstrip("/")
+        skip = {".", ".."} | (set(VIRTUAL_TOP) if _is_project_top(path, self.root) else set())
+
+        def attrs(name: str) -> dict[str, Any] | None:
+            if name in skip:
+                return None
+            try:
+                return self.getattr(f"{base}/{name}")    # type: ignore[no-any-return]
+            except OSError:
+                return None
+        return attrs
 
     def readdir(self, path: str, fh: Any) -> list[Any]:
         """The binding's generic readdir (libfuse2); CsfsFUSE.readdir_fuse_3 skips the dicts."""
@@ -486,6 +507,23 @@ class CsfsFS(Operations):
     chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
 
 
+def _project_parts(path: str, root: InstanceView | ProjectView) -> list[str] | None:
+    """The parts of `path` inside its project folder (None: the instance root itself)."""
+    parts = [p for p in path.split("/") if p]
+    if isinstance(root, InstanceView):
+        return parts[1:] if parts else None
+    return parts
+
+
+def _in_exports(path: str, root: InstanceView | ProjectView) -> bool:
+    parts = _project_parts(path, root)
+    return bool(parts) and parts[0] == "exports"    # type: ignore[index]
+
+
+def _is_project_top(path: str, root: InstanceView | ProjectView) -> bool:
+    return _project_parts(path, root) == []
+
+
 def _structural(base: str, path: str, mask: int) -> bool:
     """Does this event change what a project's model, exports or sizes are built from?"""
     return (os.path.dirname(path) == base or path == base or bool(mask & watch.STRUCTURAL)
@@ -493,6 +531,9 @@ def _structural(base: str, path: str, mask: int) -> bool:
 
 
 MAX_VERSIONS = 200_000
+READDIR_PLUS = 1      # libfuse3: readdir flag FUSE_READDIR_PLUS (the kernel asks for attributes)
+FILL_DIR_PLUS = 2     # ... and the filler's FUSE_FILL_DIR_PLUS (this entry's stat is complete)
+PLUS_ENABLED = os.environ.get("CSFS_READDIRPLUS", "1") != "0"
 
 
 def _tune_readahead(mountpoint: str, kb: int, wait: float = 10.0) -> None:
@@ -530,7 +571,10 @@ def fuse_class() -> Any:
     from .fusecompat import FUSE
 
     pinned = threading.local()
-    c_stat = sys.modules[FUSE.__module__].c_stat
+    binding = sys.modules[FUSE.__module__]
+    c_stat = binding.c_stat
+    set_st_attrs = binding.set_st_attrs
+    listings: dict[str, tuple[list[tuple[str, int, int]], Any]] = {}   # readdirplus walks in progress
 
     class CsfsFUSE(FUSE):  # type: ignore[misc, valid-type]
         def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -547,10 +591,37 @@ def fuse_class() -> Any:
             # mfusepy's generic loop costs ~3.5 us per entry; this one about half
             st = c_stat()
             enc, errs = self.encoding, self.errors
+            if flags & READDIR_PLUS and PLUS_ENABLED:
+                return self._readdir_plus(path.decode(enc, errs), buf, filler, offset, st)
             for name, mode, ino in self.operations.entries(path.decode(enc, errs)):
                 st.st_mode, st.st_ino = mode, ino
                 if filler(buf, name.encode(enc, errs), st, 0, 0):
                     break
+            return 0
+
+        def _readdir_plus(self, path: str, buf: Any, filler: Any, offset: int, st: Any) -> int:
+            """readdirplus: real entries carry their attributes (CsfsFS.plus_attrs). libfuse
+            3.14 drops them when the filler is given offset 0 (its own buffered listing), so
+            entries go out with offsets, one kernel request at a time; the listing taken at
+            offset 0 is kept for the following requests of the same walk."""
+            ops = self.operations
+            if offset == 0 or path not in listings:
+                if len(listings) > 64:
+                    listings.clear()
+                listings[path] = (ops.entries(path), ops.plus_attrs(path))
+            entries, attrs_of = listings[path]
+            enc, errs = self.encoding, self.errors
+            for i in range(offset, len(entries)):
+                name, mode, ino = entries[i]
+                attrs = attrs_of(name) if attrs_of is not None else None
+                if attrs is None:
+                    ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
+                    st.st_mode, st.st_ino = mode, ino
+                else:
+                    set_st_attrs(st, attrs, True)
+                if filler(buf, name.encode(enc, errs), st, i + 1, 0 if attrs is None else FILL_DIR_PLUS):
+                    return 0
+            listings.pop(path, None)
             return 0
 
         def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:

@@ -134,7 +134,7 @@ class Mounts:
             v.root = mnt
         else:
             r = subprocess.run([sys.executable, "-m", "csfs", "--home", str(self.home), "mount",
-                                str(self.project), str(mnt)], check=False, capture_output=True, text=True, cwd=v.tree,
+                                *v.opts.split(), str(self.project), str(mnt)], check=False, capture_output=True, text=True, cwd=v.tree,
                                env=env_for(v.tree))
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
@@ -189,7 +189,8 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
     variants = [Variant("native", "native"),
                 Variant("bindfs", "bindfs", BINDFS_OPTS),
                 Variant("bindfs-kc", "bindfs", BINDFS_OPTS + ",kernel_cache"),
-                Variant("csfs", "csfs")]
+                Variant("csfs", "csfs"),
+                Variant("csfs-plain", "csfs", opts="--plain")]
     if args.baseline:
         variants.append(Variant("csfs-base", "csfs", tree=Path(args.baseline).resolve()))
     m = Mounts(work, project, home)
@@ -221,9 +222,9 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
             # --- warm du -s of the whole mount (issue 9: <= 3x the project's)
             sh(f"du -s {v.root} >/dev/null")
             add("warm `du -s` of the whole mount", v.name, min(sh(f"du -s {v.root} >/dev/null") for _ in range(3)))
-            if rep == 0:
+            if rep == 0 and v.name != "csfs-plain":
                 facts[f"du -sb {v.name}"] = out(f"du -sb {v.root}").split()[0]
-                if v.kind == "csfs":
+                if v.name == "csfs":
                     facts["sizes/total"] = Path(v.root, "sizes", "total").read_text().strip()
                     facts["paths csfs"] = f"{int(out(f'find {v.root} | wc -l')):,}"
             m.down(v)
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> str:
             f"{' --large' if args.large else ''}{' --baseline DIR' if args.baseline else ''}` (as root).\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {load:.1f} at the end "
             f"(a shared machine). bindfs {_bindfs_version()} `-r -o {BINDFS_OPTS}` (`bindfs-kc`: plus "
-            f"`kernel_cache`); csfs = this tree's default mount{base}. Each cell: min–max of {args.reps} runs, "
+            f"`kernel_cache`); csfs = this tree's default mount, `csfs-plain` its `--plain` mount (read-only, no virtual trees){base}. Each cell: min–max of {args.reps} runs, "
             f"each on a fresh mount, page cache dropped before cold rows; ratios from the minima.\n\n"
             f"{desc}.\n\n{table(rows, variants)}\n")
     print(body)
