@@ -193,7 +193,7 @@ class CsfsFS(Operations):
         (exports/, sizes/, control/: their attributes may need a plan) and entries that
         vanished meanwhile give None: the kernel looks them up as before."""
         node = self._node(path)
-        if node.real is None or _in_exports(path, self.root):
+        if getattr(node, "real", None) is None or _in_exports(path, self.root):   # not a real directory
             return None
         base = path.rstrip("/")
         skip = {".", ".."} | (set(VIRTUAL_TOP) if _is_project_top(path, self.root) else set())
@@ -565,6 +565,16 @@ def _tune_readahead(mountpoint: str, kb: int, wait: float = 10.0) -> None:
 
 
 
+def fill_stat(st: Any, a: dict[str, Any]) -> None:
+    """Set every field of a struct stat that the mount reports from a getattr dict (times in ns)."""
+    st.st_mode, st.st_ino, st.st_nlink = a["st_mode"], a["st_ino"], a["st_nlink"]
+    st.st_uid, st.st_gid, st.st_rdev = a["st_uid"], a["st_gid"], a.get("st_rdev", 0)
+    st.st_size, st.st_blocks, st.st_blksize = a["st_size"], a["st_blocks"], a["st_blksize"]
+    st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(a["st_atime"], 1_000_000_000)
+    st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(a["st_mtime"], 1_000_000_000)
+    st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(a["st_ctime"], 1_000_000_000)
+
+
 def fuse_class() -> Any:
     """The binding's FUSE class, plus the lseek callback mfusepy does not wrap itself, a
     leaner readdir, and Python thread states kept across requests."""
@@ -573,7 +583,6 @@ def fuse_class() -> Any:
     pinned = threading.local()
     binding = sys.modules[FUSE.__module__]
     c_stat = binding.c_stat
-    set_st_attrs = binding.set_st_attrs
     listings: dict[str, tuple[list[tuple[str, int, int]], Any]] = {}   # readdirplus walks in progress
 
     class CsfsFUSE(FUSE):  # type: ignore[misc, valid-type]
@@ -618,10 +627,17 @@ def fuse_class() -> Any:
                     ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
                     st.st_mode, st.st_ino = mode, ino
                 else:
-                    set_st_attrs(st, attrs, True)
+                    fill_stat(st, attrs)
                 if filler(buf, name.encode(enc, errs), st, i + 1, 0 if attrs is None else FILL_DIR_PLUS):
                     return 0
             listings.pop(path, None)
+            return 0
+
+        def getattr_fuse_3(self, path: bytes, buf: Any, fip: Any) -> int:
+            # the binding's fgetattr zeroes the struct and copies the dict key by key
+            # (getattr/setattr per key): filling the fields directly halves that part
+            attrs = self.operations.getattr(path.decode(self.encoding, self.errors))
+            fill_stat(buf.contents, attrs)
             return 0
 
         def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
