@@ -425,7 +425,6 @@ class _Demo:
         j = self.job(7, "homo_abinit", "Ab-Initio Reconstruction")
         n = len(self.uid)
         v2d = max(s.iters2d - 3, 0)                         # a non-final 2D iteration
-        self.consumed_2d = v2d
         # legacy numbers iterations 0, 1, …; v4/v5 as real ab-initio runs do (0, 100, …), the last
         # one's files named `…_final_…`
         real = self.flavour != "legacy"

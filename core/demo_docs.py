@@ -17,6 +17,8 @@ import datetime as _dt
 import email.utils
 from typing import TYPE_CHECKING, Any
 
+from .documents import STATUS_NUMS
+
 if TYPE_CHECKING:
     from .demo import _Job
 
@@ -24,8 +26,6 @@ FLAVOURS = ("legacy", "v4", "v5")
 VERSIONS = {"legacy": "v3.3.2", "v4": "v4.7.1", "v5": "v5.0.0"}
 PROJECT_UIDS = {"legacy": "P12", "v4": "P1", "v5": "P3"}
 ORIGINAL_DIR = "/data/cryosparc_projects"   # where the project was first created (it has moved since)
-STATUS_NUM = {s: i for i, s in enumerate(
-    ("building", "queued", "launched", "started", "running", "waiting", "completed", "killed", "failed"))}
 # v4 variants, spread over the jobs as a real project mixes them
 V4_BOTH_TYPE_KEYS = {1, 2, 3}          # `type` and `job_type`
 V4_JOB_TYPE_ONLY = {4, 5, 6}           # `job_type` only (cryosparc-tools' JobDocument)
@@ -71,12 +71,13 @@ def has_job_json(flavour: str, num: int) -> bool:
 # -- jobs --------------------------------------------------------------------------------------
 
 def _times(job: "_Job") -> dict[str, Any]:
-    from .demo import _t
+    def later(hours: float) -> _dt.datetime:
+        return job.created + _dt.timedelta(hours=hours)
 
     running, failed = job.status == "running", job.status == "failed"
     end = None if running else job.finished
-    return {"created_at": job.created, "queued_at": _t(job.num + 0.05), "launched_at": _t(job.num + 0.08),
-            "started_at": _t(job.num + 0.1), "running_at": _t(job.num + 0.1),
+    return {"created_at": job.created, "queued_at": later(0.05), "launched_at": later(0.08),
+            "started_at": later(0.1), "running_at": later(0.1),
             "completed_at": None if running or failed else end, "failed_at": end if failed else None,
             "killed_at": None}
 
@@ -170,7 +171,7 @@ def _v5_job(job: "_Job", children: list[str]) -> dict:
         "uid": job.uid, "uid_num": job.num, "project_uid": puid, "project_uid_num": int(puid[1:]),
         "workspace_uids": ["W1"], "spec": _v5_spec(job), "job_dir": job.uid, "job_dir_size": 0,
         "job_dir_size_last_updated": iso(dumped), "title": job.title, "description": "",
-        "status": job.status, "status_num": STATUS_NUM[job.status],
+        "status": job.status, "status_num": STATUS_NUMS[job.status],
         **{k: iso(v) for k, v in _times(job).items()},
         "version_created": job.demo.cs_version, "version": job.demo.cs_version, "priority": 0,
         "deleted": False, "deleting": False, "parents": _parents(job), "children": children,

@@ -25,13 +25,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from . import ids
 from .errors import FormatError, NotFoundError
 
 KNOWN_MAJORS = (2, 3, 4, 5)
 # the iteration number in a metafile name: J6_004_particles.cs, cryosparc_P12_J24_001_particles.cs
 VERSION_RE = re.compile(r"(?:^|_)J\d+_(\d+)_")
 FINAL_RE = re.compile(r"(?:^|_)J\d+_final_")
-_UID_NUM_RE = re.compile(r"^[A-Z](\d+)$")
 
 # removed from job.json in a job export: links to this project's other jobs, this
 # instance's scheduling, and (v5) the instance's dump bookkeeping and sizes
@@ -86,6 +86,16 @@ def iso_time(v: Any) -> str | None:
         return v if d is None else _z(d)
     d = _datetime(v)
     return None if d is None else _z(d)
+
+
+def now_iso() -> str:
+    """Now, as csfs writes times into documents and locks (UTC, seconds: 2024-03-04T09:00:00+00:00)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def file_stamp() -> str:
+    """Now, for a file name: 20240304T090000Z (UTC)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _z(d: _dt.datetime) -> str:
@@ -440,8 +450,7 @@ def workspace_rows(workspaces: Any) -> list[tuple[str, str]]:
 
 def uid_num(uid: str) -> int | None:
     """12 for "P12" or "J12"."""
-    m = _UID_NUM_RE.match(uid or "")
-    return int(m.group(1)) if m else None
+    return ids.number(uid)
 
 
 def _with_project(doc: dict, uid: str) -> dict:

@@ -491,10 +491,3 @@ def job_export_plan(project: Any, juid: str) -> Plan:
         missing += group_missing
 
     return Plan(job_export_name(job), _with_parents(entries, mtime), missing)
-
-
-def iter_file_sources(plan: Plan) -> Iterable[tuple[Entry, Path]]:
-    """(entry, source) of the plan's data files."""
-    for e in plan.entries:
-        if e.kind == "file" and e.source is not None:
-            yield e, e.source

@@ -31,7 +31,7 @@ from . import csfile, csg, documents, rawfiles, safeio, store
 from .cleanup import RECORD_KEY
 from .errors import CsfsError, FormatError, NotFoundError, UsageError
 from .exportplan import join_order
-from .lock import now_iso
+from .documents import now_iso
 from .rawfiles import RawFile
 from .walk import scan
 

@@ -7,7 +7,6 @@ project directory stays the source of truth for everything else.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -15,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from . import faults
+from . import faults, ids
 from .atomic import dumps_json, write_bytes
 from .errors import CsfsError, FormatError, NotFoundError, UsageError
 
 STATES = ("attached", "archived", "detached")
 REGISTRY_TIMEOUT = 10.0  # seconds to wait for a registry another process holds (CSFS_REGISTRY_TIMEOUT)
-_UID_RE = re.compile(r"^[Pp](\d+)$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,14 +67,13 @@ class ProjectRecord:
     def num(self) -> int:
         return int(self.uid[1:])
 
+    @property
+    def missing(self) -> bool:
+        """Its directory is gone (moved or deleted): `project list` flags it, `forget --missing` takes it."""
+        return not self.path.is_dir()
+
     def as_dict(self) -> dict:
         return {"uid": self.uid, "path": str(self.path), "state": self.state, "title": self.title}
-
-
-def parse_uid(ref: str) -> int | None:
-    """'P3' or 'p3' -> 3; anything else -> None."""
-    m = _UID_RE.match(ref.strip())
-    return int(m.group(1)) if m else None
 
 
 def norm_path(path: str | os.PathLike) -> Path:
@@ -244,7 +241,7 @@ class Instance:
         return [self._record(r) for r in rows]
 
     def get(self, uid: str) -> ProjectRecord:
-        num = parse_uid(uid)
+        num = ids.project_num(uid)
         with self._db(write=False) as con:
             row = None if num is None else con.execute(
                 f"SELECT {self._COLS} FROM projects WHERE num = ?", (num,)).fetchone()
@@ -264,7 +261,7 @@ class Instance:
     def resolve(self, ref: str | os.PathLike) -> ProjectRecord:
         """A project named as 'P3' or by its directory path; NotFoundError otherwise."""
         ref_s = os.fspath(ref)
-        if parse_uid(ref_s) is not None:
+        if ids.project_num(ref_s) is not None:
             try:
                 return self.get(ref_s)
             except NotFoundError:
@@ -274,23 +271,36 @@ class Instance:
             raise UsageError("empty project reference; give P<n> or a project directory")
         rec = self.find_path(ref_s)
         if rec is None:
-            what = "directory" if os.path.isdir(ref_s) else "no such project UID or directory"
-            raise NotFoundError(f"{ref_s}: {what} not known to this instance; "
+            if not os.path.isdir(ref_s):
+                raise NotFoundError(f"{ref_s}: no such directory, nor a project UID of this instance; "
+                                    "see `csfs project list`")
+            raise NotFoundError(f"{ref_s}: directory not known to this instance; "
                                 "see `csfs project list` (or attach it)")
         return rec
+
+    def locate(self, ref: str | os.PathLike) -> tuple[ProjectRecord | None, Path]:
+        """A registered project (by UID or path) and its directory, or else (None, the
+        directory) for any existing directory not registered here (for read-only use)."""
+        try:
+            rec = self.resolve(ref)
+        except NotFoundError:
+            if not os.path.isdir(ref):
+                raise
+            return None, norm_path(ref)
+        return rec, rec.path
 
     def jobs(self, uid: str) -> list[tuple[str, str, str, str]]:
         """Registered (uid, type, title, status) rows of a project, in job order."""
         num = self.get(uid).num
         with self._db(write=False) as con:
             rows = con.execute("SELECT uid, type, title, status FROM jobs WHERE num = ?", (num,)).fetchall()
-        return sorted(rows, key=lambda r: _uid_sort_key(r[0]))
+        return sorted(rows, key=lambda r: ids.sort_key(r[0]))
 
     def workspaces(self, uid: str) -> list[tuple[str, str]]:
         num = self.get(uid).num
         with self._db(write=False) as con:
             rows = con.execute("SELECT uid, title FROM workspaces WHERE num = ?", (num,)).fetchall()
-        return sorted(rows, key=lambda r: _uid_sort_key(r[0]))
+        return sorted(rows, key=lambda r: ids.sort_key(r[0]))
 
     def next_uid(self) -> str:
         """The UID the next allocation will return (informational)."""
@@ -315,7 +325,7 @@ class Instance:
                  workspaces: Sequence[tuple[str, str]] = (),
                  jobs: Sequence[tuple[str, str, str, str]] = ()) -> ProjectRecord:
         """Insert or replace a project's row with its workspaces and jobs, in one transaction."""
-        num = parse_uid(uid)
+        num = ids.project_num(uid)
         assert num is not None and state in STATES
         with self._db() as con:
             con.execute("INSERT OR REPLACE INTO projects (num, path, state, title, lock_id) "
@@ -391,7 +401,7 @@ def known_projects(path: str | os.PathLike) -> list[dict]:
         return []
     rows = doc.get("projects") if isinstance(doc, dict) else None
     return [r for r in rows or [] if isinstance(r, dict) and isinstance(r.get("path"), str)
-            and parse_uid(str(r.get("uid", ""))) is not None]
+            and ids.project_num(str(r.get("uid", ""))) is not None]
 
 
 def _fix_disk(e: OSError, where: Path) -> str:
@@ -400,8 +410,3 @@ def _fix_disk(e: OSError, where: Path) -> str:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"Free space on the disk holding {where}, then run the command again"
     return f"Check the disk holding {where}, then run the command again"
-
-
-def _uid_sort_key(uid: str) -> tuple[str, int]:
-    m = re.match(r"^([A-Za-z]+)(\d+)$", uid)
-    return (m.group(1), int(m.group(2))) if m else (uid, 0)

@@ -26,11 +26,11 @@ from . import documents, faults, lock, safeio
 from .atomic import write_json
 from .errors import (ActiveJobError, AlreadyError, ArchivedError, CsfsError, FormatError, ForeignLockError,
                      NotFoundError, RefusedError, UsageError)
+from .documents import file_stamp, now_iso, workspace_rows
 from .instance import Instance, ProjectRecord, norm_path
-from .lock import now_iso
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
 from .store import (all_or_nothing, check_writable, commit, export, job_row, owned_lock, read_doc,
-                    refuse_foreign, serialized, workspace_rows)
+                    refuse_foreign, serialized)
 
 F = TypeVar("F", bound=Callable)
 
@@ -428,11 +428,11 @@ def forget(instance: Instance, ref: str | os.PathLike, missing: bool = False) ->
     """
     rec = instance.resolve(ref)
     if missing:
-        if rec.path.exists():
+        if not rec.missing:
             raise RefusedError(f"{rec.uid}: directory {rec.path} is still there, so it is not missing; "
                                f"detach it first (`csfs project detach {rec.uid}`), then forget it")
     elif rec.state != "detached":
-        how = (f"its directory is gone: `csfs project forget --missing {rec.uid}`" if not rec.path.exists()
+        how = (f"its directory is gone: `csfs project forget --missing {rec.uid}`" if rec.missing
                else f"run `csfs project detach {rec.uid}` first")
         raise RefusedError(f"{rec.uid} is {rec.state}; only detached projects can be forgotten ({how})")
     instance.remove(rec.uid)
@@ -461,7 +461,7 @@ def rescue(instance: Instance, path: str | os.PathLike, other_instance_is_down: 
         raise AlreadyError(f"{path} is locked by this instance itself ({info.project_uid}); nothing to rescue")
     if not other_instance_is_down:
         return _rescue_steps(path, info)
-    stamp = now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
+    stamp = file_stamp()
     record = path / f"cs.lock.rescued-{stamp}.json"
     write_json(record, {"rescued_at": now_iso(), "rescued_by_instance": instance.id,
                         "rescued_by_home": str(instance.home), "old_lock": info.doc,

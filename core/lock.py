@@ -17,11 +17,11 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import faults, safeio
+from .documents import now_iso
 from .atomic import dumps_json, fsync_dir, write_bytes
 from .errors import CsfsError, ForeignLockError, NotFoundError
 
@@ -213,8 +213,4 @@ def remove(project_dir: str | os.PathLike, expected: LockInfo) -> None:
         raise ForeignLockError(f"{project_dir}: cs.lock is now held by {current.describe()}; not removed")
     lock_path(project_dir).unlink()
     fsync_dir(project_dir)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -10,25 +10,20 @@ a malformed job.json gets `job.error` and the other jobs load as usual.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
-from . import documents, safeio
-from .documents import InputRef, OutputGroup, OutputResult, iso_time, parse_time as timestamp  # noqa: F401
+from . import documents, ids, safeio
+from .documents import InputRef, OutputGroup, OutputResult, parse_time
 from .errors import CsfsError, FormatError, NotFoundError
-from .walk import walk_entries, walk_files
+from .problems import job_problems
+from .walk import inside
 
 ACTIVE_STATUSES = frozenset({"queued", "launched", "started", "running", "waiting"})
 FINAL_STATUSES = frozenset({"completed", "killed", "failed"})
 
-JOB_DIR_RE = re.compile(r"^J(\d+)$")
-LEGACY_DIR_RE = re.compile(r"^P(\d+)$")
-# files every job dir holds besides its outputs
-BOOKKEEPING = ("job.json", "events.bson", "job.log")
 class Job:
     """One job directory. `error` is set (and outputs left empty) when job.json is unusable."""
 
@@ -48,14 +43,10 @@ class Job:
         self.form = ""  # "v4" | "v5" | "csg" (legacy, read from its .csg files) | "" (unusable)
         self.raw: bytes | None = None  # job.json's bytes, when it could be read
         self.notes: list[str] = []      # how the job was read, when not from its job.json
-        self._read_problems: list[str] = []  # .csg files that could not be read
+        self.read_problems: list[str] = []  # .csg files that could not be read
 
     def __repr__(self) -> str:
         return f"Job({self.uid}, {self.type!r}, {self.status!r}{', error' if self.error else ''})"
-
-    @property
-    def number(self) -> int:
-        return int(self.uid[1:])
 
     @property
     def is_active(self) -> bool:
@@ -67,11 +58,11 @@ class Job:
 
     @property
     def created_timestamp(self) -> float | None:
-        return timestamp(self.created_at)
+        return parse_time(self.created_at)
 
     @property
     def completed_timestamp(self) -> float | None:
-        return timestamp(self.completed_at)
+        return parse_time(self.completed_at)
 
     def group(self, name: str) -> OutputGroup:
         for g in self.groups:
@@ -91,20 +82,8 @@ class Job:
 
     @cached_property
     def problems(self) -> list[str]:
-        """Non-fatal problems: missing metafiles, metafiles outside the project, dangling symlinks."""
-        out: list[str] = list(self._read_problems)
-        if self.error:
-            out.append(self.error)
-        for mf in self.metafiles:
-            p = _inside(self.project_path, mf)
-            if p is None:
-                out.append(f"{self.uid}: metafile {mf} points outside the project")
-            elif not p.is_file():
-                out.append(f"{self.uid}: metafile {mf} is missing")
-        for link in _dangling_links(self.dir):
-            out.append(f"{self.uid}: dangling symlink {link.relative_to(self.project_path)} -> "
-                       f"{os.readlink(link)}")
-        return out
+        """What is wrong with the job's documents and files (core/problems.py), in words."""
+        return [p.message for p in job_problems(self.project_path, self)]
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -163,7 +142,7 @@ class Job:
                     group.passthrough = "input"
                 self.groups.append(group)
             except (CsfsError, ValueError, KeyError) as e:
-                self._read_problems.append(f"{self.uid}: {path.name}: {_short(e)}")
+                self.read_problems.append(f"{self.uid}: {path.name}: {_short(e)}")
         return True
 
     def may_use(self, producer: "Job") -> bool:
@@ -203,8 +182,7 @@ class Project:
         uid = self.doc.get("uid") if isinstance(self.doc, dict) else None
         if isinstance(uid, str) and uid:
             return uid
-        m = LEGACY_DIR_RE.match(self.path.name)
-        return self.path.name if m else ""
+        return self.path.name if ids.is_project(self.path.name) else ""
 
     @property
     def title(self) -> str:
@@ -240,7 +218,7 @@ class Project:
         pj = path / "project.json"
         problems: list[str] = []
         doc: dict = {}
-        legacy = bool(job_dirs) and bool(LEGACY_DIR_RE.match(path.name) or _has_legacy_names(job_dirs))
+        legacy = bool(job_dirs) and bool(ids.is_project(path.name) or _has_legacy_names(job_dirs))
         if pj.exists():
             # a legacy project keeps its layout once attached (attach writes project.json)
             layout = "legacy" if legacy else "v4"
@@ -304,7 +282,7 @@ def referenced_files(project: Project, metafile: str, slots: Sequence[str] | Non
     resolved against the metafile's folder. Deduplicated, order kept. A missing or
     unreadable metafile raises NotFoundError/FormatError.
     """
-    mf = _inside(project.path, metafile)
+    mf = inside(project.path, metafile)
     if mf is None:
         raise FormatError(f"metafile {metafile} points outside the project")
     if not mf.is_file():
@@ -323,34 +301,6 @@ def referenced_files(project: Project, metafile: str, slots: Sequence[str] | Non
     return list(out)
 
 
-def job_referenced_files(project: Project, job: Job) -> list[str]:
-    """Data files named by any version of any result of `job` (missing metafiles skipped)."""
-    out: dict[str, None] = {}
-    for mf in job.metafiles:
-        try:
-            out.update(dict.fromkeys(referenced_files(project, mf)))
-        except CsfsError:
-            continue
-    return list(out)
-
-
-def unreferenced_files(project: Project, job: Job) -> list[str]:
-    """Files in the job dir (project-relative, sorted) that no metafile of the job names.
-
-    job.json, events.bson, job.log, gridfs_data/, the .csg files and the job's own
-    metafiles are bookkeeping, not counted as unreferenced.
-    """
-    known = set(job_referenced_files(project, job)) | set(job.metafiles)
-    rel_dir = job.dir.relative_to(project.path)
-    known |= {str(rel_dir / n) for n in BOOKKEEPING}
-    out = []
-    for rel in walk_files(job.dir, project.path):
-        if rel in known or rel.endswith(".csg") or rel.startswith(f"{rel_dir}/gridfs_data/"):
-            continue
-        out.append(rel)
-    return sorted(out)
-
-
 # -- layout helpers --------------------------------------------------------------------------
 
 def _job_dirs(path: Path) -> list[tuple[str, Path]]:
@@ -358,9 +308,9 @@ def _job_dirs(path: Path) -> list[tuple[str, Path]]:
     try:
         with os.scandir(path) as it:
             for e in it:
-                m = JOB_DIR_RE.match(e.name)
-                if m and e.is_dir():   # a job folder moved to other storage may be a symlink
-                    found.append((int(m.group(1)), e.name, Path(e.path)))
+                num = ids.job_num(e.name)
+                if num is not None and e.is_dir():   # a job folder moved to other storage may be a symlink
+                    found.append((num, e.name, Path(e.path)))
     except OSError as e:
         raise NotFoundError(f"{path}: cannot list ({e.strerror})") from None
     return [(uid, p) for _, uid, p in sorted(found)]
@@ -386,21 +336,6 @@ def _read_workspaces(path: Path, layout: str, problems: list[str]) -> list[dict]
     except (CsfsError, ValueError) as e:
         problems.append(f"workspaces.json is malformed ({_short(_after_path(e))})")
         return []
-
-
-def _inside(root: Path, rel: str) -> Path | None:
-    """root/rel if rel is relative and stays inside root (lexically), else None."""
-    if not rel or os.path.isabs(rel):
-        return None
-    norm = os.path.normpath(rel)
-    if norm == ".." or norm.startswith("../"):
-        return None
-    return root / norm
-
-
-def _dangling_links(top: Path) -> list[Path]:
-    return sorted(Path(e.path) for e in walk_entries(top)
-                  if e.is_symlink() and not os.path.exists(e.path))
 
 
 def _after_path(e: BaseException) -> str:

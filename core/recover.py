@@ -14,10 +14,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lock
+from . import ids, lock
 from .errors import CsfsError, UsageError
-from .instance import Instance, RegistryError, known_projects, norm_path, parse_uid
-from .lock import now_iso
+from .instance import Instance, RegistryError, known_projects, norm_path
+from .documents import file_stamp
 
 
 @dataclass
@@ -77,13 +77,13 @@ def recover(home: str | os.PathLike, dirs: list[str] | None = None) -> Recovery:
         inst.create_schema()
         taken: dict[str, Path] = {}
         # first the directories the registry knew, at their known paths, then the named ones
-        for row in sorted(known.values(), key=lambda r: parse_uid(r["uid"]) or 0):
+        for row in sorted(known.values(), key=lambda r: ids.project_num(r["uid"]) or 0):
             _recover_known(inst, row, taken, report)
         for path in named:
             if path in taken.values():
                 continue
             _recover_named(inst, path, taken, report)
-        top = max([parse_uid(u) or 0 for u in taken] + [next_num - 1, 0])
+        top = max([ids.project_num(u) or 0 for u in taken] + [next_num - 1, 0])
         with inst._db() as con:
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_num', ?)", (str(top + 1),))
     return report
@@ -103,7 +103,7 @@ def _set_aside(inst: Instance) -> str | None:
     db = inst.registry_path
     if not db.exists():
         return None
-    stamp = now_iso().replace(":", "").replace("-", "").replace("+0000", "Z")
+    stamp = file_stamp()
     aside = db.with_name(f"{db.name}.damaged-{stamp}")
     n = 1
     while aside.exists():
@@ -168,7 +168,7 @@ def _recover_named(inst: Instance, path: Path, taken: dict[str, Path], report: R
         who = "no cs.lock" if info is None else f"locked by {info.describe()}"
         report.skipped.append({"path": str(path), "why": f"{who}: not attached to this instance"})
         return
-    uid = info.project_uid if parse_uid(info.project_uid or "") is not None else None
+    uid = info.project_uid if ids.project_num(info.project_uid or "") is not None else None
     live = {u for u, p in taken.items() if p != path}
     if uid is None:
         report.skipped.append({"path": str(path), "why": "its lock names no project UID: run "

@@ -20,18 +20,17 @@ listed in `unreadable`, and clearing refuses to guess.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import ids
 from .errors import CsfsError, NotFoundError
 from .walk import scan
 
 Ident = tuple[int, int]
-JOB_PART_RE = re.compile(r"J\d+")
 
 
 @dataclass
@@ -86,7 +85,7 @@ def data_paths(root: Path, metafile: Path, value: str) -> list[Path]:
         out = [p]
         parts = p.parts
         # the project moved since the metafile was written: match from a J<N>/ component on
-        out += [root.joinpath(*parts[i:]) for i in range(1, len(parts) - 1) if JOB_PART_RE.fullmatch(parts[i])]
+        out += [root.joinpath(*parts[i:]) for i in range(1, len(parts) - 1) if ids.is_job(parts[i])]
         return out
     out = [root / p]
     if p.parts and p.parts[0] == root.name:          # legacy P12/J24/...: relative to the parent

@@ -18,20 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import atomic
+from . import atomic, ids
 from .walk import scan
 
 Progress = Callable[[int, "int | None"], None]
 CACHE_VERSION = 3
 SCAN_THREADS = 3
-SESSION_DIR_RE = re.compile(r"^S(\d+)$")
 
 
 @dataclass
@@ -48,10 +46,14 @@ class SizeReport:
     total: int = 0
     scanned: list[str] = field(default_factory=list)  # jobs walked now (the rest came from the cache)
 
+    @property
+    def clearable(self) -> int:
+        """Intermediate bytes clear-intermediate would free, over all jobs."""
+        return sum(j.clearable for j in self.jobs.values())
+
     def as_dict(self) -> dict:
         return {"jobs": {k: asdict(v) for k, v in self.jobs.items()}, "sessions": dict(self.sessions),
-                "other": self.other, "total": self.total,
-                "clearable": sum(j.clearable for j in self.jobs.values())}
+                "other": self.other, "total": self.total, "clearable": self.clearable}
 
 
 def tree_size(top: str | os.PathLike, follow: bool = True) -> tuple[int, int]:
@@ -89,9 +91,10 @@ def session_dirs(project_path: str | os.PathLike) -> dict[str, Path]:
     try:
         with os.scandir(project_path) as it:
             for e in it:
-                m = SESSION_DIR_RE.match(e.name)
-                if m and e.is_dir(follow_symlinks=False) and os.path.isfile(os.path.join(e.path, "exposures.bson")):
-                    found.append((int(m.group(1)), e.name, Path(e.path)))
+                num = ids.number(e.name, "S")
+                if num is not None and e.is_dir(follow_symlinks=False) and \
+                        os.path.isfile(os.path.join(e.path, "exposures.bson")):
+                    found.append((num, e.name, Path(e.path)))
     except OSError:
         return {}
     return {name: p for _, name, p in sorted(found)}
@@ -110,7 +113,7 @@ def _clear_deps(project: Any) -> dict[str, str]:
     """Per job, a digest of what its clearable bytes depend on outside its own directory:
     the versions other jobs' inputs name, which other jobs' inputs are unknown, and (as
     any job may link to or name its files: core/references.py) the state of every job."""
-    from .cleanup import unknown_consumers
+    from .clearplan import unknown_consumers
 
     refs: dict[str, set[tuple[str, str, str]]] = {}
     broken = [j for j in project.jobs.values() if j.error]
@@ -168,7 +171,7 @@ def invalidate(cache_dir: str | os.PathLike, project_path: str | os.PathLike, ju
 
 def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
     """One job now: its size (walked, unless `total` is given) and its clearable intermediate bytes."""
-    from .cleanup import clear_plan
+    from .clearplan import clear_plan
 
     if total is None:
         total = tree_size(job.dir)[0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -18,15 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
-from . import documents, faults, lock
-from .documents import workspace_rows  # noqa: F401  (lifecycle imports it from here)
-from .lock import now_iso
+from . import documents, faults, ids, lock
+from .documents import now_iso, workspace_rows
 from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
 from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
                      RefusedError, UsageError)
 from .instance import Instance, ProjectRecord, RegistryError, norm_path
 
-_JOB_RE = re.compile(r"^J(\d+)$")
 
 
 class ProjectLike(Protocol):
@@ -250,7 +247,7 @@ def _commit(instance: Instance, path: Path, job_docs: Mapping[str, dict] | None,
     rec = check_writable(instance, path)
     job_docs = dict(job_docs or {})
     for juid, doc in job_docs.items():
-        if not _JOB_RE.match(juid):
+        if not ids.is_job(juid):
             raise UsageError(f"{juid!r}: not a job UID (J<n>)")
         if not (path / juid).is_dir():
             raise NotFoundError(f"{rec.uid}: no job directory {juid} in {path}")
@@ -284,9 +281,9 @@ def job_numbers(project_dir: Path) -> list[int]:
     out = []
     with os.scandir(project_dir) as it:
         for e in it:
-            m = _JOB_RE.match(e.name)
-            if m and e.is_dir():
-                out.append(int(m.group(1)))
+            num = ids.job_num(e.name)
+            if num is not None and e.is_dir():
+                out.append(num)
     return out
 
 
@@ -310,7 +307,7 @@ def _new_job(instance: Instance, path: Path, type: str, title: str,
     rec = check_writable(instance, path)
     pdoc = read_doc(path / "project.json", default={})
     ws = workspace_rows(read_doc(path / "workspaces.json", default=[]))
-    known = [int(j[0][1:]) for j in instance.jobs(rec.uid) if _JOB_RE.match(j[0])]
+    known = [n for n in (ids.job_num(j[0]) for j in instance.jobs(rec.uid)) if n is not None]
     num = max(job_numbers(path) + known + [0]) + 1
     _remove_stale_new_jobs(path)
     tmp = path / f"{_NEW_JOB_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"

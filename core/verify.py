@@ -1,7 +1,8 @@
 """Verify a project's files and repoint import symlinks after raw data moved.
 
-`verify` reports broken symlinks, metafiles and data files that outputs name but
-that are missing, and metadata that cannot be read. `relink` rewrites symlink
+`verify` reports what core/problems.py finds (unreadable metadata, broken symlinks,
+missing metafiles), then reads each metafile: unreadable ones, and data files they
+name that are missing. `relink` rewrites symlink
 targets from one prefix to another, refusing (and changing nothing) when any new
 target does not exist.
 """
@@ -13,21 +14,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import CsfsError, RefusedError, UsageError
+from .problems import Problem, broken_links, job_problems, relpath
 from .walk import walk_entries
 
 Progress = Callable[[int, "int | None"], None]
-
-
-@dataclass(frozen=True)
-class Problem:
-    job: str | None       # job uid, None for the project itself
-    kind: str             # "metadata" | "broken-symlink" | "missing-metafile" | "unreadable-metafile" | "missing-data"
-    path: str             # project-relative (or absolute outside the project)
-    message: str
-    target: str | None = None   # a broken symlink's target
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -61,13 +51,6 @@ def _symlinks(top: Path) -> Iterable[Path]:
     return (Path(e.path) for e in walk_entries(top) if e.is_symlink())
 
 
-def _rel(project: Any, path: Path) -> str:
-    try:
-        return str(path.relative_to(project.path))
-    except ValueError:
-        return str(path)
-
-
 def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
     """Everything wrong with the project's files, job by job (empty when all is well)."""
     from . import csfile
@@ -76,27 +59,19 @@ def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
     problems: list[Problem] = [Problem(None, "metadata", "project.json", p) for p in project.problems]
     jobs = list(project.jobs.values())
     for i, job in enumerate(jobs):
-        seen: set[str] = set()
+        found = job_problems(Path(project.path), job)
+        problems += found
+        seen = {p.path for p in found}
 
         def add(kind: str, path: str, message: str) -> None:
             if path not in seen:
                 seen.add(path)
                 problems.append(Problem(job.uid, kind, path, message))
 
-        if job.error:
-            add("metadata", _rel(project, Path(job.dir) / "job.json"), job.error)
-        for link in _symlinks(Path(job.dir)):
-            if not os.path.exists(link):
-                target = os.readlink(link)
-                problems.append(Problem(job.uid, "broken-symlink", _rel(project, link),
-                                        f"{_rel(project, link)} -> {target}: target missing "
-                                        "(moved raw data? see `csfs relink`)", target))
-                seen.add(_rel(project, link))
         for mf in job.metafiles:
+            if mf in seen:
+                continue   # missing, or outside the project: reported
             mpath = Path(project.path) / mf
-            if not mpath.is_file():
-                add("missing-metafile", mf, f"{job.uid}: metafile {mf} named by job.json is missing")
-                continue
             try:
                 csfile.info(mpath)
                 data = referenced_files(project, mf)
@@ -111,12 +86,7 @@ def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
                     add("missing-data", rel, f"{job.uid}: {rel} (named by {mf}) is missing")
         if progress:
             progress(i + 1, len(jobs))
-    for link in _symlinks(Path(project.path) / "exports"):
-        if not os.path.exists(link):
-            problems.append(Problem(None, "broken-symlink", _rel(project, link),
-                                    f"{_rel(project, link)} -> {os.readlink(link)}: target missing "
-                                    "(export again, or see `csfs relink`)"))
-    return problems
+    return problems + broken_links(project.path, Path(project.path) / "exports", None)
 
 
 @dataclass(frozen=True)
@@ -140,7 +110,7 @@ def plan_relink(project: Any, old: str, new: str) -> list[Relink]:
         for link in _symlinks(top):
             target = os.readlink(link)
             if target == old_p or target.startswith(old_p.rstrip("/") + "/"):
-                out.append(Relink(_rel(project, link), target, new_p + target[len(old_p):]))
+                out.append(Relink(relpath(project.path, link), target, new_p + target[len(old_p):]))
     return out
 
 

@@ -1,7 +1,9 @@
-"""Walking a directory tree with os.scandir: one loop for the project model, sizes and verify."""
+"""Walking a directory tree with os.scandir (one loop for the project model, sizes and
+verify), and the lexical rule for a relative path staying inside its root."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable, Iterator
 
 
@@ -31,8 +33,11 @@ def walk_entries(top: str | os.PathLike) -> Iterator[os.DirEntry]:
     return (e for e in scan(top, _is_dir) if not _is_dir(e))
 
 
-def walk_files(top: str | os.PathLike, root: str | os.PathLike) -> Iterator[str]:
-    """Every non-directory entry below `top` (symlinks not followed), relative to `root`."""
-    root_s = str(root).rstrip("/") + "/"
-    for e in walk_entries(top):
-        yield e.path[len(root_s):] if e.path.startswith(root_s) else e.path
+def inside(root: Path, rel: str) -> Path | None:
+    """root/rel if rel is relative and stays inside root (lexically), else None."""
+    if not rel or os.path.isabs(rel):
+        return None
+    norm = os.path.normpath(rel)
+    if norm == ".." or norm.startswith("../"):
+        return None
+    return root / norm

@@ -55,7 +55,9 @@ class JobInfo:
     @property
     def is_active(self) -> bool:
         """Queued, launched, started, running or waiting: blocks detach and archive."""
-        return self.status in ("queued", "launched", "started", "running", "waiting")
+        from csfs.core.project import ACTIVE_STATUSES
+
+        return self.status in ACTIVE_STATUSES
 
 
 def _job_info(job: Any) -> JobInfo:
@@ -105,19 +107,12 @@ class Instance:
         """The registry, as `csfs project list --json` gives it: {uid, path, state, title, missing}."""
         from csfs import schema
 
-        return [schema.project_of(r, missing=not r.path.is_dir()) for r in self._core.projects()]
+        return [schema.project_of(r, missing=r.missing) for r in self._core.projects()]
 
     def project(self, ref: str | os.PathLike) -> "Project":
         """A registered project by UID or path, or any project directory (read-only use)."""
-        from csfs.core.instance import norm_path
-
-        try:
-            rec = self._core.resolve(ref)
-        except NotFoundError:
-            if not os.path.isdir(ref):
-                raise
-            return Project(self, None, norm_path(ref))
-        return Project(self, rec.uid, rec.path)
+        rec, path = self._core.locate(ref)
+        return Project(self, rec.uid if rec else None, path)
 
     def create(self, title: str, folder: str | os.PathLike = ".") -> "Project":
         """A new empty project `folder/CS-<slug of title>`, locked and attached."""

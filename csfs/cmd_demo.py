@@ -1,22 +1,17 @@
-"""`csfs demo` (write a synthetic project) and `csfs jobs` (list a project directory's jobs)."""
+"""`csfs demo`: write a synthetic CryoSPARC project to try csfs on."""
 from __future__ import annotations
 
 import argparse
 import time
 
-from typing import TYPE_CHECKING
-
-from csfs import schema
-from csfs.output import Progress, human_bytes, print_json, print_table
-
-if TYPE_CHECKING:
-    from csfs.core.project import Job
+from . import cli, schema
+from .output import Progress, human_bytes, print_json
 
 SCALES = ("tiny", "small", "large")   # core.demo.SCALES, named here so --help needs no numpy
 FLAVOURS = ("legacy", "v4", "v5")     # core.demo_docs.FLAVOURS
 
 
-def register(sub, common) -> None:
+def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "demo", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write a synthetic CryoSPARC project to try csfs on",
@@ -51,19 +46,6 @@ def register(sub, common) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser(
-        "jobs", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="list the jobs of a project directory (no instance needed)",
-        description="Read a CryoSPARC project directory (v4 CS-<slug>/ or legacy P<N>/) and list\n"
-                    "its jobs: uid, type, title, status, created/completed times and output groups\n"
-                    "with their item counts. Jobs whose job.json is broken, metafiles missing or\n"
-                    "symlinks dangling are listed too, with the problem printed under the table.\n"
-                    "Nothing is written.")
-    p.add_argument("project_dir", metavar="PROJECT_DIR", help="the project directory")
-    p.add_argument("--json", action="store_true",
-                   help="print JSON: {project: {uid, path, ...}, jobs: [{uid, type, ..., groups, inputs, error, problems}]}")
-    p.set_defaults(func=_cmd_jobs)
-
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from csfs.core import demo
@@ -87,48 +69,4 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"next: csfs jobs {path}")
     print(f"      csfs project attach {path}")
     print(f"      csfs mount {path} MOUNTPOINT")
-    return 0
-
-
-def _date(iso: str | None) -> str:
-    return iso[:16].replace("T", " ") if iso else ""
-
-
-def _job_json(job: Job) -> dict:
-    return {
-        "uid": job.uid, "type": job.type, "title": job.title, "status": job.status,
-        "created_at": job.created_at, "completed_at": job.completed_at, "error": job.error,
-        "problems": job.problems,
-        "groups": [{"name": g.name, "type": g.type, "title": g.title, "num_items": g.num_items,
-                    "results": [{"name": r.name, "type": r.type, "passthrough": r.passthrough,
-                             "final_version": r.final_version, "final_metafile": r.final_metafile,
-                             "versions": [{"version": v, "metafile": m, "num_items": n}
-                                          for v, m, n in zip(r.versions, r.metafiles,
-                                                             r.num_items + [None] * len(r.versions))]}
-                            for r in g.results]}
-                   for g in job.groups],
-        "inputs": [{"job": schema.job(i.job_uid), "group": {"name": i.group_name},
-                    "result": {"name": i.result_name}, "version": i.version} for i in job.inputs],
-    }
-
-
-def _cmd_jobs(args: argparse.Namespace) -> int:
-    from csfs.core.project import Project
-
-    proj = Project.open(args.project_dir)
-    if args.json:
-        print_json({"project": schema.project(proj.uid, proj.path, title=proj.title, layout=proj.layout,
-                                              problems=proj.problems),
-                    "jobs": [_job_json(j) for j in proj.jobs.values()]})
-        return 0
-    rows = [[j.uid, j.type, j.title, j.status if not j.error else "BROKEN", _date(j.created_at),
-             _date(j.completed_at), ", ".join(f"{g.name}({g.num_items})" for g in j.groups)]
-            for j in proj.jobs.values()]
-    print(f"{proj.path}  {proj.uid or '-'}  {proj.title!r}  ({proj.layout} layout, {len(rows)} jobs)")
-    print_table(rows, ["UID", "TYPE", "TITLE", "STATUS", "CREATED", "COMPLETED", "GROUPS"])
-    problems = proj.all_problems()
-    if problems:
-        print("\nproblems:")
-        for line in problems:
-            print(f"  {line}")
     return 0

@@ -5,10 +5,12 @@ import argparse
 import datetime
 import re
 
+from . import cli
+
 SHELLS = ("bash", "zsh")
 
 
-def register(sub, common) -> None:
+def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("man", parents=[common], help="print the manual page (roff), generated from --help",
                        description="Print csfs(1) in roff: every command with its options, the exit status, "
                                    "environment and files. Read it with `csfs man | man -l -`, or install it: "
@@ -32,9 +34,7 @@ def _cmd_completion(args: argparse.Namespace) -> int:
 
 
 def _cmd_man(args: argparse.Namespace) -> int:
-    from .main import build_parser
-
-    print(manpage(build_parser()), end="")
+    print(manpage(args.parser), end="")
     return 0
 
 
@@ -88,8 +88,6 @@ def manpage(parser: argparse.ArgumentParser) -> str:
     """csfs(1) in roff (man macros), built from the parser: one subsection per command."""
     from csfs import __version__
 
-    from .main import EXIT_CODES
-
     date = datetime.date.today().isoformat()
     out = [f'.TH CSFS 1 "{date}" "csfs {_esc(__version__)}" "User Commands"',
            ".SH NAME", "csfs \\- " + _esc(parser.description or ""),
@@ -103,7 +101,7 @@ def manpage(parser: argparse.ArgumentParser) -> str:
         out += [f".SS {_esc(' '.join(words))}", ".nf", _esc(re.sub(r"\s+", " ", usage)), ".fi",
                 _para(p.description or ""), _options(p)]
     out += [".SH EXIT STATUS"]
-    out += [f".TP\n.B {code}\n{_esc(text)}" for code, text in EXIT_CODES]
+    out += [f".TP\n.B {code}\n{_esc(text)}" for code, text in cli.EXIT_CODES]
     out += [".SH ENVIRONMENT",
             ".TP\n.B CSFS_HOME\n" + _esc("the instance directory (default ~/.local/share/csfs)"),
             ".TP\n.B CSFS_FUSE\n" + _esc("mfusepy or fusepy: force a FUSE binding"),

@@ -6,15 +6,16 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from csfs.core.errors import UsageError
-from csfs.main import group
 from csfs.output import print_json, print_table
+
+from . import cli
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-def register(sub, common) -> None:
-    cs = group(sub, "cs", "inspect CryoSPARC .cs metadata files")
+def register(sub: cli.Subparsers, common: argparse.ArgumentParser) -> None:
+    cs = cli.group(sub, "cs", "inspect CryoSPARC .cs metadata files")
     p = cs.add_parser(
         "show", parents=[common], help="format, row count and fields of a .cs file",
         description="Show a .cs file's form (numpy = classic .npy, csdat = compressed "

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
-from csfs.core.errors import UsageError
 from csfs.config import resolve_home
+from csfs.core.errors import UsageError
 from csfs.output import print_json, print_table
 
 MOUNT_HELP = """Mount an instance (no SOURCE: one folder per registered project, plus control/)
@@ -41,7 +42,11 @@ names the instance (else $CSFS_HOME or ~/.local/share/csfs of the user mounting)
 FUSE binding: mfusepy on libfuse3 (package fuse3), else fusepy on libfuse2 (package
 libfuse2), with the same behaviour except that under libfuse2 files are read through
 Python (no zero-copy) and SEEK_DATA/SEEK_HOLE see no holes (tar -S still finds them).
-Force one with the environment variable CSFS_FUSE=mfusepy or CSFS_FUSE=fusepy."""
+Force one with the environment variable CSFS_FUSE=mfusepy or CSFS_FUSE=fusepy.
+
+Native tricks (zerocopy, dircache, threadstate, readdir, readahead: speed-ups that
+reach past the binding's public API) are on by default; CSFS_NATIVE=0 turns them all
+off, CSFS_NATIVE=-dircache,-readdir some of them. `csfs mounts` shows those in use."""
 
 
 def _mount(args: argparse.Namespace) -> int:
@@ -76,8 +81,8 @@ def _mount(args: argparse.Namespace) -> int:
     if args.foreground:
         mounting.serve(project, mountpoint, home, options, args.allow_other, plain=args.plain)
         return 0
-    argv = mounting.main_argv(str(project) if project else None, mountpoint, home, args.options,
-                              args.allow_other, plain=args.plain)
+    argv = _daemon_argv(str(project) if project else None, mountpoint, home, args.options,
+                        args.allow_other, plain=args.plain)
     log = home / "logs" / ("mount" + re.sub(r"[^A-Za-z0-9]+", "_", mountpoint) + ".log")
     pid = mounting.spawn(argv, mountpoint, log)
     if args.json:
@@ -89,14 +94,31 @@ def _mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _daemon_argv(source: str | None, mountpoint: str, home: Path, options: str | None,
+                 allow_other: bool, plain: bool = False) -> list[str]:
+    """The command line of the foreground server a background mount starts."""
+    argv = [sys.executable, "-m", "csfs", "--home", str(home), "mount"]
+    if source:
+        argv.append(source)
+    argv += [mountpoint, "-f"]
+    if options:
+        argv += ["-o", options]
+    if allow_other:
+        argv.append("--allow-other")
+    if plain:
+        argv.append("--plain")
+    return argv
+
+
 INSTANCE_SOURCES = ("csfs", "instance")   # SOURCE words for the whole instance (an fstab line needs one)
 
 
 def _refuse_forgotten_mountpoint(arg: str) -> None:
     """`csfs mount P1` or `csfs mount /data/CS-x`: a source given without its mountpoint."""
-    from csfs.core.instance import parse_uid
+    from csfs.core import ids
 
-    if (parse_uid(arg) is not None and not os.path.isdir(arg)) or os.path.isfile(os.path.join(arg, "project.json")):
+    if ((ids.project_num(arg) is not None and not os.path.isdir(arg))
+            or os.path.isfile(os.path.join(arg, "project.json"))):
         raise UsageError(f"{arg} is a project, and the mountpoint is missing: "
                          f"csfs mount {arg} MOUNTPOINT (an existing, empty directory)")
 
@@ -107,10 +129,12 @@ def _resolve_source(source: str | None, home: Path) -> Path | None:
         return None
     from csfs.core.project import Project
 
-    if re.fullmatch(r"P\d+", source):
+    from csfs.core import ids
+
+    if ids.project_num(source) is not None:
         from csfs.core.instance import Instance
 
-        path = Path(Instance(home).resolve(source).path)
+        path = Instance(home).locate(source)[1]
     else:
         path = Path(source).expanduser().absolute()
     Project.open(path)   # NotFoundError / FormatError when it is not a project directory
@@ -129,16 +153,24 @@ def _umount(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from csfs.mountpoints import mounting
+    from csfs.mountpoints import mountinfo, mounting, native
 
     rows = [{"mountpoint": m.mountpoint, "source": m.source.removeprefix("csfs:"),
-             "state": mounting.probe(m.mountpoint)} for m in mounting.mounts()]
+             "state": mounting.probe(m.mountpoint), "native": native.read_state(m.mountpoint)}
+            for m in mountinfo.mounts()]
     if getattr(args, "json", False):
         print_json({"mounts": rows})
     else:
-        print_table([(r["mountpoint"], r["source"], r["state"]) for r in rows],
-                    ["MOUNTPOINT", "SOURCE", "STATE"])
+        print_table([(r["mountpoint"], r["source"], r["state"], _tricks(r["native"])) for r in rows],
+                    ["MOUNTPOINT", "SOURCE", "STATE", "NATIVE"])
     return 0
+
+
+def _tricks(names: list[str] | None) -> str:
+    """The NATIVE column: the tricks in use, "none", or "?" (not known: another user's mount)."""
+    if names is None:
+        return "?"
+    return ",".join(names) or "none"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -172,6 +204,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     m = sub.add_parser("mounts", parents=[common], help="list active csfs mounts",
                        description="List active csfs mounts: mountpoint, source, state "
-                                   "(ok, stale, unresponsive).")
+                                   "(ok, stale, unresponsive) and the native tricks the server uses "
+                                   "(? when unknown: another user's mount).")
     m.add_argument("--json", action="store_true", help="print JSON")
     m.set_defaults(func=_list)

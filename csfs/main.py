@@ -2,57 +2,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-from typing import Callable
 
 from csfs.core.errors import CsfsError
 
-# Each module defines register(subparsers, common) adding its subcommands; each
-# subcommand sets func=callable(args) -> int | None.
-COMMAND_MODULES = [
-    "csfs.cmd_formats",
-    "csfs.cmd_docs",
-    "csfs.cmd_demo",
-    "csfs.cmd_instance",
-    "csfs.cmd_data",
-    "csfs.cmd_mount",
-]
+from . import (cli, cmd_data, cmd_demo, cmd_docs, cmd_formats, cmd_group, cmd_import, cmd_instance, cmd_job,
+               cmd_mount, cmd_project)
+from .cli import EXIT_CODES
 
+# Each module adds its command (group) in register(subparsers, common); each subcommand
+# sets func=callable(args) -> int | None. The order here is the order of `csfs --help`.
+COMMAND_MODULES = (cmd_formats, cmd_docs, cmd_demo, cmd_instance, cmd_project, cmd_job, cmd_group, cmd_import,
+                   cmd_data, cmd_mount)
 
-_groups: dict[str, argparse._SubParsersAction] = {}
-
-
-def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
-    """The sub-subparsers of a command group (`project`, `job`, `group`, ...), shared by modules."""
-    if name not in _groups:
-        p = sub.add_parser(name, help=help, description=help)
-        _groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
-    return _groups[name]
-
-
-PROJECT_REF = "a project: its UID in this instance (P3) or its directory path"
-
-
-def leaf(g: argparse._SubParsersAction, common: argparse.ArgumentParser, name: str, help: str,
-         func: Callable[[argparse.Namespace], int | None], desc: str = "",
-         json: bool = False) -> argparse.ArgumentParser:
-    """A subcommand of group `g`: help, full description, --home (via `common`), optional --json."""
-    p = g.add_parser(name, help=help, description=f"{help}.\n\n{desc}".strip() if desc else help,
-                     parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
-    if json:
-        p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=func)
-    return p
-
-
-EXIT_CODES = [
-    (0, "done (verify: no problems found)"),
-    (1, "refused (a lock, an active job, a state that does not allow it) or problems found (verify)"),
-    (2, "bad input or usage: an unknown project or job, a bad path, a malformed file, a bad option"),
-    (130, "interrupted (Ctrl-C)"),
-]
 
 EPILOG = ("exit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES) + """
 
@@ -74,7 +37,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _groups.clear()
+    cli.reset()
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                         help="instance directory (default: $CSFS_HOME, else ~/.local/share/csfs)")
@@ -91,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="say less: no progress bars and no warnings, only results and errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors (same as -vv)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub, common)
+    for module in COMMAND_MODULES:
+        module.register(sub, common)
+    parser.set_defaults(parser=parser)   # `csfs man` documents the whole parser
     return parser
 
 

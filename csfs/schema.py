@@ -41,7 +41,7 @@ def job_ref(uid: str | None) -> dict | None:
 def sizes(project_obj: dict, project: Any, report: Any) -> dict:
     """`csfs du --json` (and csfs.api's Project.sizes()): a project's sizes by CryoSPARC's rule."""
     return {"project": project_obj, "bytes": report.total, "other_bytes": report.other,
-            "clearable_bytes": sum(j.clearable for j in report.jobs.values()),
+            "clearable_bytes": report.clearable,
             "jobs": [job(uid, type=project.jobs[uid].type, status=project.jobs[uid].status, bytes=s.bytes,
                          clearable_bytes=s.clearable) for uid, s in report.jobs.items()],
             "sessions": [{"uid": name, "bytes": n} for name, n in report.sessions.items()]}

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from cachetools import TTLCache
 
-from .nodes import Inodes, ns
+from .statinfo import Inodes, ns
 from .perms import Perms
 
 LONG_TTL = 60.0

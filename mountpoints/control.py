@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import errno
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from csfs.core import ids
 from csfs.core.errors import CsfsError, UsageError
 
 from .context import Context
-from .nodes import ns
+from .statinfo import ns
 
 log = logging.getLogger("csfs.mount")
 
@@ -37,8 +37,6 @@ MAX_LINE = 4096           # one command (a path for attach/unarchive fits easily
 MAX_INPUT = 64 * 1024     # bytes accepted by one open control file
 _BINARY = bytes(c for c in range(32) if c not in b"\t\n\r") + b"\x7f"
 _YES = {"1", "y", "yes", "true", "now"}
-_JOB = re.compile(r"^J\d+$")
-_PROJECT = re.compile(r"^P\d+$")
 
 
 def _words(text: str, action: str, n: int, usage: str) -> list[str]:
@@ -49,7 +47,7 @@ def _words(text: str, action: str, n: int, usage: str) -> list[str]:
 
 
 def _job(word: str, action: str) -> str:
-    if not _JOB.match(word):
+    if not ids.is_job(word):
         raise UsageError(f"{action}: {word!r} is not a job uid (write e.g. J12)")
     return word
 
@@ -114,7 +112,7 @@ class Controls:
                 rec = lifecycle.attach(ctx.instance(), self._path(path, action))
                 return f"attached {_describe(rec)}"
             ref, path = _words(text, action, 2, "'P<n> <new path>'")
-            if not _PROJECT.match(ref):
+            if not ids.is_project(ref):
                 raise UsageError(f"unarchive: {ref!r} is not a project uid (write e.g. 'P3 /new/path')")
             rec = lifecycle.unarchive(ctx.instance(), ref, self._path(path, action))
             return f"unarchived {_describe(rec)}"

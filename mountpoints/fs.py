@@ -7,29 +7,38 @@ current text. Extended attributes answer ENOSYS so the kernel stops asking.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import itertools
 import logging
 import os
 import stat as S
-import sys
 import threading
 import time
-import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csfs.core.errors import CsfsError
 
+from . import generated, native, watch
 from .context import Context
-from .control import Controls, Pending
-from .fusecompat import FUSE_MAJOR, FUSE_MINOR, LSEEK, NOFLUSH, READ_BUF, FuseOSError, Operations, fuse_get_context
-from . import dircache, generated, watch, zerocopy
-from .kcache import KernelCache
+from .control import Controls
+from .fusecompat import (
+    FUSE_MAJOR,
+    FUSE_MINOR,
+    LSEEK,
+    NOFLUSH,
+    READ_BUF,
+    FuseOSError,
+    Operations,
+    fuse_get_context,
+)
+from .handles import Handle
 from .instance_view import InstanceView
-from .nodes import Node
+from .kcache import KernelCache
+from .native import binding, dircache, readahead, zerocopy
+from .nodes import Node, RealDir
 from .project_view import VIRTUAL_TOP, ProjectView
 
 log = logging.getLogger("csfs.mount")
@@ -58,37 +67,10 @@ def _erofs(*_: Any, **__: Any) -> int:
     raise FuseOSError(errno.EROFS)
 
 
-PREFETCH = 16 * 1024 * 1024
 # The largest read request: 1 MiB less 4 pages, so that libfuse can splice a whole reply
 # through a pipe of the default maximum size (1 MiB; growing it needs CAP_SYS_RESOURCE).
 # Bigger replies fall back to a copy through a malloc'd buffer.
 MAX_READ = 1024 * 1024 - 4 * 4096
-
-
-class _Handle:
-    __slots__ = ("fd", "data", "node", "ahead", "keep", "sparse", "size", "version", "pending")
-
-    def __init__(self, fd: int = -1, data: bytes | None = None, node: Node | None = None) -> None:
-        self.fd, self.data, self.node = fd, data, node
-        self.pending: Pending | None = None   # a control file opened for writing
-        self.ahead = 0   # prefetch requested up to here
-        self.keep = False   # the kernel keeps this file's pages (keep_cache)
-        self.sparse = False  # the source has holes: serve them as zeros without reading
-        self.size = 0
-        self.version: tuple | None = None   # counted in CsfsFS._versions while open
-
-    def prefetch(self, offset: int, size: int, drop_behind: bool) -> None:
-        """Keep the disk busy ahead of the reader: the kernel sends our reads out of order
-        (several threads), which defeats the source file's own read-ahead. With
-        `drop_behind` (the kernel keeps its own copy of immutable data), also release the
-        source's pages well behind the reader, so big reads are not cached twice."""
-        end = offset + size
-        if end + PREFETCH // 2 > self.ahead:
-            start = max(end, self.ahead)
-            self.ahead = start + PREFETCH
-            os.posix_fadvise(self.fd, start, PREFETCH, os.POSIX_FADV_WILLNEED)
-            if drop_behind and offset > 2 * PREFETCH:
-                os.posix_fadvise(self.fd, offset - 2 * PREFETCH, PREFETCH, os.POSIX_FADV_DONTNEED)
 
 
 class CsfsFS(Operations):
@@ -110,7 +92,7 @@ class CsfsFS(Operations):
             self.base = str(project)
         self.kcache = KernelCache()
         self.controls.after_action = self._after_action
-        self._handles: dict[int, _Handle] = {}
+        self._handles: dict[int, Handle] = {}
         self._next = itertools.count(1)
         # path -> [version, open handles of it, its size, direct_io until (monotonic)]: the
         # version whose pages the kernel may cache for an immutable file (see _cache_mode)
@@ -132,10 +114,8 @@ class CsfsFS(Operations):
 
     # -- lifecycle ----------------------------------------------------------------
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
-        if conn_info is not None and hasattr(self, "read_buf"):
-            # let libfuse splice file pages to the kernel instead of copying them twice
-            want = zerocopy.SPLICE_WRITE | zerocopy.SPLICE_MOVE
-            conn_info.want |= want & conn_info.capable
+        if conn_info is not None and READ_BUF:
+            zerocopy.want_splice(conn_info)
         if conn_info is not None and hasattr(conn_info, "max_read"):
             conn_info.max_read = self.max_read   # libfuse3 insists it equals the mount option
         if config_3 is not None:   # libfuse3: these live in the config, not in -o options
@@ -146,8 +126,8 @@ class CsfsFS(Operations):
         self.kcache.bind()
         self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
         self._start_watching()
-        threading.Thread(target=_tune_readahead, args=(self.ctx.mountpoint, 4 * self.max_read // 1024),
-                         daemon=True).start()
+        readahead.tune(self.ctx.mountpoint, 4 * self.max_read // 1024)
+        native.report(self.ctx.mountpoint)
 
     def init(self, path: str) -> None:
         """fusepy (libfuse2) calls init(); mfusepy prefers init_with_config()."""
@@ -158,9 +138,9 @@ class CsfsFS(Operations):
             self.ctx.watcher.stop()
             self.ctx.watcher = None
         generated.shutdown()
+        native.clear_state(self.ctx.mountpoint)
         for h in list(self._handles.values()):
-            if h.fd >= 0:
-                os.close(h.fd)
+            h.close()
         self._handles.clear()
 
     # -- metadata -----------------------------------------------------------------
@@ -169,7 +149,7 @@ class CsfsFS(Operations):
         node = self._node(path)
         attrs = node.attrs
         if node.immutable:
-            if node.source is None and node.real is None and node.children is None and self.kcache.enabled:
+            if node.regenerated and self.kcache.enabled:
                 self.kcache.record(path)    # a generated export file: dropped when its project changes
             v = self._versions.get(path)
             if v is not None and v[1] and v[2] != attrs["st_size"]:
@@ -181,8 +161,6 @@ class CsfsFS(Operations):
     def entries(self, path: str) -> list[tuple[str, int, int]]:
         """(name, file-type bits, inode) of a directory's entries, "." and ".." first."""
         node = self._node(path)
-        if node.children is None:
-            raise FuseOSError(errno.ENOTDIR)
         ino = node.attrs["st_ino"]
         return [(".", S.S_IFDIR, ino), ("..", S.S_IFDIR, ino)] + node.children()
 
@@ -193,7 +171,7 @@ class CsfsFS(Operations):
         (exports/, sizes/, control/: their attributes may need a plan) and entries that
         vanished meanwhile give None: the kernel looks them up as before."""
         node = self._node(path)
-        if getattr(node, "real", None) is None or _in_exports(path, self.root):   # not a real directory
+        if not isinstance(node, RealDir) or _in_exports(path, self.root):
             return None
         base = path.rstrip("/")
         skip = {".", ".."} | (set(VIRTUAL_TOP) if _is_project_top(path, self.root) else set())
@@ -217,7 +195,7 @@ class CsfsFS(Operations):
         action drops it (kcache), so a second walk lists them without calling us."""
         if self.dircache and self.kcache.enabled:
             node = self._node(path)
-            if node.immutable and node.children is not None and dircache.keep_listing():
+            if node.immutable and node.is_dir and dircache.keep_listing():
                 self.kcache.record(path)
         return 0
 
@@ -283,18 +261,13 @@ class CsfsFS(Operations):
 
     @_errors
     def readlink(self, path: str) -> str:
-        node = self._node(path)
-        if node.real is None or not S.S_ISLNK(node.attrs["st_mode"]):
-            raise FuseOSError(errno.EINVAL)
-        return os.readlink(node.real)
+        return self._node(path).readlink()
 
     @_errors
     def access(self, path: str, amode: int) -> int:
         node = self._node(path)
         if amode & os.W_OK:
-            if node.kind != "control":
-                raise FuseOSError(errno.EROFS)
-            self._owner_only()
+            self._may_write(node)
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:
@@ -304,47 +277,32 @@ class CsfsFS(Operations):
         return {k: getattr(st, k) for k in keys}
 
     # -- data ---------------------------------------------------------------------
+    def _may_write(self, node: Node) -> None:
+        """Only control files may be written, and only by the mount's owner."""
+        if not node.writable:
+            raise FuseOSError(errno.EROFS)
+        self._owner_only()
+
     @_errors
     def open(self, path: str, fi: Any) -> int:
         node = self._node(path)
         wants_write = bool(fi.flags & WRITE_FLAGS) or (fi.flags & os.O_ACCMODE) != os.O_RDONLY
-        if node.kind == "control":
-            if wants_write:
-                self._owner_only()
-            fi.direct_io = 1
-            h = _Handle(node=node)
-            if wants_write:
-                h.pending = Pending(node.control, bool(fi.flags & os.O_APPEND))
-        elif wants_write:
-            raise FuseOSError(errno.EROFS)
-        elif node.children is not None:
-            raise FuseOSError(errno.EISDIR)
-        elif node.kind == "real" or node.source is not None or node.source_fn is not None:
-            src = node.real or node.source or node.source_fn()   # type: ignore[misc]
-            h = _Handle(fd=os.open(src, os.O_RDONLY | os.O_CLOEXEC))
-            st = os.fstat(h.fd)
-            h.size, h.sparse = st.st_size, st.st_blocks * 512 < st.st_size
-            # larger read-ahead below us; none for sparse sources, whose read-ahead would
-            # only fill the source's page cache with zeroed holes we never read
-            os.posix_fadvise(h.fd, 0, 0, os.POSIX_FADV_RANDOM if h.sparse else os.POSIX_FADV_SEQUENTIAL)
-            self._cache_mode(path, node, fi, h, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-            h.keep = bool(fi.keep_cache)
-        else:
-            data = node.data() if node.data else b""
-            h = _Handle(data=data)
-            h.size = len(data)
-            if node.immutable:
-                self._cache_mode(path, node, fi, h, (len(data), zlib.crc32(data)))
-            else:
-                fi.direct_io = 1   # sizes: always the current text
-        if NOFLUSH and h.pending is None:
+        if wants_write:
+            self._may_write(node)
+        h = node.open(wants_write, bool(fi.flags & os.O_APPEND))
+        if h.direct:
+            fi.direct_io = 1   # control and size files: always the current text
+        elif node.immutable:
+            self._cache_mode(path, node, fi, h, h.identity())
+        h.keep = bool(fi.keep_cache)
+        if NOFLUSH and not h.writable:
             fi.noflush = 1   # only control files need flush(): no round trip at close for the rest
         fh = next(self._next)
         self._handles[fh] = h
         fi.fh = fh
         return 0
 
-    def _cache_mode(self, path: str, node: Node, fi: Any, h: _Handle, version: tuple) -> None:
+    def _cache_mode(self, path: str, node: Node, fi: Any, h: Handle, version: tuple) -> None:
         """How the kernel may cache what this handle serves (each handle serves one version:
         its own fd or bytes). Never a mix of versions in one file:
         - the version the kernel may hold pages of (or the first open): keep_cache for
@@ -354,10 +312,8 @@ class CsfsFS(Operations):
         - another version, nobody reading the old one: direct_io too, and the kernel's pages
           and attributes are dropped (libfuse3; libfuse2 cannot, so it stays direct until the
           attribute timeout has passed); the next open starts afresh."""
-        if not node.immutable:
-            return      # keep_cache 0: the kernel drops this file's pages at every open
         now = time.monotonic()
-        src = node.real or node.source
+        src = node.origin
         if src is not None and self._replaced.get(src, 0.0) > now:
             fi.direct_io = 1   # its file changed lately: the kernel may hold its old size
             return
@@ -390,78 +346,51 @@ class CsfsFS(Operations):
     def _keep(self, path: str, node: Node) -> int:
         """keep_cache for immutable files, remembered so a control action can drop it.
         Without invalidation only real data files keep their cache (generated ones may change)."""
-        if not node.immutable:
-            return 0
         if self.kcache.enabled:
             self.kcache.record(path)
             return 1
-        return 1 if node.kind == "real" or node.source is not None else 0
+        return 1 if node.origin is not None else 0
 
-    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+    def _handle(self, fi: Any) -> Handle:
         h = self._handles.get(fi.fh)
         if h is None:
             raise FuseOSError(errno.EBADF)
-        if h.fd >= 0:
-            h.prefetch(offset, size, h.keep)
-            return os.pread(h.fd, size, offset)
-        data = h.data
-        if data is None:           # a control file: its current outcome
-            data = self.controls.outcome(h.node.control[1], h.node.control[2])[0]
-        return data[offset:offset + size]
+        return h
+
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        return self._handle(fi).read(size, offset)
 
     def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
         """Like read(), but real files are read by libfuse itself from our fd (no GIL, no copy)."""
-        h = self._handles.get(fi.fh)
-        if h is None:
-            raise FuseOSError(errno.EBADF)
-        if h.fd >= 0:
-            if h.sparse:
-                want = min(size, max(0, h.size - offset))
-                if zerocopy.hole_length(h.fd, offset, size) >= want:
-                    # all hole up to the request's end (or EOF): zeros without touching the source
-                    zerocopy.hand_over(bufpp, want, zeros=True)
-                    return 0
-            else:
-                h.prefetch(offset, size, h.keep)
-            zerocopy.hand_over(bufpp, size, fd=h.fd, pos=offset)
-        else:
-            zerocopy.hand_over(bufpp, size, data=self.read(path, size, offset, fi))
+        self._handle(fi).read_buf(bufpp, size, offset)
         return 0
 
     def lseek(self, path: str, offset: int, whence: int, fi: Any) -> int:
         """SEEK_DATA/SEEK_HOLE (the kernel does the rest): tar -S and cp find a sparse
         file's holes through the mount as they do natively, and skip reading them."""
-        h = self._handles.get(fi.fh)
-        if h is None:
-            raise FuseOSError(errno.EBADF)
-        if h.fd >= 0:
-            return os.lseek(h.fd, offset, whence)
-        size = len(h.data if h.data is not None else self.read(path, 1 << 30, 0, fi))  # control: its outcome
-        if offset >= size and whence in (os.SEEK_DATA, os.SEEK_HOLE):
-            raise FuseOSError(errno.ENXIO)
-        return offset if whence == os.SEEK_DATA else size
+        return self._handle(fi).lseek(offset, whence)
 
     @_errors
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
         """A control file: act on each complete command (control.Pending)."""
         h = self._handles.get(fi.fh)
-        if h is None or h.pending is None:
+        if h is None or not h.writable:
             raise FuseOSError(errno.EROFS)
         self._owner_only()
-        return h.pending.write(data, offset)
+        return h.write(data, offset)
 
     @_errors
     def flush(self, path: str, fi: Any) -> int:
         """close(): a control file acts on a last command written without a newline, and
         close() returns its errno. Other files are opened with noflush (libfuse3)."""
         h = self._handles.get(fi.fh)
-        if h is not None and h.pending is not None:
-            h.pending.flush()
+        if h is not None:
+            h.flush()
         return 0
 
     @_errors
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
-        if self._node(path).kind != "control":
+        if not self._node(path).writable:
             raise FuseOSError(errno.EROFS)
         return 0
 
@@ -476,13 +405,7 @@ class CsfsFS(Operations):
                 v = self._versions.get(path)
                 if v is not None and v[0] == h.version and v[1]:
                     v[1] -= 1
-        if h.fd >= 0:
-            os.close(h.fd)
-        if h.pending is not None:
-            try:   # no flush came (a binding without it): the outcome file tells the result
-                h.pending.flush()
-            except Exception:
-                pass
+        h.close()
         return 0
 
     # -- everything else is read-only ------------------------------------------------
@@ -531,117 +454,16 @@ def _structural(base: str, path: str, mask: int) -> bool:
 
 
 MAX_VERSIONS = 200_000
-READDIR_PLUS = 1      # libfuse3: readdir flag FUSE_READDIR_PLUS (the kernel asks for attributes)
-FILL_DIR_PLUS = 2     # ... and the filler's FUSE_FILL_DIR_PLUS (this entry's stat is complete)
-PLUS_ENABLED = os.environ.get("CSFS_READDIRPLUS", "1") != "0"
-
-
-def _tune_readahead(mountpoint: str, kb: int, wait: float = 10.0) -> None:
-    """Raise the mount's read-ahead to `kb` KiB (four max_read requests): libfuse3 then
-    sends max_read-sized reads, and a small file needs fewer read-ahead rounds.
-
-    Reads /proc/self/mountinfo only: the FUSE process must never touch its own mount."""
-    from .mounting import find_mount
-
-    deadline = time.monotonic() + wait
-    settled = None
-    while time.monotonic() < deadline:
-        m = find_mount(mountpoint)
-        if m is not None:
-            # the kernel lowers read-ahead when it processes the init reply, which may come
-            # after we first see the mount: keep setting it for a short while
-            settled = settled or time.monotonic() + 2.0
-            path = f"/sys/class/bdi/{m.devno}/read_ahead_kb"
-            try:
-                with open(path) as f:
-                    if f.read().strip() != str(kb):
-                        with open(path, "w") as w:
-                            w.write(str(kb))
-            except OSError:
-                return   # not root, or no such bdi: the default still works
-            if time.monotonic() > settled:
-                return
-        time.sleep(0.05)
-
-
-
-def fill_stat(st: Any, a: dict[str, Any]) -> None:
-    """Set every field of a struct stat that the mount reports from a getattr dict (times in ns)."""
-    st.st_mode, st.st_ino, st.st_nlink = a["st_mode"], a["st_ino"], a["st_nlink"]
-    st.st_uid, st.st_gid, st.st_rdev = a["st_uid"], a["st_gid"], a.get("st_rdev", 0)
-    st.st_size, st.st_blocks, st.st_blksize = a["st_size"], a["st_blocks"], a["st_blksize"]
-    st.st_atimespec.tv_sec, st.st_atimespec.tv_nsec = divmod(a["st_atime"], 1_000_000_000)
-    st.st_mtimespec.tv_sec, st.st_mtimespec.tv_nsec = divmod(a["st_mtime"], 1_000_000_000)
-    st.st_ctimespec.tv_sec, st.st_ctimespec.tv_nsec = divmod(a["st_ctime"], 1_000_000_000)
 
 
 def fuse_class() -> Any:
-    """The binding's FUSE class, plus the lseek callback mfusepy does not wrap itself, a
-    leaner readdir, and Python thread states kept across requests."""
+    """The binding's FUSE class with the binding tricks that are on (native.binding), plus
+    the lseek callback mfusepy does not wrap itself."""
     from .fusecompat import FUSE
 
-    pinned = threading.local()
-    binding = sys.modules[FUSE.__module__]
-    c_stat = binding.c_stat
-    listings: dict[str, tuple[list[tuple[str, int, int]], Any]] = {}   # readdirplus walks in progress
-
-    class CsfsFUSE(FUSE):  # type: ignore[misc, valid-type]
-        def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-            # ctypes creates and destroys a Python thread state around every callback from
-            # a libfuse thread (an mmap/munmap pair and more, per request); holding one extra
-            # reference per thread keeps it. libfuse keeps its worker threads (<= 10).
-            if not getattr(pinned, "done", False):
-                ctypes.pythonapi.PyGILState_Ensure()
-                pinned.done = True
-            return super()._wrapper(func, *args, **kwargs)
-
-        def readdir_fuse_3(self, path: bytes, buf: Any, filler: Any, offset: int, fip: Any,
-                           flags: int) -> int:
-            # mfusepy's generic loop costs ~3.5 us per entry; this one about half
-            st = c_stat()
-            enc, errs = self.encoding, self.errors
-            if flags & READDIR_PLUS and PLUS_ENABLED:
-                return self._readdir_plus(path.decode(enc, errs), buf, filler, offset, st)
-            for name, mode, ino in self.operations.entries(path.decode(enc, errs)):
-                st.st_mode, st.st_ino = mode, ino
-                if filler(buf, name.encode(enc, errs), st, 0, 0):
-                    break
-            return 0
-
-        def _readdir_plus(self, path: str, buf: Any, filler: Any, offset: int, st: Any) -> int:
-            """readdirplus: real entries carry their attributes (CsfsFS.plus_attrs). libfuse
-            3.14 drops them when the filler is given offset 0 (its own buffered listing), so
-            entries go out with offsets, one kernel request at a time; the listing taken at
-            offset 0 is kept for the following requests of the same walk."""
-            ops = self.operations
-            if offset == 0 or path not in listings:
-                if len(listings) > 64:
-                    listings.clear()
-                listings[path] = (ops.entries(path), ops.plus_attrs(path))
-            entries, attrs_of = listings[path]
-            enc, errs = self.encoding, self.errors
-            for i in range(offset, len(entries)):
-                name, mode, ino = entries[i]
-                attrs = attrs_of(name) if attrs_of is not None else None
-                if attrs is None:
-                    ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
-                    st.st_mode, st.st_ino = mode, ino
-                else:
-                    fill_stat(st, attrs)
-                if filler(buf, name.encode(enc, errs), st, i + 1, 0 if attrs is None else FILL_DIR_PLUS):
-                    return 0
-            listings.pop(path, None)
-            return 0
-
-        def getattr_fuse_3(self, path: bytes, buf: Any, fip: Any) -> int:
-            # the binding's fgetattr zeroes the struct and copies the dict key by key
-            # (getattr/setattr per key): filling the fields directly halves that part
-            attrs = self.operations.getattr(path.decode(self.encoding, self.errors))
-            fill_stat(buf.contents, attrs)
-            return 0
-
+    class CsfsFUSE(binding.tuned(FUSE, FUSE_MAJOR)):  # type: ignore[misc]
         def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
             decoded = None if path is None else path.decode(self.encoding, self.errors)
-            return self.operations.lseek(decoded, offset, whence, fip.contents)
+            return int(self.operations.lseek(decoded, offset, whence, fip.contents))
 
     return CsfsFUSE

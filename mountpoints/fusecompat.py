@@ -6,7 +6,7 @@ binding and its libfuse were found and `PROBLEM` says why not, so the CLI prints
 
 What the chosen binding can do is detected here, once; the rest of mountpoints reads
 these flags instead of checking the binding itself:
-  READ_BUF    the binding wires `read_buf` and the fuse_bufvec layout is known (zerocopy):
+  READ_BUF    the binding wires `read_buf` and the native trick `zerocopy` is on:
               libfuse reads data from our fd itself; otherwise plain `read()`
   LSEEK       `lseek` reaches us (libfuse >= 3.8): SEEK_DATA/SEEK_HOLE answered from the
               source; otherwise the kernel treats every file as data (tar -S still works,
@@ -22,7 +22,7 @@ import errno
 import os
 from typing import Any
 
-from . import zerocopy
+from .native import zerocopy
 
 ENV = "CSFS_FUSE"
 CHOICES = ("mfusepy", "fusepy")
@@ -80,7 +80,7 @@ def _load() -> Any:
         LIBRARY, LIBFUSE, AVAILABLE = name, mod._libfuse, True
         FUSE_MAJOR, FUSE_MINOR = _version(LIBFUSE)
         ops = {f[0] for f in mod.fuse_operations._fields_}
-        READ_BUF = "read_buf" in ops and zerocopy.supported(FUSE_MAJOR, FUSE_MINOR)
+        READ_BUF = "read_buf" in ops and zerocopy.usable(FUSE_MAJOR, FUSE_MINOR)
         LSEEK = "lseek" in ops
         INVALIDATE = hasattr(LIBFUSE, "fuse_invalidate_path")
         NOFLUSH = any(f[0] == "noflush" for f in getattr(mod.fuse_file_info, "_fields_", ()))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .context import Context
 from .control import INSTANCE_ACTIONS, Controls
-from .nodes import Node, virtual_attrs
+from .nodes import ControlFile, Listing, Node, VirtualDir
+from .statinfo import virtual_attrs
 from .project_view import ProjectView
 
 SCOPE = "instance"
@@ -61,9 +62,9 @@ class InstanceView:
     def _ino(self, key: str) -> int:
         return self.ctx.inodes.virtual(key)
 
-    def _dir(self, key: str, children) -> Node:
+    def _dir(self, key: str, children: Listing) -> Node:
         attrs = virtual_attrs("dir", 4096, self.ctx.started_ns, self._ino(key), self.ctx.uid, self.ctx.gid)
-        return Node("dir", attrs, children=children)
+        return VirtualDir(attrs, children)
 
     def _control(self, rest: list[str]) -> Node:
         if not rest:
@@ -75,4 +76,4 @@ class InstanceView:
         attrs = virtual_attrs("file", len(data), mtime, self._ino("/control/" + rest[0]),
                               self.ctx.uid, self.ctx.gid, writable=True)
         self.ctx.perms.control(attrs)
-        return Node("control", attrs, data=lambda: data, control=(self.controls, SCOPE, rest[0], None))
+        return ControlFile(attrs, (self.controls, SCOPE, rest[0], None))

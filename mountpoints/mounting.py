@@ -1,4 +1,4 @@
-"""Mounting and unmounting: checks with one-line errors, the daemon, /proc/self/mountinfo."""
+"""Mounting and unmounting: checks with one-line errors, serving, the background daemon."""
 from __future__ import annotations
 
 import errno
@@ -8,62 +8,22 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from csfs.core.errors import CsfsError, NotFoundError, RefusedError, UsageError
 
-FSTYPE = "fuse.csfs"
+from .mountinfo import FSTYPE, find_mount
+
 READY_TIMEOUT = 30.0
 FUSE_HINT = "install the Debian/Ubuntu package fuse3 (apt-get install fuse3)"
 
 
-@dataclass
-class MountInfo:
-    mountpoint: str
-    source: str
-    fstype: str
-    devno: str          # "0:52": the bdi name under /sys/class/bdi
-    options: str
-
-
-def _unescape(s: str) -> str:
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def mounts(fstype: str | None = FSTYPE) -> list[MountInfo]:
-    """Mounts from /proc/self/mountinfo (csfs ones by default)."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.rstrip("\n").partition(" - ")
-            fields, rfields = left.split(" "), right.split(" ")
-            if len(fields) < 6 or len(rfields) < 2:
-                continue
-            info = MountInfo(_unescape(fields[4]), _unescape(rfields[1]), rfields[0], fields[2], fields[5])
-            if fstype is None or info.fstype == fstype:
-                out.append(info)
-    return out
-
-
-def find_mount(mountpoint: str | os.PathLike, fstype: str | None = None) -> MountInfo | None:
-    """The (last, i.e. topmost) mount at `mountpoint`, if any."""
-    target = os.path.abspath(mountpoint)
-    found = [m for m in mounts(fstype) if m.mountpoint == target]
-    return found[-1] if found else None
-
-
 def check_fuse() -> None:
-    """Raise one clear line when FUSE cannot work on this machine."""
-    from . import fusecompat
+    """Raise one clear line when FUSE cannot work on this machine (or CSFS_NATIVE is wrong)."""
+    from . import fusecompat, native
+
+    if native.problem():
+        raise UsageError(native.problem())
 
     if not os.path.exists("/dev/fuse"):
         raise CsfsError(f"FUSE is unavailable: /dev/fuse is missing; {FUSE_HINT} and load the fuse module")
@@ -119,6 +79,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     from .fs import CsfsFS, fuse_class
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
+    logging.getLogger("csfs.native").setLevel(logging.INFO)   # the tricks in use (native.report)
     _few_malloc_arenas()
     sys.setswitchinterval(0.0005)   # requests are short: hand the GIL over quickly
     ctx = Context(home, mountpoint, plain=plain)
@@ -251,19 +212,3 @@ def unmount(mountpoint: str) -> str:
         raise RefusedError(f"{mountpoint}: busy (a process has files open there or its cwd inside); "
                            f"close them and retry")
     raise CsfsError(f"{mountpoint}: could not unmount: {err or 'unknown error'}")
-
-
-def main_argv(source: str | None, mountpoint: str, home: Path, options: str | None,
-              allow_other: bool, plain: bool = False) -> list[str]:
-    """The command line of the foreground daemon a background mount starts."""
-    argv = [sys.executable, "-m", "csfs", "--home", str(home), "mount"]
-    if source:
-        argv.append(source)
-    argv += [mountpoint, "-f"]
-    if options:
-        argv += ["-o", options]
-    if allow_other:
-        argv.append("--allow-other")
-    if plain:
-        argv.append("--plain")
-    return argv

@@ -1,136 +1,171 @@
-"""What a mount path resolves to, and the stat dictionaries FUSE gets for it.
+"""What a mount path resolves to: one small class per kind of entry.
 
-Stat rules (DESIGN §5): exact st_size, st_blocks = ceil(size/512) for virtual files
-(the real count for pass-through ones), st_blksize >= 256 KiB, stable nanosecond times from the sources,
-inode numbers shared by a source file and its virtual copies (Inodes), a range of their own for
-generated entries.
+Every node holds its stat dict (`attrs`, statinfo.py) and answers for itself: children()
+for directories, open() (a handles.Handle serving its bytes) for files, readlink() for
+symlinks. The views (project_view.py, instance_view.py) build them; fs.py serves them
+without asking which kind it has.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat as S
-import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-BLKSIZE = 256 * 1024
-PACKED_INO = 1 << 48        # source inodes below this are packed with their device index
-PACKED_DEVS = 1 << 13       # ... for this many devices: (idx << 48) | ino < 2**61
-TABLE_INO_BASE = 1 << 61    # other source inodes: numbered from a table
-VIRTUAL_INO_BASE = 1 << 62  # entries of the mount's own (generated files, virtual dirs)
+from .handles import BytesHandle, ControlHandle, DirectBytesHandle, FileHandle, Handle
+
+Entry = tuple[str, int, int]   # a directory entry: (name, file-type bits, inode)
+Listing = Callable[[], list[Entry]]
 
 
-@dataclass
+def _oserror(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
 class Node:
-    """One resolved path.
+    """One resolved path. `immutable`: the kernel may keep its pages and listing."""
 
-    kind: "real" (pass-through of `real`, any file type), "dir" (virtual directory;
-    `children()` yields (name, st_mode, st_ino)), "file" (virtual regular file whose
-    bytes come from `source` or `data()`), "control" (a writable control file).
-    """
+    __slots__ = ("attrs", "immutable")
+    is_dir = False
+    writable = False      # its owner may write it (control files only)
+    regenerated = False   # built by the mount from its project (an export's generated file)
+    origin: str | None = None   # the source file whose bytes it shows, if any
 
-    kind: str
-    attrs: dict[str, Any]
-    real: str | None = None
-    source: str | None = None
-    data: Callable[[], bytes] | None = None
-    source_fn: Callable[[], str] | None = None   # a source file made on first open (big generated)
-    children: Callable[[], list[tuple[str, int, int]]] | None = None
-    immutable: bool = False          # page cache may be kept across opens
-    control: Any = None              # mountpoints.control.ControlFile for kind "control"
-    extra: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, attrs: dict[str, Any], immutable: bool = False) -> None:
+        self.attrs = attrs
+        self.immutable = immutable
 
+    def children(self) -> list[Entry]:
+        raise _oserror(errno.ENOTDIR)
 
-class Inodes:
-    """Inode numbers of one mount: stable for its life, unique across source filesystems.
+    def open(self, write: bool, append: bool) -> Handle:
+        """A handle serving the bytes (write: opened for writing; fs.py checks `writable`)."""
+        raise _oserror(errno.EISDIR)
 
-    A source file (a real entry, or a virtual copy of one under exports/) is numbered from
-    its (st_dev, st_ino), so every copy shares one number, as hard links do. Devices are
-    indexed in the order first seen (index 0, the source's own filesystem, keeps its inode
-    numbers); device k's inode i becomes (k << 48) | i when k < 2**13 and i < 2**48, an
-    injective packing. Anything larger (an overlay's or NFS's 64-bit inodes, very many
-    devices) is numbered from a table in [2**61, 2**62). Virtual entries of their own
-    (generated files, virtual directories) are numbered per mount path from 2**62 up, so
-    they can never meet a source's number.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._devs: dict[int, int] = {}
-        self._table: dict[tuple[int, int], int] = {}
-        self._virtual: dict[str, int] = {}
-
-    def real(self, dev: int, ino: int) -> int:
-        """The mount's number for the source file (dev, ino)."""
-        idx = self._devs.get(dev)
-        if idx is None:
-            with self._lock:
-                idx = self._devs.setdefault(dev, len(self._devs))
-        if idx < PACKED_DEVS and ino < PACKED_INO:
-            return (idx << 48) | ino
-        key = (dev, ino)
-        n = self._table.get(key)
-        if n is None:
-            with self._lock:
-                n = self._table.setdefault(key, TABLE_INO_BASE + len(self._table) + 1)
-        return n
-
-    def virtual(self, key: str) -> int:
-        """The number of the virtual entry at mount path `key`."""
-        ino = self._virtual.get(key)
-        if ino is None:
-            with self._lock:
-                ino = self._virtual.setdefault(key, VIRTUAL_INO_BASE + len(self._virtual) + 1)
-        return ino
+    def readlink(self) -> str:
+        raise _oserror(errno.EINVAL)
 
 
-def blocks(size: int) -> int:
-    return (size + 511) // 512
+class _Dir(Node):
+    __slots__ = ("_children",)
+    is_dir = True
+
+    def __init__(self, attrs: dict[str, Any], children: Listing, immutable: bool = False) -> None:
+        super().__init__(attrs, immutable)
+        self._children = children
+
+    def children(self) -> list[Entry]:
+        return self._children()
 
 
-# a compact lstat result (a tuple costs a fifth of an os.stat_result in the caches)
-(T_MODE, T_NLINK, T_UID, T_GID, T_SIZE, T_ATIME, T_MTIME, T_CTIME, T_BLOCKS, T_BLKSIZE, T_RDEV,
- T_DEV, T_INO) = range(13)
+class VirtualDir(_Dir):
+    """A directory of the mount's own (exports/, sizes/, control/, an export's folders)."""
+
+    __slots__ = ()
 
 
-def compact(st: os.stat_result) -> tuple:
-    return (st.st_mode, st.st_nlink, st.st_uid, st.st_gid, st.st_size, st.st_atime_ns,
-            st.st_mtime_ns, st.st_ctime_ns, st.st_blocks, st.st_blksize, st.st_rdev, st.st_dev, st.st_ino)
+class RealDir(_Dir):
+    """A directory of the project tree; its listing may merge in virtual entries."""
+
+    __slots__ = ("real",)
+
+    def __init__(self, attrs: dict[str, Any], real: str, children: Listing, immutable: bool = False) -> None:
+        super().__init__(attrs, children, immutable)
+        self.real = real
 
 
-def real_attrs(t: tuple, ino: int, shared: bool = False) -> dict[str, Any]:
-    """The stat dict of a source entry from its compact() tuple (times in ns: use_ns).
+class RealFile(Node):
+    """Any other entry of the project tree (file, symlink, FIFO, ...), passed through."""
 
-    `shared`: a regular file that the mount may show again under exports/ (every regular
-    file of a default mount, and each virtual copy of one) reports one link more than it
-    has on disk, so du, tar, rsync -H and cp -a, which only pair up inodes with st_nlink > 1,
-    see every copy as the hard link it stands for."""
-    # the real st_blocks: du then matches the native tree, and a truly sparse file (0 blocks)
-    # is all holes for tar -S too. Virtual files get ceil(size/512) (virtual_attrs).
-    return {
-        "st_mode": t[T_MODE], "st_ino": ino,
-        "st_nlink": t[T_NLINK] + (1 if shared and S.S_ISREG(t[T_MODE]) else 0), "st_uid": t[T_UID],
-        "st_gid": t[T_GID], "st_size": t[T_SIZE], "st_atime": t[T_ATIME], "st_mtime": t[T_MTIME],
-        "st_ctime": t[T_CTIME], "st_blocks": t[T_BLOCKS], "st_blksize": max(BLKSIZE, t[T_BLKSIZE]),
-        "st_rdev": t[T_RDEV],
-    }
+    __slots__ = ("real",)
 
+    def __init__(self, attrs: dict[str, Any], real: str, immutable: bool = False) -> None:
+        super().__init__(attrs, immutable)
+        self.real = real
 
-def virtual_attrs(kind: str, size: int, mtime_ns: int, ino: int, uid: int, gid: int,
-                  writable: bool = False, perm: int | None = None) -> dict[str, Any]:
-    """The stat dict of a virtual directory ("dir") or regular file ("file").
+    @property
+    def origin(self) -> str:   # type: ignore[override]
+        return self.real
 
-    `perm` (an export entry's permission bits) is shown as is; writing is still refused."""
-    if kind == "dir":
-        mode, nlink = S.S_IFDIR | (0o555 if perm is None else perm), 2
-    else:
-        mode, nlink = S.S_IFREG | (perm if perm is not None else 0o644 if writable else 0o444), 1
-    return {
-        "st_mode": mode, "st_ino": ino, "st_nlink": nlink, "st_uid": uid, "st_gid": gid,
-        "st_size": size, "st_atime": mtime_ns, "st_mtime": mtime_ns, "st_ctime": mtime_ns,
-        "st_blocks": blocks(size), "st_blksize": BLKSIZE,
-    }
+    def open(self, write: bool, append: bool) -> Handle:
+        return FileHandle(self.real)
+
+    def readlink(self) -> str:
+        if not S.S_ISLNK(self.attrs["st_mode"]):
+            return super().readlink()
+        return os.readlink(self.real)
 
 
-def ns(seconds: float) -> int:
-    return int(round(seconds * 1_000_000_000))
+class PlanFile(Node):
+    """An export's copy of a project file: served from that source file."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, attrs: dict[str, Any], source: str) -> None:
+        super().__init__(attrs, immutable=True)
+        self.source = source
+
+    @property
+    def origin(self) -> str:   # type: ignore[override]
+        return self.source
+
+    def open(self, write: bool, append: bool) -> Handle:
+        return FileHandle(self.source)
+
+
+class GeneratedFile(Node):
+    """An export's generated file (job.json, a rewritten .cs or .csg) held in memory."""
+
+    __slots__ = ("data",)
+    regenerated = True
+
+    def __init__(self, attrs: dict[str, Any], data: bytes) -> None:
+        super().__init__(attrs, immutable=True)
+        self.data = data
+
+    def open(self, write: bool, append: bool) -> Handle:
+        return BytesHandle(self.data)
+
+
+class StagedFile(GeneratedFile):
+    """A generated file too big for memory: `stage()` writes it to the instance's cache
+    once (on first open) and returns its path, which is then served like a source file."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self, attrs: dict[str, Any], stage: Callable[[], str]) -> None:
+        super().__init__(attrs, b"")
+        self.stage = stage
+
+    def open(self, write: bool, append: bool) -> Handle:
+        return FileHandle(self.stage())
+
+
+class SizeFile(Node):
+    """A sizes/ file: its text as of this lookup, never cached by the kernel."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, attrs: dict[str, Any], data: bytes) -> None:
+        super().__init__(attrs)
+        self.data = data
+
+    def open(self, write: bool, append: bool) -> Handle:
+        return DirectBytesHandle(self.data)
+
+
+class ControlFile(Node):
+    """A control/ file: reading shows the last outcome, writing a command acts.
+
+    `target` is (controls, scope, action, project directory or None)."""
+
+    __slots__ = ("target",)
+    writable = True
+
+    def __init__(self, attrs: dict[str, Any], target: tuple[Any, str, str, Any]) -> None:
+        super().__init__(attrs)
+        self.target = target
+
+    def open(self, write: bool, append: bool) -> Handle:
+        return ControlHandle(self.target, write, append)

@@ -23,7 +23,7 @@ import os
 import stat as S
 from typing import Any, Iterable, Sequence
 
-from .nodes import T_GID, T_MODE, T_UID, compact
+from .statinfo import T_GID, T_MODE, T_UID, compact
 
 R, X = 4, 1
 AS_IS = 0          # the entry's bits are at most the source's

@@ -13,7 +13,8 @@ from csfs.core.errors import CsfsError
 from . import generated
 from .context import PROJECT_TTL, Context
 from .control import PROJECT_ACTIONS, Controls
-from .nodes import T_DEV, T_INO, T_MODE, Node, compact, ns, real_attrs, virtual_attrs
+from .nodes import ControlFile, GeneratedFile, Node, PlanFile, RealDir, RealFile, SizeFile, StagedFile, VirtualDir
+from .statinfo import T_DEV, T_INO, T_MODE, compact, ns, real_attrs, virtual_attrs
 from .perms import AS_IS, LIST
 
 VIRTUAL_TOP = ("exports", "sizes", "control")
@@ -117,12 +118,12 @@ class ProjectView:
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("dir", 4096, mtime_ns or self.ctx.started_ns, ino, self.ctx.uid, self.ctx.gid,
                               perm=perm)
-        return Node("dir", attrs, children=children, immutable=immutable)
+        return VirtualDir(attrs, children, immutable)
 
-    def _vfile(self, parts: list[str], data: bytes, mtime_ns: int, writable: bool = False) -> Node:
+    def _vattrs(self, parts: list[str], data: bytes, mtime_ns: int, writable: bool = False) -> dict[str, Any]:
+        """The stat dict of a virtual file of `data`."""
         ino = self.ctx.inodes.virtual(self._vkey(parts))
-        attrs = virtual_attrs("file", len(data), mtime_ns, ino, self.ctx.uid, self.ctx.gid, writable)
-        return Node("file", attrs, data=lambda: data)
+        return virtual_attrs("file", len(data), mtime_ns, ino, self.ctx.uid, self.ctx.gid, writable)
 
     def _child_entry(self, parts: list[str], name: str, is_dir: bool) -> tuple[str, int, int]:
         return (name, S.S_IFDIR if is_dir else S.S_IFREG, self.ctx.inodes.virtual(self._vkey(parts + [name])))
@@ -149,11 +150,9 @@ class ProjectView:
         attrs = real_attrs(st, self.ctx.inodes.real(dev, st[T_INO]), shared=not self.ctx.plain)
         if not parts:   # the project folder: no more open than the folders above it
             attrs = self.ctx.perms.on_real_path(attrs, real)
-        node = Node("real", attrs, real=real, immutable=long)
         if S.S_ISDIR(st[T_MODE]):
-            node.kind = "dir"
-            node.children = lambda: self._merged(parts, real, extra, merge, long, dev)
-        return node
+            return RealDir(attrs, real, lambda: self._merged(parts, real, extra, merge, long, dev), long)
+        return RealFile(attrs, real, long)
 
     def _merged(self, parts: list[str], real: str | None, extra: tuple[str, ...],
                 merge: frozenset[str], long: bool = False, dev: int = 0) -> list[tuple[str, int, int]]:
@@ -222,13 +221,13 @@ class ProjectView:
             if st is not None:
                 attrs = real_attrs(st, self.ctx.inodes.real(st[T_DEV], st[T_INO]), shared=True)
             attrs = self.ctx.perms.on_real_path(attrs, source)   # less what closed folders withhold
-            return Node("file", attrs, source=source, immutable=True)
+            return PlanFile(attrs, source)
         self.ctx.perms.apply(attrs, mode, [(src, AS_IS) for src in plan.sources(rel)])
         if inline is not None:
-            return Node("file", attrs, data=lambda: inline, immutable=True)
+            return GeneratedFile(attrs, inline)
         export_kind, name = base[-2], base[-1]
         juid, group = self.export_index()[export_kind][name]
-        return Node("file", attrs, immutable=True, source_fn=lambda: str(generated.materialize(
+        return StagedFile(attrs, lambda: str(generated.materialize(
             self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s,
             plan.version)))
 
@@ -252,7 +251,8 @@ class ProjectView:
             return node
         if len(rest) != 1 or rest[0] not in texts:
             raise _enoent()
-        node = self._vfile(["sizes", rest[0]], texts[rest[0]].encode(), self.ctx.started_ns)
+        data = texts[rest[0]].encode()
+        node = SizeFile(self._vattrs(["sizes", rest[0]], data, self.ctx.started_ns), data)
         # who may list a job folder may know its size; the total, who may list them all
         folders = [n for n in texts if n != "total"] if rest[0] == "total" else rest
         self.ctx.perms.apply(node.attrs, 0o444, [(str(self.path), LIST)] +
@@ -269,11 +269,9 @@ class ProjectView:
             raise _enoent()
         scope = str(self.path)
         data, mtime = self.controls.outcome(scope, rest[0])
-        node = self._vfile(["control", rest[0]], data, mtime, writable=True)
-        self.ctx.perms.control(node.attrs)
-        node.kind = "control"
-        node.control = (self.controls, scope, rest[0], self.path)
-        return node
+        attrs = self._vattrs(["control", rest[0]], data, mtime, writable=True)
+        self.ctx.perms.control(attrs)
+        return ControlFile(attrs, (self.controls, scope, rest[0], self.path))
 
 
 def _stat(path: str) -> tuple | None:

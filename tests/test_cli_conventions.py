@@ -50,7 +50,7 @@ def test_interrupt_exits_130(home):
     import signal
     import time
 
-    code = ("import sys, time; import csfs.cmd_demo as d; d._cmd_jobs = lambda a: time.sleep(60); "
+    code = ("import sys, time; import csfs.cmd_job as d; d._cmd_list = lambda a: time.sleep(60); "
             "from csfs.main import main; print('ready', flush=True); sys.exit(main(['jobs', '.']))")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "CSFS_HOME": str(home)}, cwd=REPO)

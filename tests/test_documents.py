@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from csfs.core import cleanup, documents, exportplan, lifecycle, sizes, verify
+from csfs.core import cleanup, documents, exportplan, ids, lifecycle, sizes, verify
 from csfs.core.instance import Instance
 from csfs.core.project import Project
 
@@ -292,10 +292,10 @@ def test_job_export_imports_across_versions(demo_masters, tmp_path, csfs, src_fo
     r = csfs("job", "import", puid_b, str(exported), "--json", home=home_b)
     assert r.returncode == 0, r.stderr
     project = Project.open(dst)
-    new = max(project.jobs.values(), key=lambda j: j.number)
+    new = max(project.jobs.values(), key=lambda j: ids.job_num(j.uid) or 0)
     assert new.error is None and new.type == "homo_refine_new" and new.status == "completed"
     assert new.form == ("v5" if dst_form == "v5" else "v4")
-    assert new.doc["uid_num"] == new.number and new.doc["project_uid"] == puid_b
+    assert new.doc["uid_num"] == ids.job_num(new.uid) and new.doc["project_uid"] == puid_b
     assert new.doc["project_uid_num"] == int(puid_b[1:])
     if dst_form == "v5":
         spec = new.doc["spec"]
@@ -358,7 +358,7 @@ def test_unstripped_v5_export_imports_with_its_own_outputs(demo_masters, tmp_pat
     r = csfs("job", "import", puid_b, exported, home=tmp_path / "B")
     assert r.returncode == 0, r.stderr
     project = Project.open(dst)
-    new = max(project.jobs.values(), key=lambda j: j.number)
+    new = max(project.jobs.values(), key=lambda j: ids.job_num(j.uid) or 0)
     assert new.type == "homo_refine_new" and new.metafiles
     assert all(mf.startswith(f"{new.uid}/") for mf in new.metafiles), new.metafiles
     assert new.doc["spec"]["inputs"] == {} and "dumped_at" not in new.doc

@@ -179,8 +179,8 @@ def test_import_a_jobs_own_csg(two):
 
 
 def test_cli_kinds_match_core():
-    from csfs import cmd_data
-    assert sorted(cmd_data.RAW_KINDS) == sorted(imports.RAW_KINDS)
+    from csfs import cmd_import
+    assert sorted(cmd_import.RAW_KINDS) == sorted(imports.RAW_KINDS)
 
 
 def _csg_variant(dest: Path, name: str, old: str, new: str) -> Path:

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from csfs.core import lifecycle, lock, store
+from csfs.core import ids, lifecycle, lock, store
 from csfs.core.errors import ArchivedError, ForeignLockError, FormatError, NotFoundError, RefusedError, UsageError
-from csfs.core.instance import Instance, parse_uid
+from csfs.core.instance import Instance
 from csfs.core.project import Project
 from lifecycle_helpers import make_project, snapshot
 
@@ -57,7 +57,7 @@ def test_resolve_by_uid_and_path(tmp_path):
             inst.resolve(bad)
     with pytest.raises(UsageError):
         inst.resolve(" ")
-    assert parse_uid("P12") == 12 and parse_uid("P1x") is None and parse_uid("J1") is None
+    assert ids.project_num("P12") == 12 and ids.project_num("P1x") is None and ids.project_num("J1") is None
 
 
 def test_registry_lists_workspaces_and_jobs(tmp_path):

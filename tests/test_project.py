@@ -11,8 +11,8 @@ import pytest
 
 from csfs.core import csfile
 from csfs.core.errors import FormatError, NotFoundError
-from csfs.core.project import (ACTIVE_STATUSES, FINAL_STATUSES, Project, iso_time, referenced_files,
-                          timestamp, unreferenced_files)
+from csfs.core.documents import iso_time, parse_time as timestamp
+from csfs.core.project import ACTIVE_STATUSES, FINAL_STATUSES, Project, referenced_files
 
 
 def test_demo_jobs_types_statuses(demo):
@@ -116,15 +116,6 @@ def test_referenced_files_resolves_gt_prefix(demo, tmp_path):
     arr["map/path"] = [b"J8/m.mrc", b"", b"J8/m.mrc"]
     csfile.save(demo / "J8" / "exported.cs", arr)
     assert referenced_files(p, "J8/exported.cs") == ["J8/extract/a.mrc", "J5/b.mrc", "J8/m.mrc"]
-
-
-def test_unreferenced_files(demo):
-    p = Project.open(demo)
-    assert unreferenced_files(p, p.job("J5")) == []
-    j8 = unreferenced_files(p, p.job("J8"))
-    assert j8 and all(f.startswith("J8/J8_fsc_iteration_") for f in j8)
-    (demo / "J5" / "extract" / "stray.mrc").write_bytes(b"x")
-    assert unreferenced_files(p, p.job("J5")) == ["J5/extract/stray.mrc"]
 
 
 def test_malformed_job_json_is_isolated(demo):
@@ -281,7 +272,7 @@ def test_cli_jobs(demo, csfs):
     r = csfs("jobs", demo)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[1].split()[:2] == ["UID", "TYPE"]
+    assert lines[0].split()[:3] == ["UID", "TYPE", "STATUS"]
     assert any(line.startswith("J10 ") and "failed" in line for line in lines)
     assert any(line.startswith("J9 ") and "running" in line for line in lines)
     r = csfs("jobs", demo, "--json")
@@ -300,6 +291,27 @@ def test_cli_jobs_errors(tmp_path, csfs):
     assert r.returncode == 2 and "not a CryoSPARC project" in r.stderr and "Traceback" not in r.stderr
     r = csfs("jobs", tmp_path / "nope")
     assert r.returncode == 2 and "no such directory" in r.stderr
+
+
+def test_jobs_is_job_list(demo, home, csfs):
+    """`csfs jobs` is `csfs job list`: the same table and the same JSON, for a directory and,
+    once attached, for its UID (the project object then names it)."""
+    def both(*args: object) -> tuple[str, str]:
+        a, b = csfs("jobs", *args, home=home), csfs("job", "list", *args, home=home)
+        assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+        assert a.stdout == b.stdout
+        return a.stdout, json.loads(csfs("jobs", *args, "--json", home=home).stdout)
+
+    table, doc = both(demo)
+    assert doc["project"]["uid"] is None and doc["project"]["state"] == "not registered"
+    assert doc["project"]["layout"] == "v4" and doc["project"]["title"] == "csfs demo"
+    assert len(table.splitlines()) == 1 + len(doc["jobs"])      # no problems in the demo
+    r = csfs("project", "attach", demo, home=home)
+    assert r.returncode == 0, r.stderr
+    table_p1, doc_p1 = both("P1")
+    assert doc_p1["project"]["uid"] == "P1" and doc_p1["project"]["state"] == "attached"
+    assert table_p1 == table and doc_p1["jobs"] == doc["jobs"]
+    assert json.loads(csfs("job", "list", "P1", "--json", home=home).stdout) == doc_p1
 
 
 @pytest.mark.parametrize("where", ["group", "result", "group_name"])

@@ -154,7 +154,7 @@ def test_clearable_follows_changes_in_consuming_jobs(demo, tmp_path):
     doc["input_slot_groups"][0]["connections"][0]["slots"].append(
         {"job_uid": "J6", "group_name": "particles", "result_name": "alignments2D", "version": 0})
     path.write_text(json.dumps(doc))
-    from csfs.core.cleanup import clear_plan
+    from csfs.core.clearplan import clear_plan
     project = Project.open(demo)
     want = clear_plan(project, project.job("J6")).bytes
     assert want < first

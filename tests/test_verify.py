@@ -131,3 +131,18 @@ def test_cli_verify_prints_the_repair_command_and_it_works(demo, home, csfs, tmp
                         "--dry-run"], capture_output=True, text=True, cwd=tmp_path,
                        env={**os.environ, "CSFS_HOME": str(home), "PYTHONPATH": str(REPO)})
     assert r.returncode == 1 and str(tmp_path / "moved2") in r.stderr
+
+
+def test_job_problems_are_verify_findings(demo):
+    """One rule for both: every problem `csfs job list` shows for a job, verify reports too
+    (verify adds what only reading the metafiles finds)."""
+    (demo / "J1" / "imported" / "dangling").symlink_to(demo / "gone")
+    os.unlink(next((demo / "J6").glob("J6_00*_class_averages.cs")))
+    (demo / "J10" / "job.json").write_text("{broken")
+    (demo / "J8" / "J8_003_volume.cs").write_bytes(b"garbage, not a .cs file")
+    project = Project.open(demo)
+    shown = {m for j in project.jobs.values() for m in j.problems}
+    found = verify.verify(project)
+    assert shown and shown <= {p.message for p in found}
+    assert {p.kind for p in found} >= {"broken-symlink", "missing-metafile", "metadata", "unreadable-metafile"}
+    assert not project.job("J8").problems   # what only reading its metafiles shows is verify's

@@ -1,4 +1,4 @@
-"""Kernel-cached listings (FOPEN_CACHE_DIR) for immutable directories, on libfuse 3.0-3.14.
+"""Trick `dircache`: kernel-cached listings (FOPEN_CACHE_DIR) of immutable directories, on libfuse 3.0-3.14.
 
 The kernel keeps a directory's listing when opendir's reply carries `cache_readdir` and
 `keep_cache`, but libfuse's high-level opendir (fuse_lib_opendir) fills its own
@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import threading
 from typing import Any
+
+from .. import native
 
 OPS_OFFSETS = (40, 32)   # offsetof(struct fuse_session, op) on 64-bit: 3.14, older 3.x
 OPENDIR_INDEX = 20       # init, destroy, lookup, ..., release, fsync, opendir
@@ -44,8 +46,14 @@ def _in_libfuse(addr: int | None) -> bool:
 
 
 def install(fuse: int | None, major: int, minor: int) -> bool:
-    """Wrap the low-level opendir of the session of `fuse` (a struct fuse *). Call from init().
-    Returns whether listings can now be cached."""
+    """Wrap the low-level opendir of the session of `fuse` (a struct fuse *), if the trick
+    is on. Call from init(). Returns whether listings can now be cached."""
+    if not native.wanted("dircache"):
+        return native.use("dircache", False)
+    return native.use("dircache", _install(fuse, major, minor))
+
+
+def _install(fuse: int | None, major: int, minor: int) -> bool:
     if _keep:
         return True
     if not fuse or major != 3 or minor > 14:
@@ -59,7 +67,7 @@ def install(fuse: int | None, major: int, minor: int) -> bool:
             break
     else:
         return False
-    original = _OPENDIR_T(slots[OPENDIR_INDEX].value)
+    original = _OPENDIR_T(slots[OPENDIR_INDEX].value or 0)   # set: OPENDIR_INDEX is REQUIRED
 
     def opendir(req: int, ino: int, llfi: int) -> None:
         _local.fi = llfi

@@ -1,4 +1,4 @@
-"""read_buf support: hand libfuse an fd-backed buffer so the data read happens in C.
+"""Trick `zerocopy`: read_buf hands libfuse an fd-backed buffer, so the data read happens in C.
 
 With a `read_buf` callback libfuse reads the source file itself (pread, or splice when
 the kernel allows), without the Python GIL and without copying through a bytes object.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from typing import Any
+
+from .. import native
 
 SPLICE_WRITE = 1 << 7   # FUSE_CAP_SPLICE_WRITE
 SPLICE_MOVE = 1 << 8    # FUSE_CAP_SPLICE_MOVE
@@ -36,9 +39,16 @@ ZERO_SPAN = 64 * 1024 * 1024   # larger than any read request (the kernel caps t
 _zero_fd = -1
 
 
-def supported(fuse_major: int, fuse_minor: int) -> bool:
-    """The struct layout above is right for libfuse 2.9 and 3.0–3.16."""
-    return fuse_major == 2 or (fuse_major == 3 and fuse_minor < 17)
+def usable(fuse_major: int, fuse_minor: int) -> bool:
+    """Whether the trick is on: wanted, and the struct layout above is right for this
+    libfuse (2.9 and 3.0–3.16)."""
+    return native.use("zerocopy", fuse_major == 2 or (fuse_major == 3 and fuse_minor < 17))
+
+
+def want_splice(conn_info: object) -> None:
+    """From init: let libfuse splice file pages to the kernel instead of copying them twice."""
+    want = SPLICE_WRITE | SPLICE_MOVE
+    conn_info.want |= want & conn_info.capable  # type: ignore[attr-defined]
 
 
 def hole_length(fd: int, pos: int, size: int) -> int:
@@ -52,7 +62,7 @@ def hole_length(fd: int, pos: int, size: int) -> int:
     return min(size, data - pos)
 
 
-def hand_over(bufpp: object, size: int, fd: int = -1, pos: int = 0, data: bytes | None = None,
+def hand_over(bufpp: Any, size: int, fd: int = -1, pos: int = 0, data: bytes | None = None,
               zeros: bool = False) -> None:
     """Store a malloc'd one-buffer fuse_bufvec in *bufpp (libfuse frees it).
 
@@ -90,7 +100,7 @@ def zero_fd() -> int:
     return _zero_fd
 
 
-def _store(bufpp: object, size: int, flags: int, mem: int | None, fd: int, pos: int) -> None:
+def _store(bufpp: Any, size: int, flags: int, mem: int | None, fd: int, pos: int) -> None:
     addr = _libc.malloc(_SIZE)
     if not addr:
         raise MemoryError("malloc failed")
