@@ -10,7 +10,8 @@ Run (as root: it drops the page cache and installs bindfs with apt-get if missin
 or  python3 -m pytest tests/bench/bench_bindfs.py -s
 `--large` measures the `large` demo instead (whole-mount and job-folder walks, du, RSS;
 minutes per pass: use --reps 1). The scale rows of issue 13 (5 large projects in one
-instance, a 1,000,000-file project) are not automated yet. Writes its section of tests/bench/RESULTS.md (bench_bindfs).
+instance, a 1,000,000-file project) are not automated yet.
+Writes its section of tests/bench/RESULTS.md (bench_bindfs, or bench_bindfs_large).
 """
 from __future__ import annotations
 
