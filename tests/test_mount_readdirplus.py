@@ -57,8 +57,10 @@ def test_big_folders_list_exactly(demo_masters, tmp_path):
         with mounted(home, tmp_path / f"mnt{native}", project, env={"CSFS_NATIVE": native}) as (mnt, _pid):
             # two readers of the same big folder at once, on a fresh mount (cold)
             seen: dict[int, list[str]] = {}
-            readers = [threading.Thread(target=lambda k=k: seen.__setitem__(k, _ls(mnt / "J1" / "many")))
-                       for k in range(2)]
+
+            def read(k: int, folder: Path = mnt / "J1" / "many", seen: dict[int, list[str]] = seen) -> None:
+                seen[k] = _ls(folder)
+            readers = [threading.Thread(target=read, args=(k,)) for k in range(2)]
             for t in readers:
                 t.start()
             for t in readers:
