@@ -14,8 +14,9 @@ import mmap
 import os
 import struct
 import tokenize
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO
 
 import lz4.block
 import numpy as np
@@ -68,7 +69,7 @@ def load(path: str | os.PathLike, fields: Sequence[str] | None = None) -> np.nda
                 if rows == 0:
                     return np.zeros(0, dtype)
                 return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(rows,))
-            return _numpy_columns(f, path, dtype, rows, offset, _select(path, dtype.names, fields))
+            return _numpy_columns(f, path, dtype, rows, offset, _select(path, dtype.names or (), fields))
         meta = _csdat_layout(f, path)
         names = [name for name, _, _ in meta.dtype]
         return _csdat_columns(f, path, meta, names if fields is None else _select(path, names, fields))
@@ -79,7 +80,7 @@ def info(path: str | os.PathLike) -> CsInfo:
     with _open(path) as f:
         if _sniff(f, path) == "numpy":
             dtype, rows, _ = _numpy_header(f, path)
-            fields = [(n, dtype[n].base.str, dtype[n].shape) for n in dtype.names]
+            fields = [(n, dtype[n].base.str, dtype[n].shape) for n in dtype.names or ()]
             return CsInfo("numpy", rows, fields)
         meta = _csdat_layout(f, path)
         return CsInfo("csdat", meta.rows, meta.dtype)
@@ -88,12 +89,12 @@ def info(path: str | os.PathLike) -> CsInfo:
 def is_path_field(name: str) -> bool:
     """Does a field name data files? `blob/path`, `map/path`, and `*_path` such as
     `location/micrograph_path`."""
-    return "/" in name and (name.endswith("/path") or name.endswith("_path"))
+    return "/" in name and name.endswith(("/path", "_path"))
 
 
 def path_fields(arr_or_dtype: np.ndarray | np.dtype) -> list[str]:
     """The fields naming data files (`blob/path`, `map/path`, `location/micrograph_path`, ...)."""
-    dtype = getattr(arr_or_dtype, "dtype", arr_or_dtype)
+    dtype = arr_or_dtype.dtype if isinstance(arr_or_dtype, np.ndarray) else arr_or_dtype
     return [n for n in (dtype.names or ()) if is_path_field(n)]
 
 
@@ -193,7 +194,7 @@ def load_strings(path: str | os.PathLike, field: str) -> tuple[np.ndarray, np.nd
     with _open(path) as f:
         if _sniff(f, path) == "numpy":
             dtype, rows, offset = _numpy_header(f, path)
-            _select(path, dtype.names, [field])
+            _select(path, dtype.names or (), [field])
             if dtype[field].kind != "S" or dtype[field].shape:
                 raise UsageError(f"{path}: field {field!r} is not a string column")
             codes = np.empty(rows, np.uint32)
@@ -360,7 +361,7 @@ def _heap_strings(path, name: str, heap: bytes, offsets: np.ndarray) -> np.ndarr
         raise CsFormatError(f"{path}: column {name!r} points outside the string heap")
     ends = nuls[where]
     width = int((ends - uniq).max(initial=0)) + 1
-    strings = np.array([heap[s:e] for s, e in zip(uniq.tolist(), ends.tolist())], f"S{width}")
+    strings = np.array([heap[s:e] for s, e in zip(uniq.tolist(), ends.tolist(), strict=True)], f"S{width}")
     return strings[inverse.reshape(offsets.shape)] if len(uniq) else np.zeros(offsets.shape, "S1")
 
 
@@ -432,7 +433,7 @@ def _encode(name: str, col: np.ndarray) -> np.ndarray:
 
 def _csdat_chunks(arr: np.ndarray) -> Iterator[bytes]:
     """The compressed form: magic, header, one column after another, string heap."""
-    names = arr.dtype.names
+    names = arr.dtype.names or ()
     strings = [n for n in names if arr.dtype[n].base.kind == "S"]
     compressed = [n for n in names if n not in NEVER_COMPRESS]
     dtype = [[n, "|O" if n in strings else arr.dtype[n].base.str, *([list(arr.dtype[n].shape)]

@@ -18,17 +18,21 @@ import io
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import csfile, csg
 from .atomic import dumps_json
-from .documents import STRIPPED_JOB_KEYS, exported_job_doc, parse_time  # noqa: F401
+from .documents import STRIPPED_JOB_KEYS, OutputGroup, OutputResult, exported_job_doc, parse_time  # noqa: F401
 from .errors import ActiveJobError, CsfsError, FormatError, NotFoundError, RefusedError
+
+if TYPE_CHECKING:
+    from .project import Job, Project
 
 DIR_MODE = 0o755
 GENERATED_MODE = 0o644
@@ -110,19 +114,19 @@ def _sort_key(path: str) -> tuple:
 
 # ---------------------------------------------------------------------------- names
 
-def job_export_name(job: Any) -> str:
+def job_export_name(job: Job) -> str:
     """`J87_homo_refine`: the job uid and its type."""
     return f"{job.uid}_{job.type}"
 
 
-def group_export_name(job: Any, group: Any) -> str:
+def group_export_name(job: Job, group: OutputGroup | str) -> str:
     """`J87_particles`: the job uid and the output group name (`group` may be a name)."""
     return f"{job.uid}_{getattr(group, 'name', group)}"
 
 
 # ---------------------------------------------------------------------------- helpers
 
-def job_time(job: Any) -> float:
+def job_time(job: Job) -> float:
     """The job's own timestamp for generated content: completed_at, else created_at, else job.json mtime."""
     for value in (getattr(job, "completed_at", None), getattr(job, "created_at", None)):
         ts = parse_time(value)
@@ -134,7 +138,7 @@ def job_time(job: Any) -> float:
         return 0.0
 
 
-def check_exportable(job: Any) -> None:
+def check_exportable(job: Job) -> None:
     """Refuse jobs that are not completed (the rule CryoSPARC applies), with the reason."""
     if getattr(job, "error", None):
         raise RefusedError(f"{job.uid}: cannot export a broken job ({job.error})")
@@ -211,11 +215,11 @@ def _with_parents(entries: list[Entry], mtime: float) -> list[Entry]:
     return out
 
 
-def _find_job(project: Any, juid: str) -> Any:
+def _find_job(project: Project, juid: str) -> Job:
     return project.job(juid)
 
 
-def _find_group(job: Any, group: Any) -> Any:
+def _find_group(job: Job, group: OutputGroup | str) -> OutputGroup:
     if not isinstance(group, str):
         return group
     for g in job.groups:
@@ -231,23 +235,24 @@ def _find_group(job: Any, group: Any) -> Any:
 class _Part:
     """One result's contribution to the joined dataset: its fields from its final metafile."""
 
-    result: Any
+    result: OutputResult
     metafile: str  # project-relative
     fields: list[str] = field(default_factory=list)
 
 
-def _group_parts(project: Any, group: Any) -> list[_Part]:
+def _group_parts(project: Project, group: OutputGroup) -> list[_Part]:
     parts: list[_Part] = []
     seen: set[str] = set()
     for r in group.results:
-        if r.name in seen or not r.metafiles:
+        metafile = r.final_metafile
+        if r.name in seen or metafile is None:
             continue
         seen.add(r.name)
-        parts.append(_Part(r, r.final_metafile))
+        parts.append(_Part(r, metafile))
     return parts
 
 
-def _path_of(project: Any, rel: str) -> Path:
+def _path_of(project: Project, rel: str) -> Path:
     return Path(project.path) / rel
 
 
@@ -271,7 +276,7 @@ class GroupData:
     data_paths: list[str]  # project-relative data files, first-seen order
 
 
-def group_data(project: Any, group: Any) -> GroupData:
+def group_data(project: Project, group: OutputGroup) -> GroupData:
     """Plan the join of a group's final result versions by uid (no dataset is built)."""
     parts = _group_parts(project, group)
     if not parts:
@@ -283,25 +288,26 @@ def group_data(project: Any, group: Any) -> GroupData:
             if "uid" not in (arrays[p.metafile].dtype.names or ()):
                 raise FormatError(f"{p.metafile}: has no uid field, so its rows cannot be joined; "
                                   "it is not a CryoSPARC dataset")
-        p.fields = [n for n in arrays[p.metafile].dtype.names if n.startswith(p.result.name + "/")]
-    order, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
+        p.fields = [n for n in arrays[p.metafile].dtype.names or () if n.startswith(p.result.name + "/")]
+    joined, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
     # plans live long in the mount: keep row indices small (a slice when rows are in order)
-    order = [slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
-             else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, order)]
+    order: list[np.ndarray | slice] = [
+        slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
+        else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, joined, strict=True)]
     descr: list[tuple] = [("uid", "<u8")]
     path_maps: dict[str, tuple[np.ndarray, list[str]]] = {}
     data_paths: dict[str, None] = {}
-    for p, idx in zip(parts, order):
+    for p, idx in zip(parts, order, strict=True):
         arr = arrays[p.metafile]
         path_fields = set(csfile.path_fields(arr.dtype))
         for name in p.fields:
-            sub = arr.dtype.fields[name][0]
+            sub = arr.dtype[name]
             if name not in path_fields:
                 descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
                 continue
             uniq, inverse = np.unique(np.asarray(arr[name])[idx], return_inverse=True)
             rels = [_resolve_value(v, p.metafile) if v else "" for v in uniq]
-            firsts = np.unique(inverse, return_index=True)[1] if len(inverse) else []
+            firsts: np.ndarray | list[int] = np.unique(inverse, return_index=True)[1] if len(inverse) else []
             for i in sorted(range(len(uniq)), key=lambda k: firsts[k]):
                 if rels[i]:
                     data_paths.setdefault(rels[i], None)
@@ -329,7 +335,7 @@ def join_order(uid_columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int
     return order, int(len(out_uids))
 
 
-def _load(project: Any, metafile: str) -> np.ndarray:
+def _load(project: Project, metafile: str) -> np.ndarray:
     path = _path_of(project, metafile)
     if not path.exists():
         raise NotFoundError(f"metafile {metafile} is missing (run `csfs verify`)")
@@ -343,11 +349,11 @@ def _export_value(rel: str) -> bytes:
     return (rel if rel.startswith("/") else ">" + rel).encode("utf-8", "surrogateescape")
 
 
-def build_group_dataset(project: Any, data: GroupData) -> np.ndarray:
+def build_group_dataset(project: Project, data: GroupData) -> np.ndarray:
     """The joined dataset itself: uid, then each result's fields, paths rewritten with '>'."""
     out = np.zeros(data.rows, dtype=data.dtype)
     loaded: dict[str, np.ndarray] = {}
-    for p, idx in zip(data.parts, data.order):
+    for p, idx in zip(data.parts, data.order, strict=True):
         if p.metafile not in loaded:
             loaded[p.metafile] = _load(project, p.metafile)
         src = loaded[p.metafile]
@@ -356,7 +362,7 @@ def build_group_dataset(project: Any, data: GroupData) -> np.ndarray:
         for name in p.fields:
             if name in data.path_maps:
                 inverse, rels = data.path_maps[name]
-                table = np.array([_export_value(r) for r in rels], dtype=data.dtype.fields[name][0])
+                table = np.array([_export_value(r) for r in rels], dtype=data.dtype[name])
                 out[name] = table[inverse] if len(rels) else b""
             else:
                 out[name] = np.asarray(src[name])[idx]
@@ -375,7 +381,7 @@ def npy_header(dtype: np.dtype, rows: int) -> bytes:
     return buf.getvalue()
 
 
-def _dataset_bytes(project: Any, data: GroupData, size: int) -> bytes:
+def _dataset_bytes(project: Project, data: GroupData, size: int) -> bytes:
     arr = build_group_dataset(project, data)
     out = npy_header(data.dtype, data.rows) + arr.tobytes()
     if len(out) != size:  # pragma: no cover - a bug, never a user error
@@ -383,8 +389,8 @@ def _dataset_bytes(project: Any, data: GroupData, size: int) -> bytes:
     return out
 
 
-def _csg_bytes(job: Any, group: Any, cs_name: str, data: GroupData) -> bytes:
-    created = _dt.datetime.fromtimestamp(job_time(job), tz=_dt.timezone.utc)
+def _csg_bytes(job: Job, group: OutputGroup, cs_name: str, data: GroupData) -> bytes:
+    created = _dt.datetime.fromtimestamp(job_time(job), tz=_dt.UTC)
     results = {p.result.name: {"metafile": f">{cs_name}", "num_items": data.rows, "type": p.result.type}
                for p in data.parts}
     doc = csg.Csg(created=created,
@@ -397,7 +403,7 @@ def _csg_bytes(job: Any, group: Any, cs_name: str, data: GroupData) -> bytes:
 
 # ---------------------------------------------------------------------------- plans
 
-def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[list[Entry], list[str]]:
+def _group_entries(project: Project, job: Job, group: OutputGroup, prefix: str) -> tuple[list[Entry], list[str]]:
     """Entries of a group export below `prefix` ("" or "J87_particles/"), and missing data files."""
     name = group_export_name(job, group)
     cs_name = f"{name}_exported.cs"
@@ -414,7 +420,7 @@ def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[lis
     dirs: dict[str, str] = {}
     root = os.fspath(project.path)
     for rel in data.data_paths:
-        if rel.startswith("/") or rel.startswith("../") or rel == "..":
+        if rel == ".." or rel.startswith(("/", "../")):
             missing.append(rel)
             continue
         e = _source_file(prefix + rel, os.path.join(root, rel), dirs)
@@ -425,7 +431,7 @@ def _group_entries(project: Any, job: Any, group: Any, prefix: str) -> tuple[lis
     return entries, missing
 
 
-def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
+def group_export_plan(project: Project, juid: str, group: OutputGroup | str) -> Plan:
     """The export of one output group: joined `_exported.cs`, `.csg`, data at project-relative paths."""
     job = _find_job(project, juid)
     check_exportable(job)
@@ -435,13 +441,13 @@ def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
 
 
-def has_job_export(job: Any) -> bool:
+def has_job_export(job: Job) -> bool:
     """A job export holds the job's job.json: a legacy job known from its .csg files has
     none (its output groups still export)."""
     return bool(getattr(job, "doc", None))
 
 
-def job_export_plan(project: Any, juid: str) -> Plan:
+def job_export_plan(project: Project, juid: str) -> Plan:
     """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
     job = _find_job(project, juid)
     check_exportable(job)

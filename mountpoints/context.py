@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
-from .statinfo import Inodes, ns
 from .perms import Perms
+from .statinfo import Inodes, ns
+
+if TYPE_CHECKING:
+    from csfs.core.instance import Instance
 
 LONG_TTL = 60.0
 SHORT_TTL = 1.0
@@ -41,7 +45,7 @@ class Context:
         self._short: TTLCache = TTLCache(maxsize=10_000, ttl=SHORT_TTL)
         self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
         self._plans: TTLCache = TTLCache(maxsize=32, ttl=600)
-        self._instance: Any = None
+        self._instance: Instance | None = None
         self.watcher: Any = None    # mountpoints.watch.Watcher once the mount runs (None: TTLs only)
         self.action_lock = threading.Lock()   # one control action at a time
 
@@ -101,7 +105,7 @@ class Context:
             self.watcher.watch_tree(str(path), recursive)
 
     # -- the instance -------------------------------------------------------
-    def instance(self) -> Any:
+    def instance(self) -> Instance:
         """The csfs instance (core.instance.Instance) this mount acts for."""
         if self._instance is None:
             from csfs.core.instance import Instance

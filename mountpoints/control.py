@@ -19,9 +19,9 @@ import errno
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csfs.core import ids
 from csfs.core.errors import CsfsError, UsageError
@@ -153,6 +153,9 @@ class Controls:
         return Path(path)
 
 
+Target = tuple[Controls, str, str, "Path | None"]   # (controls, scope, action, project directory)
+
+
 class Pending:
     """What has been written to one open control file and not yet acted on.
 
@@ -162,8 +165,8 @@ class Pending:
 
     __slots__ = ("target", "append", "buf", "pos", "redo", "received", "acted", "broken")
 
-    def __init__(self, target: tuple[Controls, str, str, Path | None], append: bool) -> None:
-        self.target = target      # (controls, scope, action, project)
+    def __init__(self, target: Target, append: bool) -> None:
+        self.target = target
         self.append = append      # opened with O_APPEND: the kernel picks the offsets
         self.buf = b""            # a command not yet complete
         self.pos = 0              # the offset the next write must have

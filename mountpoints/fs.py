@@ -13,15 +13,14 @@ import itertools
 import logging
 import os
 import stat as S
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from csfs.core.errors import CsfsError
 
-from . import generated, native, watch
+from . import generated, native
+from .changes import Changes
 from .context import Context
 from .control import Controls
 from .fusecompat import (
@@ -39,6 +38,7 @@ from .instance_view import InstanceView
 from .kcache import KernelCache
 from .native import binding, dircache, readahead, zerocopy
 from .nodes import Node, RealDir
+from .pagecache import PageCache
 from .project_view import VIRTUAL_TOP, ProjectView
 
 log = logging.getLogger("csfs.mount")
@@ -91,16 +91,11 @@ class CsfsFS(Operations):
             self.root = ProjectView(ctx, self.controls, project, "")
             self.base = str(project)
         self.kcache = KernelCache()
-        self.controls.after_action = self._after_action
+        self.pages = PageCache(self.kcache, ENTRY_TIMEOUT)
+        self.changes = Changes(ctx, self.root, self.kcache, self.pages)
+        self.controls.after_action = self.changes.after_action
         self._handles: dict[int, Handle] = {}
         self._next = itertools.count(1)
-        # path -> [version, open handles of it, its size, direct_io until (monotonic)]: the
-        # version whose pages the kernel may cache for an immutable file (see _cache_mode)
-        self._versions: dict[str, list] = {}
-        self._vlock = threading.Lock()
-        # real path -> until when (monotonic): files changed behind our back lately, whose old
-        # attributes the kernel may still hold under another name (an export's copy of them)
-        self._replaced: dict[str, float] = {}
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -125,7 +120,7 @@ class CsfsFS(Operations):
             config_3.negative_timeout = 0.0
         self.kcache.bind()
         self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
-        self._start_watching()
+        self.changes.start()
         readahead.tune(self.ctx.mountpoint, 4 * self.max_read // 1024)
         native.report(self.ctx.mountpoint)
 
@@ -134,9 +129,7 @@ class CsfsFS(Operations):
         self.init_with_config(None, None)
 
     def destroy(self, path: str) -> None:
-        if self.ctx.watcher is not None:
-            self.ctx.watcher.stop()
-            self.ctx.watcher = None
+        self.changes.stop()
         generated.shutdown()
         native.clear_state(self.ctx.mountpoint)
         for h in list(self._handles.values()):
@@ -151,10 +144,9 @@ class CsfsFS(Operations):
         if node.immutable:
             if node.regenerated and self.kcache.enabled:
                 self.kcache.record(path)    # a generated export file: dropped when its project changes
-            v = self._versions.get(path)
-            if v is not None and v[1] and v[2] != attrs["st_size"]:
-                # still being read in an older version: its size, so no reader is cut short
-                attrs = dict(attrs, st_size=v[2], st_blocks=(v[2] + 511) // 512)
+            size = self.pages.shown_size(path, attrs["st_size"])
+            if size != attrs["st_size"]:
+                attrs = dict(attrs, st_size=size, st_blocks=(size + 511) // 512)
         return attrs
 
     @_errors
@@ -201,64 +193,6 @@ class CsfsFS(Operations):
 
     # no releasedir: libfuse then answers it without calling into Python
 
-    # -- changes behind our back ----------------------------------------------------
-    def _start_watching(self) -> None:
-        """inotify on the shown project(s) and the instance's registry (mountpoints/watch.py)."""
-        try:
-            self.ctx.watcher = watch.Watcher(self._changed)
-        except OSError as e:
-            log.warning("no inotify (%s): changes made outside the mount show after the cache times", e)
-            return
-        if isinstance(self.root, InstanceView):
-            self.ctx.watch(self.ctx.home, recursive=False)
-        for view in self._views():
-            self.ctx.watch(view.path)
-
-    def _note_replaced(self, paths: Any) -> None:
-        now = time.monotonic()
-        until = now + ENTRY_TIMEOUT
-        with self._vlock:
-            if len(self._replaced) > 10_000:
-                self._replaced = {p: t for p, t in self._replaced.items() if t > now}
-            for p in paths:
-                self._replaced[p] = until
-
-    def _views(self) -> list[ProjectView]:
-        if isinstance(self.root, ProjectView):
-            return [self.root]
-        return list(self.root.views())
-
-    def _changed(self, events: list[tuple[str, int]]) -> None:
-        """A batch of inotify events: drop what the mount and the kernel cached about those
-        paths; a change to a project's structure or metadata (a job's job.json, a metafile,
-        a file removed or replaced, anything at the top) drops all of that project's."""
-        if any(p == watch.OVERFLOW for p, _ in events):
-            self.ctx.invalidate()
-            self.kcache.invalidate("")
-            return
-        home = str(self.ctx.home)
-        if any(os.path.dirname(p) == home for p, _ in events):
-            self.ctx.forget(base=home)        # the registry: which projects the instance shows
-        for view in self._views():
-            base = str(view.path)
-            hits = [(p, m) for p, m in events if p == base or p.startswith(base + "/")]
-            if not hits:
-                continue
-            deep = any(_structural(base, p, m) for p, m in hits)
-            self._note_replaced(p for p, _ in hits)
-            paths = {p for p, _ in hits} | {os.path.dirname(p) for p, _ in hits if p != base}
-            self.ctx.forget(base if deep else None, paths)
-            shown = {view.key + ("/" + os.path.relpath(p, base) if p != base else "") or "/" for p in paths}
-            self.kcache.invalidate_paths(sorted(shown), prefixes=[view.key + "/exports"] if deep else [])
-
-    def _after_action(self, project: Path | None) -> None:
-        """A control action changed something: drop kernel caches of that project folder."""
-        prefix = ""
-        if isinstance(self.root, InstanceView) and project is not None:
-            prefix = next((f"/{n}" for n, p in self.root.folders().items() if p == project), "")
-            self.ctx.invalidate()
-        self.kcache.invalidate(prefix if project is not None else "")
-
     @_errors
     def readlink(self, path: str) -> str:
         return self._node(path).readlink()
@@ -293,7 +227,7 @@ class CsfsFS(Operations):
         if h.direct:
             fi.direct_io = 1   # control and size files: always the current text
         elif node.immutable:
-            self._cache_mode(path, node, fi, h, h.identity())
+            self.pages.choose(path, node, fi, h)
         h.keep = bool(fi.keep_cache)
         if NOFLUSH and not h.writable:
             fi.noflush = 1   # only control files need flush(): no round trip at close for the rest
@@ -301,55 +235,6 @@ class CsfsFS(Operations):
         self._handles[fh] = h
         fi.fh = fh
         return 0
-
-    def _cache_mode(self, path: str, node: Node, fi: Any, h: Handle, version: tuple) -> None:
-        """How the kernel may cache what this handle serves (each handle serves one version:
-        its own fd or bytes). Never a mix of versions in one file:
-        - the version the kernel may hold pages of (or the first open): keep_cache for
-          immutable files, counted while open;
-        - another version while that one is still being read: direct_io (no page cache, no
-          size limit), so neither reader sees the other's pages;
-        - another version, nobody reading the old one: direct_io too, and the kernel's pages
-          and attributes are dropped (libfuse3; libfuse2 cannot, so it stays direct until the
-          attribute timeout has passed); the next open starts afresh."""
-        now = time.monotonic()
-        src = node.origin
-        if src is not None and self._replaced.get(src, 0.0) > now:
-            fi.direct_io = 1   # its file changed lately: the kernel may hold its old size
-            return
-        with self._vlock:
-            v = self._versions.get(path)
-            if v is None or (v[0] == version and now >= v[3]):
-                keep = self._keep(path, node)
-                if v is None:
-                    if len(self._versions) > MAX_VERSIONS:
-                        self._forget_versions()
-                    v = self._versions[path] = [version, 0, h.size, 0.0]
-                    keep = 0    # pages of an older version may linger: drop them now
-                v[1] += 1
-                h.version = version
-                fi.keep_cache = keep
-                return
-            fi.direct_io = 1
-            if v[1] or v[0] == version:
-                return
-            del self._versions[path]
-            if not self.kcache.enabled:
-                self._versions[path] = [version, 0, h.size, now + ENTRY_TIMEOUT]
-        self.kcache.invalidate_paths([path], wait=False)
-
-    def _forget_versions(self) -> None:
-        """Bound the table: forget files nobody has open (their next open drops their pages)."""
-        for p in [p for p, v in self._versions.items() if not v[1]]:
-            del self._versions[p]
-
-    def _keep(self, path: str, node: Node) -> int:
-        """keep_cache for immutable files, remembered so a control action can drop it.
-        Without invalidation only real data files keep their cache (generated ones may change)."""
-        if self.kcache.enabled:
-            self.kcache.record(path)
-            return 1
-        return 1 if node.origin is not None else 0
 
     def _handle(self, fi: Any) -> Handle:
         h = self._handles.get(fi.fh)
@@ -400,11 +285,7 @@ class CsfsFS(Operations):
         h = self._handles.pop(fi.fh, None)
         if h is None:
             return 0
-        if h.version is not None:
-            with self._vlock:
-                v = self._versions.get(path)
-                if v is not None and v[0] == h.version and v[1]:
-                    v[1] -= 1
+        self.pages.release(path, h)
         h.close()
         return 0
 
@@ -426,8 +307,8 @@ class CsfsFS(Operations):
     if not LSEEK:      # libfuse2: the kernel answers SEEK_DATA/SEEK_HOLE itself (all data)
         del lseek
 
-    create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore[assignment]
-    chmod = chown = utimens = fallocate = _erofs  # type: ignore[assignment]
+    create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs
+    chmod = chown = utimens = fallocate = _erofs
 
 
 def _project_parts(path: str, root: InstanceView | ProjectView) -> list[str] | None:
@@ -445,15 +326,6 @@ def _in_exports(path: str, root: InstanceView | ProjectView) -> bool:
 
 def _is_project_top(path: str, root: InstanceView | ProjectView) -> bool:
     return _project_parts(path, root) == []
-
-
-def _structural(base: str, path: str, mask: int) -> bool:
-    """Does this event change what a project's model, exports or sizes are built from?"""
-    return (os.path.dirname(path) == base or path == base or bool(mask & watch.STRUCTURAL)
-            or path.endswith((".json", ".cs", ".csg")))
-
-
-MAX_VERSIONS = 200_000
 
 
 def fuse_class() -> Any:

@@ -22,13 +22,17 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from csfs.core.errors import CsfsError
+
+if TYPE_CHECKING:
+    from csfs.core.project import Project
 
 # generated files up to this size are kept in memory instead (tunable for tests)
 BIG = int(os.environ.get("CSFS_MOUNT_INLINE_MAX", 8 * 1024 * 1024))
@@ -210,8 +214,10 @@ def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
     from csfs.core.project import Project
 
     proj = Project.open(project)
-    return (exportplan.job_export_plan(proj, juid) if kind == "jobs"
-            else exportplan.group_export_plan(proj, juid, group))
+    if kind == "jobs":
+        return exportplan.job_export_plan(proj, juid)
+    assert group is not None, "a group export names its group"
+    return exportplan.group_export_plan(proj, juid, group)
 
 
 def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tuple[str, list[list], str]:
@@ -224,12 +230,12 @@ def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tupl
     return plan.name, entries, inputs_version(Project.open(project), juid)
 
 
-def inputs_version(project: Any, juid: str) -> str:
+def inputs_version(project: Project, juid: str) -> str:
     """What generated export files are made of: the job's job.json and final metafiles
     (inode, size, mtime of each), hashed."""
     job = project.job(juid)
     paths = [Path(job.dir) / "job.json"]
-    paths += [Path(project.path) / r.final_metafile for g in job.groups for r in g.results if r.metafiles]
+    paths += [Path(project.path) / mf for g in job.groups for r in g.results if (mf := r.final_metafile)]
     ids = []
     for p in paths:
         try:

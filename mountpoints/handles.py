@@ -12,7 +12,7 @@ import os
 import zlib
 from typing import Any
 
-from .control import Pending
+from .control import Pending, Target
 from .native import zerocopy
 
 PREFETCH = 16 * 1024 * 1024
@@ -142,9 +142,9 @@ class ControlHandle(Handle):
     __slots__ = ("pending", "target")
     direct = True
 
-    def __init__(self, target: Any, write: bool, append: bool) -> None:
+    def __init__(self, target: Target, write: bool, append: bool) -> None:
         super().__init__(0)
-        self.target = target    # (controls, scope, action, project)
+        self.target = target
         self.pending = Pending(target, append) if write else None
 
     @property
@@ -153,7 +153,7 @@ class ControlHandle(Handle):
 
     def read(self, size: int, offset: int) -> bytes:
         controls, scope, action, _ = self.target
-        data: bytes = controls.outcome(scope, action)[0]
+        data = controls.outcome(scope, action)[0]
         return data[offset:offset + size]
 
     def write(self, data: bytes, offset: int) -> int:

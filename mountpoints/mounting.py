@@ -104,7 +104,8 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
         code = e.args[0] if e.args and isinstance(e.args[0], int) else None
         if code == FUSE_LOOP_ENDED and find_mount(mountpoint, FSTYPE) is None:
             return   # SIGINT/SIGTERM/SIGHUP: libfuse left its loop and unmounted; a clean stop
-        raise CsfsError(f"mount failed: {FUSE_MAIN_ERRORS.get(code, f'libfuse error {code}')}") from None
+        reason = FUSE_MAIN_ERRORS.get(code, f"libfuse error {code}") if code is not None else str(e)
+        raise CsfsError(f"mount failed: {reason}") from None
 
 
 # fuse_main()'s status (libfuse3 helper.c); FUSE's own message is printed before it
@@ -181,7 +182,7 @@ def _failure(path: Path, start: int) -> str:
             lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    fuse = [ln for ln in lines if ln.startswith("fuse: ") or ln.startswith("fusermount")]
+    fuse = [ln for ln in lines if ln.startswith(("fuse: ", "fusermount"))]
     if fuse:
         return "mount failed: " + fuse[-1].removeprefix("fuse: ")
     return lines[-1].removeprefix("csfs: ") if lines else ""
@@ -207,7 +208,8 @@ def unmount(mountpoint: str) -> str:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode == 0 and find_mount(mountpoint) is None:
             return "unmounted stale mount" if stale else "unmounted"
-        err = (r.stderr or r.stdout).strip().splitlines()[-1:] and (r.stderr or r.stdout).strip().splitlines()[-1]
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        err = lines[-1] if lines else ""
     if "busy" in err.lower():
         raise RefusedError(f"{mountpoint}: busy (a process has files open there or its cwd inside); "
                            f"close them and retry")

@@ -13,6 +13,7 @@ import stat as S
 from collections.abc import Callable
 from typing import Any
 
+from .control import Target
 from .handles import BytesHandle, ControlHandle, DirectBytesHandle, FileHandle, Handle
 
 Entry = tuple[str, int, int]   # a directory entry: (name, file-type bits, inode)
@@ -75,43 +76,38 @@ class RealDir(_Dir):
         self.real = real
 
 
-class RealFile(Node):
-    """Any other entry of the project tree (file, symlink, FIFO, ...), passed through."""
+class _SourceBacked(Node):
+    """A file whose bytes are those of the file `origin` on disk."""
 
-    __slots__ = ("real",)
+    __slots__ = ("origin",)
+    origin: str
 
-    def __init__(self, attrs: dict[str, Any], real: str, immutable: bool = False) -> None:
+    def __init__(self, attrs: dict[str, Any], origin: str, immutable: bool = False) -> None:
         super().__init__(attrs, immutable)
-        self.real = real
-
-    @property
-    def origin(self) -> str:   # type: ignore[override]
-        return self.real
+        self.origin = origin
 
     def open(self, write: bool, append: bool) -> Handle:
-        return FileHandle(self.real)
+        return FileHandle(self.origin)
+
+
+class RealFile(_SourceBacked):
+    """Any other entry of the project tree (file, symlink, FIFO, ...), passed through."""
+
+    __slots__ = ()
 
     def readlink(self) -> str:
         if not S.S_ISLNK(self.attrs["st_mode"]):
             return super().readlink()
-        return os.readlink(self.real)
+        return os.readlink(self.origin)
 
 
-class PlanFile(Node):
+class PlanFile(_SourceBacked):
     """An export's copy of a project file: served from that source file."""
 
-    __slots__ = ("source",)
+    __slots__ = ()
 
     def __init__(self, attrs: dict[str, Any], source: str) -> None:
-        super().__init__(attrs, immutable=True)
-        self.source = source
-
-    @property
-    def origin(self) -> str:   # type: ignore[override]
-        return self.source
-
-    def open(self, write: bool, append: bool) -> Handle:
-        return FileHandle(self.source)
+        super().__init__(attrs, source, immutable=True)
 
 
 class GeneratedFile(Node):
@@ -156,14 +152,12 @@ class SizeFile(Node):
 
 
 class ControlFile(Node):
-    """A control/ file: reading shows the last outcome, writing a command acts.
-
-    `target` is (controls, scope, action, project directory or None)."""
+    """A control/ file: reading shows the last outcome, writing a command acts."""
 
     __slots__ = ("target",)
     writable = True
 
-    def __init__(self, attrs: dict[str, Any], target: tuple[Any, str, str, Any]) -> None:
+    def __init__(self, attrs: dict[str, Any], target: Target) -> None:
         super().__init__(attrs)
         self.target = target
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import stat as S
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from csfs.core.errors import CsfsError
 
@@ -14,8 +15,12 @@ from . import generated
 from .context import PROJECT_TTL, Context
 from .control import PROJECT_ACTIONS, Controls
 from .nodes import ControlFile, GeneratedFile, Node, PlanFile, RealDir, RealFile, SizeFile, StagedFile, VirtualDir
-from .statinfo import T_DEV, T_INO, T_MODE, compact, ns, real_attrs, virtual_attrs
 from .perms import AS_IS, LIST
+from .statinfo import T_DEV, T_INO, T_MODE, compact, ns, real_attrs, virtual_attrs
+
+if TYPE_CHECKING:
+    from csfs.core.project import Project
+    from csfs.core.sizes import SizeReport
 
 VIRTUAL_TOP = ("exports", "sizes", "control")
 EXPORT_KINDS = ("jobs", "groups")
@@ -34,7 +39,7 @@ class ProjectView:
         ctx.watch(self.path)
 
     # -- core objects (cached) ---------------------------------------------------
-    def project(self) -> Any:
+    def project(self) -> Project:
         from csfs.core.project import Project
 
         return self.ctx.obj(("project", str(self.path)), lambda: Project.open(self.path))
@@ -60,8 +65,9 @@ class ProjectView:
             for uid, job in jobs.items():
                 if job.error or job.status != "completed":
                     continue
-                names = ([("jobs", exportplan.job_export_name(job), None)]
-                         if exportplan.has_job_export(job) else [])
+                names: list[tuple[str, str, str | None]] = (
+                    [("jobs", exportplan.job_export_name(job), None)]
+                    if exportplan.has_job_export(job) else [])
                 names += [("groups", exportplan.group_export_name(job, g.name), g.name) for g in job.groups]
                 for kind, name, group in names:
                     if exportplan.plain_name(name):     # a '/' in job.json's names: not listable
@@ -88,10 +94,10 @@ class ProjectView:
                 plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
         return plan
 
-    def sizes(self) -> Any:
+    def sizes(self) -> SizeReport:
         from csfs.core.sizes import project_sizes
 
-        def compute() -> Any:
+        def compute() -> SizeReport:
             cache_dir = None
             try:
                 cache_dir = self.ctx.instance().cache_dir
@@ -144,7 +150,7 @@ class ProjectView:
             if missing_ok:
                 return self._vdir(parts, lambda: self._merged(parts, None, extra, merge))
             if not parts:   # the project directory itself moved away: an empty folder
-                return self._vdir(parts, lambda: [])
+                return self._vdir(parts, list)
             raise _enoent()
         dev = st[T_DEV]
         attrs = real_attrs(st, self.ctx.inodes.real(dev, st[T_INO]), shared=not self.ctx.plain)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from conftest import copy_demo, run_csfs
 from mountutil import mounted, needs_fuse, run, tar_members
 

@@ -22,7 +22,7 @@ def tuned(base: Any, fuse_major: int) -> Any:
     c_stat: Any = getattr(sys.modules[base.__module__], "c_stat", None)
     listings: dict[str, tuple[list[tuple[str, int, int]], Any]] = {}   # readdirplus walks in progress
 
-    class Tuned(base):  # type: ignore[misc, valid-type]
+    class Tuned(base):
         if threadstate:
             def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
                 # ctypes creates and destroys a Python thread state around every callback
