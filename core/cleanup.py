@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 from . import documents, faults
 from .clearplan import JobClear, clear_plan, inside_job
 from .errors import ActiveJobError, RefusedError
 
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .project import Job
+
 Progress = Callable[[int, "int | None"], None]
 RECORD_KEY = "csfs_intermediate_cleared"
 
 
-def _check_job(job: Any) -> None:
+def _check_job(job: Job) -> None:
     if job.is_active:
         raise ActiveJobError(f"{job.uid} is {job.status}; clear its intermediate results once it has finished")
     if not job.is_final:
@@ -30,7 +35,7 @@ def _check_job(job: Any) -> None:
         raise RefusedError(f"{job.uid}: {job.error}")
 
 
-def clear_intermediate(instance: Any, ref: str, juid: str | None = None, dry_run: bool = False,
+def clear_intermediate(instance: Instance, ref: str, juid: str | None = None, dry_run: bool = False,
                        progress: Progress | None = None) -> list[JobClear]:
     """Clear one job (`juid`) or every final-state job of a project; returns what was (or would be) cleared."""
     from . import sizes, store

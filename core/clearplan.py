@@ -11,11 +11,10 @@ import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import references
 from .errors import CsfsError
-from .project import load_paths
+from .project import Job, Project, load_paths
 
 
 @dataclass
@@ -42,7 +41,7 @@ class JobClear:
         return {**asdict(self), "bytes": self.bytes}
 
 
-def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
+def kept_versions(project: Project, job: Job) -> dict[tuple[str, str], set[int]]:
     """(group, result) -> versions to keep: the final one and those other jobs' inputs name."""
     keep: dict[tuple[str, str], set[int]] = {}
     consumers = project.consumers(job.uid)
@@ -61,13 +60,13 @@ def kept_versions(project: Any, job: Any) -> dict[tuple[str, str], set[int]]:
     return keep
 
 
-def unknown_consumers(project: Any, job: Any) -> list[str]:
+def unknown_consumers(project: Project, job: Job) -> list[str]:
     """Other jobs that cannot be read and may consume `job` (see Job.may_use): which of its
     versions they use is unknown. Unreadable jobs that never name `job` do not count."""
     return [j.uid for j in project.jobs.values() if j.uid != job.uid and j.may_use(job)]
 
 
-def clear_plan(project: Any, job: Any) -> JobClear:
+def clear_plan(project: Project, job: Job) -> JobClear:
     """What clearing `job` would delete (computed only; nothing changes).
 
     A file is deleted only when it is a regular file inside the job's (real) folder,
@@ -86,7 +85,7 @@ def clear_plan(project: Any, job: Any) -> JobClear:
     kept_metafiles: set[str] = set()
     for g in job.groups:
         for r in g.results:
-            for v, mf in zip(r.versions, r.metafiles):
+            for v, mf in zip(r.versions, r.metafiles, strict=True):
                 if r.passthrough:
                     # passthrough data comes from the job's inputs: it cannot name the files
                     # this job wrote for its own iterations, so it is never cleared

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 from . import exportplan, faults
 from .atomic import fsync_dir
-from .errors import RefusedError
-from .exportplan import Plan
+from .exportplan import Entry, Plan
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .project import Project
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -31,7 +35,9 @@ class _Targets:
         self.inside = project_real + os.sep
         self._rel: dict[tuple[str, str], str] = {}
 
-    def __call__(self, source: Path, rel_path: str) -> str:
+    def __call__(self, source: str | None, rel_path: str) -> str:
+        if source is None:
+            raise ValueError(f"export entry {rel_path!r}: a file without a source")
         src = os.fspath(source)
         if not src.startswith(self.inside):
             return src
@@ -98,7 +104,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _replace(path: Path, make: Callable[[Path], None]) -> None:
+def _replace(path: Path, make: Callable[[Path], object]) -> None:
     """Create `path` through `make(tmp)` and an atomic rename (a folder in the way is removed)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -118,7 +124,7 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
-def _put(e: Any, path: Path, existing: bool, targets: _Targets, counts: dict) -> None:
+def _put(e: Entry, path: Path, existing: bool, targets: _Targets, counts: dict) -> None:
     """Make one directory or generated file (or, over an existing export, one link) match `e`."""
     if e.kind == "dir":
         if not (existing and path.is_dir() and not path.is_symlink()):
@@ -127,6 +133,7 @@ def _put(e: Any, path: Path, existing: bool, targets: _Targets, counts: dict) ->
             path.mkdir(mode=0o700)
             counts["changed"] += 1
     elif e.kind == "generated":
+        assert e.generate is not None, f"generated entry {e.path!r} without its generator"
         data = e.generate()
         if not existing:
             path.write_bytes(data)
@@ -184,13 +191,7 @@ def _ns(t: float) -> int:
     return int(round(t * 1e9))
 
 
-def _refuse_missing(plan: Plan) -> None:
-    if plan.missing:
-        raise RefusedError(f"{plan.name}: {len(plan.missing)} data file(s) named by the outputs are missing "
-                           f"(first: {plan.missing[0]}); run `csfs verify` and fix them first")
-
-
-def _export(instance: Any, ref: str, build: Callable[[Any], Plan], kind: str,
+def _export(instance: Instance, ref: str, build: Callable[[Project], Plan], kind: str,
             progress: Progress | None, stats: dict | None) -> Path:
     from . import store
     from .project import Project
@@ -199,17 +200,19 @@ def _export(instance: Any, ref: str, build: Callable[[Any], Plan], kind: str,
     store.check_writable(instance, rec.path)
     project = Project.open(rec.path)
     plan = build(project)
-    _refuse_missing(plan)
+    refusal = plan.refusal()
+    if refusal is not None:
+        raise refusal
     return write_plan(plan, project.path / "exports" / kind / plan.name, project.path, progress, stats)
 
 
-def export_job(instance: Any, ref: str, juid: str, progress: Progress | None = None,
+def export_job(instance: Instance, ref: str, juid: str, progress: Progress | None = None,
                stats: dict | None = None) -> Path:
     """Consolidate a completed job's export into `<project>/exports/jobs/J<N>_<type>/`."""
     return _export(instance, ref, lambda p: exportplan.job_export_plan(p, juid), "jobs", progress, stats)
 
 
-def export_group(instance: Any, ref: str, juid: str, group: str, progress: Progress | None = None,
+def export_group(instance: Instance, ref: str, juid: str, group: str, progress: Progress | None = None,
                  stats: dict | None = None) -> Path:
     """Consolidate an output group's export into `<project>/exports/groups/J<N>_<group>/`."""
     return _export(instance, ref, lambda p: exportplan.group_export_plan(p, juid, group), "groups",

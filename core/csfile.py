@@ -14,8 +14,9 @@ import mmap
 import os
 import struct
 import tokenize
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO
 
 import lz4.block
 import numpy as np
@@ -68,7 +69,7 @@ def load(path: str | os.PathLike, fields: Sequence[str] | None = None) -> np.nda
                 if rows == 0:
                     return np.zeros(0, dtype)
                 return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(rows,))
-            return _numpy_columns(f, path, dtype, rows, offset, _select(path, dtype.names, fields))
+            return _numpy_columns(f, path, dtype, rows, offset, _select(path, dtype.names or (), fields))
         meta = _csdat_layout(f, path)
         names = [name for name, _, _ in meta.dtype]
         return _csdat_columns(f, path, meta, names if fields is None else _select(path, names, fields))
@@ -79,7 +80,7 @@ def info(path: str | os.PathLike) -> CsInfo:
     with _open(path) as f:
         if _sniff(f, path) == "numpy":
             dtype, rows, _ = _numpy_header(f, path)
-            fields = [(n, dtype[n].base.str, dtype[n].shape) for n in dtype.names]
+            fields = [(n, dtype[n].base.str, dtype[n].shape) for n in dtype.names or ()]
             return CsInfo("numpy", rows, fields)
         meta = _csdat_layout(f, path)
         return CsInfo("csdat", meta.rows, meta.dtype)
@@ -88,12 +89,12 @@ def info(path: str | os.PathLike) -> CsInfo:
 def is_path_field(name: str) -> bool:
     """Does a field name data files? `blob/path`, `map/path`, and `*_path` such as
     `location/micrograph_path`."""
-    return "/" in name and (name.endswith("/path") or name.endswith("_path"))
+    return "/" in name and name.endswith(("/path", "_path"))
 
 
 def path_fields(arr_or_dtype: np.ndarray | np.dtype) -> list[str]:
     """The fields naming data files (`blob/path`, `map/path`, `location/micrograph_path`, ...)."""
-    dtype = getattr(arr_or_dtype, "dtype", arr_or_dtype)
+    dtype = arr_or_dtype.dtype if isinstance(arr_or_dtype, np.ndarray) else arr_or_dtype
     return [n for n in (dtype.names or ()) if is_path_field(n)]
 
 
@@ -101,7 +102,7 @@ def _open(path: str | os.PathLike) -> IO[bytes]:
     return safeio.open_file(path)     # regular files only: a FIFO must not block
 
 
-def _sniff(f: IO[bytes], path) -> str:
+def _sniff(f: IO[bytes], path: str | os.PathLike) -> str:
     magic = f.read(6)
     if magic == NUMPY_MAGIC:
         return "numpy"
@@ -116,14 +117,14 @@ def _sniff(f: IO[bytes], path) -> str:
                         "expected \\x93NUMPY or \\x95CSDAT)")
 
 
-def _select(path, names: Sequence[str], fields: Sequence[str]) -> list[str]:
+def _select(path: str | os.PathLike, names: Sequence[str], fields: Sequence[str]) -> list[str]:
     missing = [f for f in fields if f not in names]
     if missing:
         raise NotFoundError(f"{path}: no field {missing[0]!r} (list them with `csfs cs show`)")
     return list(dict.fromkeys(fields))
 
 
-def _numpy_header(f: IO[bytes], path) -> tuple[np.dtype, int, int]:
+def _numpy_header(f: IO[bytes], path: str | os.PathLike) -> tuple[np.dtype, int, int]:
     """(dtype, rows, data offset) of a classic-form file positioned after its magic."""
     fmt = np.lib.format
     try:
@@ -144,7 +145,7 @@ def _numpy_header(f: IO[bytes], path) -> tuple[np.dtype, int, int]:
     return dtype, rows, offset
 
 
-def _check_size(path, rows: int, need: int, have: int, what: str = "the file holds") -> None:
+def _check_size(path: str | os.PathLike, rows: int, need: int, have: int, what: str = "the file holds") -> None:
     if have < need:
         raise CsFormatError(f"{path}: truncated: the header says {rows} rows ({need} bytes) "
                             f"but {what} only {have} bytes")
@@ -153,7 +154,7 @@ def _check_size(path, rows: int, need: int, have: int, what: str = "the file hol
                             f"{need} bytes but {what} {have}")
 
 
-def _numpy_columns(f: IO[bytes], path, dtype: np.dtype, rows: int, offset: int,
+def _numpy_columns(f: IO[bytes], path: str | os.PathLike, dtype: np.dtype, rows: int, offset: int,
                    names: list[str]) -> np.ndarray:
     """Copy only `names` out of the memory-mapped rows, a chunk at a time."""
     out = np.empty(rows, _packed([(n, dtype[n]) for n in names]))
@@ -193,7 +194,7 @@ def load_strings(path: str | os.PathLike, field: str) -> tuple[np.ndarray, np.nd
     with _open(path) as f:
         if _sniff(f, path) == "numpy":
             dtype, rows, offset = _numpy_header(f, path)
-            _select(path, dtype.names, [field])
+            _select(path, dtype.names or (), [field])
             if dtype[field].kind != "S" or dtype[field].shape:
                 raise UsageError(f"{path}: field {field!r} is not a string column")
             codes = np.empty(rows, np.uint32)
@@ -226,7 +227,7 @@ def _first_seen(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq[order], rank[inverse.ravel()]
 
 
-def _csdat_layout(f: IO[bytes], path) -> _Csdat:
+def _csdat_layout(f: IO[bytes], path: str | os.PathLike) -> _Csdat:
     """Parse the header of a compressed-form file and locate each column by seeking."""
     size = os.fstat(f.fileno()).st_size
     hlen = _u32(f, path, "header length")
@@ -274,7 +275,7 @@ def _csdat_layout(f: IO[bytes], path) -> _Csdat:
 MAX_ROW_BYTES = 1 << 24    # one field of one row: real ones are at most a few KiB
 
 
-def _shape_items(path, name: str, shape: tuple) -> int:
+def _shape_items(path: str | os.PathLike, name: str, shape: tuple) -> int:
     """Elements per row of a field with sub-array `shape` (a list of small non-negative ints)."""
     n = 1
     if len(shape) > 32 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
@@ -286,14 +287,14 @@ def _shape_items(path, name: str, shape: tuple) -> int:
     return n
 
 
-def _u32(f: IO[bytes], path, what: str) -> int:
+def _u32(f: IO[bytes], path: str | os.PathLike, what: str) -> int:
     raw = f.read(4)
     if len(raw) < 4:
         raise CsFormatError(f"{path}: truncated before the {what}")
     return struct.unpack("<I", raw)[0]
 
 
-def _column_dtype(path, name: str, dstr: str) -> np.dtype:
+def _column_dtype(path: str | os.PathLike, name: str, dstr: str) -> np.dtype:
     """The stored element dtype of a column (strings are stored as u64 heap offsets)."""
     try:
         dt = np.dtype("<u8" if dstr in ("|O", "O") else dstr)
@@ -304,7 +305,8 @@ def _column_dtype(path, name: str, dstr: str) -> np.dtype:
     return dt
 
 
-def _csdat_raw(f: IO[bytes], path, meta: _Csdat, name: str):
+def _csdat_raw(f: IO[bytes], path: str | os.PathLike, meta: _Csdat,
+               name: str) -> tuple[np.ndarray, Callable[[], bytes]]:
     """One column as stored (strings as u64 heap offsets), and a loader of the heap."""
     (dstr, shape), = [(d, sh) for n, d, sh in meta.dtype if n == name]
     stored = _column_dtype(path, name, dstr)
@@ -326,7 +328,7 @@ def _csdat_raw(f: IO[bytes], path, meta: _Csdat, name: str):
     return np.frombuffer(data, stored).reshape(meta.rows, *shape), heap
 
 
-def _csdat_columns(f: IO[bytes], path, meta: _Csdat, names: list[str]) -> np.ndarray:
+def _csdat_columns(f: IO[bytes], path: str | os.PathLike, meta: _Csdat, names: list[str]) -> np.ndarray:
     """Decode only the columns in `names`; strings become fixed-width |S."""
     spec = {name: (dstr, shape) for name, dstr, shape in meta.dtype}
     cols: dict[str, np.ndarray] = {}
@@ -351,7 +353,7 @@ def _csdat_columns(f: IO[bytes], path, meta: _Csdat, names: list[str]) -> np.nda
     return out
 
 
-def _heap_strings(path, name: str, heap: bytes, offsets: np.ndarray) -> np.ndarray:
+def _heap_strings(path: str | os.PathLike, name: str, heap: bytes, offsets: np.ndarray) -> np.ndarray:
     """Turn u64 heap offsets into a fixed-width |S array (width = longest + 1)."""
     uniq, inverse = np.unique(offsets.ravel(), return_inverse=True)
     nuls = np.flatnonzero(np.frombuffer(heap, np.uint8) == 0)
@@ -360,7 +362,7 @@ def _heap_strings(path, name: str, heap: bytes, offsets: np.ndarray) -> np.ndarr
         raise CsFormatError(f"{path}: column {name!r} points outside the string heap")
     ends = nuls[where]
     width = int((ends - uniq).max(initial=0)) + 1
-    strings = np.array([heap[s:e] for s, e in zip(uniq.tolist(), ends.tolist())], f"S{width}")
+    strings = np.array([heap[s:e] for s, e in zip(uniq.tolist(), ends.tolist(), strict=True)], f"S{width}")
     return strings[inverse.reshape(offsets.shape)] if len(uniq) else np.zeros(offsets.shape, "S1")
 
 
@@ -432,7 +434,7 @@ def _encode(name: str, col: np.ndarray) -> np.ndarray:
 
 def _csdat_chunks(arr: np.ndarray) -> Iterator[bytes]:
     """The compressed form: magic, header, one column after another, string heap."""
-    names = arr.dtype.names
+    names = arr.dtype.names or ()
     strings = [n for n in names if arr.dtype[n].base.kind == "S"]
     compressed = [n for n in names if n not in NEVER_COMPRESS]
     dtype = [[n, "|O" if n in strings else arr.dtype[n].base.str, *([list(arr.dtype[n].shape)]

@@ -5,14 +5,17 @@ project directory, as CryoSPARC itself stores them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import exportplan
 
+if TYPE_CHECKING:
+    from .project import Project
 
-def group_dataset(project: Any, juid: str, group: str) -> np.ndarray:
+
+def group_dataset(project: Project, juid: str, group: str) -> np.ndarray:
     """The joined dataset of output `group` of job `juid` (NotFoundError if either is unknown)."""
     job = project.job(juid)
     g = exportplan._find_group(job, group)

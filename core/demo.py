@@ -1,8 +1,8 @@
 """`csfs demo`: a synthetic but structurally faithful CryoSPARC project (legacy, v4 or v5).
 
 `make_demo(dir, scale, seed, flavour)` writes `<dir>/raw/` (the "microscope" movies)
-and the project (`<dir>/CS-csfs-demo/`, or `<dir>/P12/` for legacy) with ten jobs: import → motion → CTF → blob picks → extract
-→ 2D classes (intermediate iterations) → ab-initio → refinement (per-iteration
+and the project (`<dir>/CS-csfs-demo/`, or `<dir>/P12/` for legacy) with ten jobs: import → motion → CTF → blob
+picks → extract → 2D classes (intermediate iterations) → ab-initio → refinement (per-iteration
 volumes), one job left running and one failed. uids flow from picks to refinement,
 inputs name the versions they consumed, every data file has a real MRC header.
 Deterministic for a seed: all times come from a fixed base, never from "now".
@@ -15,9 +15,10 @@ import datetime as _dt
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import bson
 import numpy as np
@@ -31,7 +32,7 @@ from .errors import RefusedError, UsageError
 PROJECT_DIR = "CS-csfs-demo"      # v4 and v5; legacy: P12
 TITLE = "csfs demo"
 DESCRIPTION = "Synthetic demo project written by `csfs demo` (not real data)."
-BASE_TIME = _dt.datetime(2024, 3, 4, 9, 0, tzinfo=_dt.timezone.utc)
+BASE_TIME = _dt.datetime(2024, 3, 4, 9, 0, tzinfo=_dt.UTC)
 PSIZE = 0.83
 
 
@@ -70,7 +71,7 @@ def _t(hours: float) -> _dt.datetime:
 class _Job:
     """Collects one job's outputs, inputs and files; `finish()` writes its metadata."""
 
-    def __init__(self, demo: "_Demo", num: int, type: str, title: str, status: str = "completed") -> None:
+    def __init__(self, demo: _Demo, num: int, type: str, title: str, status: str = "completed") -> None:
         self.demo, self.num, self.type, self.title, self.status = demo, num, type, title, status
         self.uid = f"J{num}"
         self.dir = demo.root / self.uid
@@ -178,8 +179,8 @@ class _Demo:
         self.rng = np.random.default_rng(seed)
         self.progress = progress
         self.jobs: list[_Job] = []
-        self.params = {"class_2D_new": {"class2D_K": {"value": scale.classes2d}},
-                       "homo_refine_new": {"refine_symmetry": {"value": "C1"}}}
+        self.params: dict[str, dict[str, dict[str, Any]]] = {"class_2D_new": {"class2D_K": {"value": scale.classes2d}},
+                                                            "homo_refine_new": {"refine_symmetry": {"value": "C1"}}}
         self.png = dd.png_bytes()
         self.traj = dd.npy_bytes(np.zeros((scale.frames, 2), "<f4"))
         self.dumped_at = _t(12)
@@ -218,7 +219,7 @@ class _Demo:
         n = s.mics
         self.mic_uid = dd.uids(rng, n)
         names = [f"FoilHole_{10000 + i // 8}_Data_{2000 + i % 8}_{i:05d}_20240304_fractions" for i in range(n)]
-        self.names = [f"{u:021d}_{nm}" for u, nm in zip(self.mic_uid, names)]
+        self.names = [f"{u:021d}_{nm}" for u, nm in zip(self.mic_uid, names, strict=True)]
         self._import(names)
         self.tick(1)
         self._motion()
@@ -259,7 +260,7 @@ class _Demo:
         (j.dir / "imported").mkdir()
         self.raw.mkdir(parents=True, exist_ok=True)
         paths = []
-        for nm, full in zip(names, self.names):
+        for nm, full in zip(names, self.names, strict=True):
             movie = self.raw / f"{nm}.mrc"
             self.image("", (s.frames, s.mic_px, s.mic_px), mode=0, path=movie)
             (self.raw / f"{nm}.xml").write_text(f"<MicroscopeImage><name>{nm}</name>"
@@ -475,7 +476,7 @@ class _Demo:
         j.output("particles", "particle", "Refined particles", n,
                  {"alignments3D": (versions, pmf, False),
                   **{k: ([0], [passthrough], True) for k in ("blob", "ctf", "alignments2D")}})
-        j.output("volume", "volume", "Refined volume", 1, {k: (versions, vmf, False) for k in VOLUME_SLOTS})
+        j.output("volume", "volume", "Refined volume", 1, dict.fromkeys(VOLUME_SLOTS, (versions, vmf, False)))
         j.connect("particles", "particle", "Particles", src, src_groups[0],
                   {"blob": "F", "ctf": "F", "alignments3D": "F"})
         j.connect("volume", "volume", "Initial volume", src, src_groups[1], {"map": "F"})
@@ -534,9 +535,9 @@ class _Demo:
                 for name in filenames + dirnames:
                     os.utime(os.path.join(dirpath, name), (t, t))
                 os.utime(dirpath, (t, t))
-        for p in ("project.json", "workspaces.json", "job_manifest.json", "."):
-            if (self.root / p).exists():
-                os.utime(self.root / p, (t, t))
+        for name in ("project.json", "workspaces.json", "job_manifest.json", "."):
+            if (self.root / name).exists():
+                os.utime(self.root / name, (t, t))
 
 
 def make_demo(dir: str | os.PathLike, scale: str = "tiny", seed: int = 0,

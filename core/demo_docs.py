@@ -38,12 +38,12 @@ LEGACY_NO_JOB_JSON = {1, 2, 3, 4, 5}   # predate job.json: outputs only in their
 
 def iso(d: _dt.datetime | None) -> str | None:
     """ISO 8601 in UTC with a Z, as pydantic (v5) and newer v4 exports write it."""
-    return None if d is None else d.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if d is None else d.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def rfc1123(d: _dt.datetime | None) -> str | None:
     """RFC 1123 (`Mon, 04 Mar 2024 19:00:00 GMT`), whatever the locale."""
-    return None if d is None else email.utils.format_datetime(d.astimezone(_dt.timezone.utc), usegmt=True)
+    return None if d is None else email.utils.format_datetime(d.astimezone(_dt.UTC), usegmt=True)
 
 
 def mongo_date(d: _dt.datetime | None, ms: bool) -> dict | None:
@@ -70,7 +70,7 @@ def has_job_json(flavour: str, num: int) -> bool:
 
 # -- jobs --------------------------------------------------------------------------------------
 
-def _times(job: "_Job") -> dict[str, Any]:
+def _times(job: _Job) -> dict[str, Any]:
     def later(hours: float) -> _dt.datetime:
         return job.created + _dt.timedelta(hours=hours)
 
@@ -82,14 +82,14 @@ def _times(job: "_Job") -> dict[str, Any]:
             "killed_at": None}
 
 
-def _group_passthrough(job: "_Job", g: dict) -> str | bool:
+def _group_passthrough(job: _Job, g: dict) -> str | bool:
     """False for a new output, else the name of the input whose slots it forwards (v4 and v5)."""
     if not any(r["passthrough"] for r in job.results if r["group_name"] == g["name"]):
         return False
     return next((sg["name"] for sg in job.slot_groups if sg["type"] == g["type"]), False)
 
 
-def _slot_groups(job: "_Job") -> list[dict]:
+def _slot_groups(job: _Job) -> list[dict]:
     """Input slot groups as v4/v5 record them: each connection also lists the source group's results
     the job did not ask for, passed through at the final version with `slot_name` None."""
     by_uid = {j.uid: j for j in job.demo.jobs}
@@ -107,18 +107,18 @@ def _slot_groups(job: "_Job") -> list[dict]:
     return out
 
 
-def _parents(job: "_Job") -> list[str]:
+def _parents(job: _Job) -> list[str]:
     return list(dict.fromkeys(c["job_uid"] for g in job.slot_groups for c in g["connections"]))
 
 
-def job_doc(flavour: str, job: "_Job", children: list[str]) -> dict | None:
+def job_doc(flavour: str, job: _Job, children: list[str]) -> dict | None:
     """job.json for `job` in `flavour`'s shape (None: the job has no job.json)."""
     if not has_job_json(flavour, job.num):
         return None
     return _v5_job(job, children) if flavour == "v5" else _v4_job(flavour, job, children)
 
 
-def _v4_job(flavour: str, job: "_Job", children: list[str]) -> dict:
+def _v4_job(flavour: str, job: _Job, children: list[str]) -> dict:
     """v4 (and v3: the same keys, `job_type` and ms dates) job.json."""
     puid = job.demo.project_uid
     legacy = flavour == "legacy"
@@ -146,7 +146,8 @@ def _v4_job(flavour: str, job: "_Job", children: list[str]) -> dict:
         **{k: rfc1123(v) if not legacy and n in V4_RFC1123_DATES else mongo_date(v, ms)
            for k, v in _times(job).items()},
         "workspace_uids": ["W1"], "job_dir": job.uid, "parents": _parents(job), "children": children,
-        "input_slot_groups": job.slot_groups if legacy else _slot_groups(job), "output_result_groups": groups, "output_results": results,
+        "input_slot_groups": job.slot_groups if legacy else _slot_groups(job),
+        "output_result_groups": groups, "output_results": results,
         "params_spec": job.demo.params.get(job.type, {}),
         "queued_to_lane": "default", "interactive_hostname": "",
         "resources_allocated": {"lane": "default", "hostname": "gpu01", "slots": {"GPU": [0]}},
@@ -158,11 +159,11 @@ def _v4_job(flavour: str, job: "_Job", children: list[str]) -> dict:
     return doc
 
 
-def _errors(job: "_Job") -> list[dict]:
+def _errors(job: _Job) -> list[dict]:
     return [{"message": "CUDA out of memory", "warning": False}] if job.status == "failed" else []
 
 
-def _v5_job(job: "_Job", children: list[str]) -> dict:
+def _v5_job(job: _Job, children: list[str]) -> dict:
     puid = job.demo.project_uid
     dumped = job.demo.dumped_at
     return {
@@ -189,7 +190,7 @@ def _dtype(result_type: str) -> str:
     return result_type.split(".", 1)[-1]
 
 
-def _v5_spec(job: "_Job") -> dict:
+def _v5_spec(job: _Job) -> dict:
     inputs = {}
     for sg in _slot_groups(job):
         inputs[sg["name"]] = {

@@ -22,8 +22,9 @@ import datetime as _dt
 import email.utils
 import posixpath
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from . import ids
 from .errors import FormatError, NotFoundError
@@ -90,20 +91,20 @@ def iso_time(v: Any) -> str | None:
 
 def now_iso() -> str:
     """Now, as csfs writes times into documents and locks (UTC, seconds: 2024-03-04T09:00:00+00:00)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def file_stamp() -> str:
     """Now, for a file name: 20240304T090000Z (UTC)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _z(d: _dt.datetime) -> str:
-    return d.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    return d.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _unwrap(v: dict) -> Any:
-    v = v.get("$date", v.get("$numberLong"))
+def _unwrap(doc: dict) -> Any:
+    v = doc.get("$date", doc.get("$numberLong"))
     if isinstance(v, dict):
         v = v.get("$numberLong")
         try:
@@ -125,11 +126,12 @@ def _datetime(v: Any) -> _dt.datetime | None:
         v = _unwrap(v)
     if v is None or v == "" or isinstance(v, bool):
         return None
+    d: _dt.datetime | None
     if isinstance(v, _dt.datetime):
         d = v
     elif isinstance(v, (int, float)):
         try:
-            return _dt.datetime.fromtimestamp(v / 1000, _dt.timezone.utc)
+            return _dt.datetime.fromtimestamp(v / 1000, _dt.UTC)
         except (OverflowError, OSError, ValueError):
             return None
     elif isinstance(v, str):
@@ -141,7 +143,7 @@ def _datetime(v: Any) -> _dt.datetime | None:
                 return None
     else:
         return None
-    return d.replace(tzinfo=_dt.timezone.utc) if d.tzinfo is None else d
+    return d.replace(tzinfo=_dt.UTC) if d.tzinfo is None else d
 
 
 # -- the read model ------------------------------------------------------------------------
@@ -295,6 +297,11 @@ def _obj(v: Any, what: str) -> dict:
     return v
 
 
+def _dict(v: Any) -> dict:
+    """v when it is a dict, else an empty one (an optional sub-document)."""
+    return v if isinstance(v, dict) else {}
+
+
 def _list(v: Any, what: str) -> list:
     if v is None:
         return []
@@ -380,7 +387,7 @@ def _metafile(m: Any) -> str:
     if not isinstance(m, str) or not m or "\0" in m:
         raise DocumentError(f"metafile {m!r} is not a path")
     norm = posixpath.normpath(m)
-    if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+    if norm == ".." or norm.startswith(("/", "../")):
         raise DocumentError(f"metafile {m!r} leaves the project directory")
     return m
 
@@ -577,7 +584,8 @@ def with_outputs(doc: Mapping[str, Any], groups: Iterable[NewGroup]) -> dict:
         } for g in groups}
         out["spec"] = spec
         return out
-    gdocs, rdocs = [], []
+    gdocs: list[dict] = []
+    rdocs: list[dict] = []
     for gi, g in enumerate(groups, 1):
         contains = []
         for s, t in g.slots.items():
@@ -604,9 +612,9 @@ def imported_job_extra(src: Mapping[str, Any], form: str) -> dict:
         raise FormatError(str(e)) from None
     keep = {k: v for k, v in src.items() if k not in _NOT_IMPORTED and k not in STRIPPED_JOB_KEYS
             and k not in ("type", "job_type", "params_spec")}
-    spec = src.get("spec") if isinstance(src.get("spec"), dict) else {}
-    params_v4 = src.get("params_spec") if isinstance(src.get("params_spec"), dict) else {}
-    params_v5 = spec.get("params") if isinstance(spec.get("params"), dict) else {}
+    spec = _dict(src.get("spec"))
+    params_v4 = _dict(src.get("params_spec"))
+    params_v5 = _dict(spec.get("params"))
     if form == "v5":
         keep["spec"] = {"params": params_v5 or {k: v.get("value") for k, v in params_v4.items()
                                                 if isinstance(v, dict) and "value" in v}}

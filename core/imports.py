@@ -21,19 +21,24 @@ import posixpath
 import re
 import shutil
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import csfile, csg, documents, rawfiles, safeio, store
 from .cleanup import RECORD_KEY
+from .documents import now_iso
 from .errors import CsfsError, FormatError, NotFoundError, UsageError
 from .exportplan import join_order
-from .documents import now_iso
 from .rawfiles import RawFile
 from .walk import scan
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .project import Project
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -73,7 +78,7 @@ class _Trust:
     _names: dict[tuple[int, int], int] | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, folder: Path, allow_from: Sequence[str | os.PathLike] = (), copy: bool = False) -> "_Trust":
+    def of(cls, folder: Path, allow_from: Sequence[str | os.PathLike] = (), copy: bool = False) -> _Trust:
         export = os.path.realpath(folder)
         roots = [export]
         for up in [folder, *folder.parents]:
@@ -173,7 +178,7 @@ def _place(sources: dict[str, Path], jdir: Path, copy: bool, progress: Progress 
 
 def _safe_rel(value: str, what: str) -> str:
     rel = posixpath.normpath(value)
-    if rel.startswith("/") or rel == ".." or rel.startswith("../"):
+    if rel == ".." or rel.startswith(("/", "../")):
         raise FormatError(f"{what}: data path {value!r} points outside the export; refusing it")
     return rel
 
@@ -182,9 +187,9 @@ def _rewrite_paths(arr: np.ndarray, base: Path, juid: str, what: str,
                    sources: dict[str, Path]) -> np.ndarray:
     """Copy of `arr` whose `*/path` values name `J<M>/imported/<rel>`; fills `sources` rel -> file."""
     descr = []
-    new_cols: dict[str, np.ndarray] = {}
-    for name in arr.dtype.names:
-        sub = arr.dtype.fields[name][0]
+    new_cols: dict[str, np.ndarray | None] = {}
+    for name in arr.dtype.names or ():
+        sub = arr.dtype[name]
         if name not in csfile.path_fields(arr.dtype):
             descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
             continue
@@ -202,7 +207,7 @@ def _rewrite_paths(arr: np.ndarray, base: Path, juid: str, what: str,
         descr.append((name, f"|S{width}"))
         new_cols[name] = np.array(mapped, dtype=f"|S{width}")[inverse.reshape(-1)] if mapped else None
     out = np.zeros(len(arr), dtype=np.dtype(descr))
-    for name in arr.dtype.names:
+    for name in arr.dtype.names or ():
         if name in new_cols:
             if new_cols[name] is not None:
                 out[name] = new_cols[name]
@@ -236,17 +241,17 @@ def _read_csg_group(csg_path: Path, trust: _Trust) -> tuple[csg.Csg, np.ndarray,
             raise FormatError(f"{csg_path}: metafile {m} has no uid field")
     slots = list(c.results)
     for s in slots:
-        if not any(n.startswith(f"{s}/") for n in arrays[c.results[s]["metafile"]].dtype.names):
+        if not any(n.startswith(f"{s}/") for n in arrays[c.results[s]["metafile"]].dtype.names or ()):
             raise FormatError(f"{csg_path}: metafile {c.results[s]['metafile']} has no {s}/ fields "
                               f"for result {s!r}")
     order, rows = join_order([arrays[c.results[s]["metafile"]]["uid"] for s in slots])
     descr: list[tuple] = [("uid", "<u8")]
     picks: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for s, idx in zip(slots, order):
+    for s, idx in zip(slots, order, strict=True):
         src = arrays[c.results[s]["metafile"]]
-        for name in src.dtype.names:
+        for name in src.dtype.names or ():
             if name.startswith(s + "/"):
-                sub = src.dtype.fields[name][0]
+                sub = src.dtype[name]
                 descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
                 picks.append((name, src, idx))
     out = np.zeros(rows, dtype=np.dtype(descr))
@@ -278,7 +283,7 @@ def _write_outputs(project_path: Path, juid: str, jdir: Path, groups: list[_Grou
     return out
 
 
-def _new_job(instance: Any, project: Any, type: str, title: str, extra: dict | None,
+def _new_job(instance: Instance, project: Project, type: str, title: str, extra: dict | None,
              fill: Callable[[str, Path], tuple[list[_Group], dict]]) -> str:
     """Create a job (in the project's document form), let `fill(juid, jdir)` place data and
     return its groups, then complete it."""
@@ -310,7 +315,7 @@ def _read_doc(jdir: Path) -> dict:
     return read_json(jdir / "job.json")
 
 
-def _open(instance: Any, ref: str) -> Any:
+def _open(instance: Instance, ref: str) -> Project:
     from .project import Project
     rec = instance.resolve(ref)
     store.check_writable(instance, rec.path)
@@ -328,7 +333,7 @@ def _check_sources(sources: dict[str, Path], trust: _Trust) -> None:
 
 # ---------------------------------------------------------------------------- public
 
-def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: bool = False,
+def import_group(instance: Instance, ref: str, csg_path: str | os.PathLike, copy: bool = False,
                  progress: Progress | None = None, allow_from: Sequence[str | os.PathLike] = ()) -> str:
     """Import a result group (.csg) as a new `import_result_group` job; returns its uid.
 
@@ -354,7 +359,7 @@ def import_group(instance: Any, ref: str, csg_path: str | os.PathLike, copy: boo
                     documents.params_doc(project.form, {"blob_path": str(csg_path)}), fill)
 
 
-def import_job(instance: Any, ref: str, exported_dir: str | os.PathLike, copy: bool = False,
+def import_job(instance: Instance, ref: str, exported_dir: str | os.PathLike, copy: bool = False,
                progress: Progress | None = None, allow_from: Sequence[str | os.PathLike] = ()) -> str:
     """Import an exported job folder (`J87_homo_refine/`) as a new job; returns its uid.
 
@@ -441,7 +446,7 @@ def raw_dataset(kind: str, juid: str, raws: list[RawFile], rng: np.random.Genera
     return arr
 
 
-def import_raw(instance: Any, ref: str, kind: str, paths: Sequence[str | os.PathLike],
+def import_raw(instance: Instance, ref: str, kind: str, paths: Sequence[str | os.PathLike],
                progress: Progress | None = None, report: dict | None = None) -> str:
     """An import job holding symlinks to raw data (movies, micrographs, particle stacks, volumes).
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from . import faults, ids
 from .atomic import dumps_json, write_bytes

@@ -19,18 +19,38 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, TypeVar
 
 from . import documents, faults, lock, safeio
 from .atomic import write_json
-from .errors import (ActiveJobError, AlreadyError, ArchivedError, CsfsError, FormatError, ForeignLockError,
-                     NotFoundError, RefusedError, UsageError)
 from .documents import file_stamp, now_iso, workspace_rows
+from .errors import (
+    ActiveJobError,
+    AlreadyError,
+    ArchivedError,
+    CsfsError,
+    ForeignLockError,
+    FormatError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
 from .instance import Instance, ProjectRecord, norm_path
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
-from .store import (all_or_nothing, check_writable, commit, export, job_row, owned_lock, read_doc,
-                    refuse_foreign, serialized)
+from .store import (
+    Undo,
+    all_or_nothing,
+    check_writable,
+    commit,
+    export,
+    job_row,
+    owned_lock,
+    read_doc,
+    refuse_foreign,
+    serialized,
+)
 
 F = TypeVar("F", bound=Callable)
 
@@ -38,7 +58,7 @@ F = TypeVar("F", bound=Callable)
 def _serial(fn: F) -> F:
     """Run a lifecycle action under the instance's write lock (store.serialized)."""
     @functools.wraps(fn)
-    def wrapper(instance: Instance, *args, **kwargs):
+    def wrapper(instance: Instance, *args: Any, **kwargs: Any) -> Any:
         with serialized(instance):
             return fn(instance, *args, **kwargs)
     return wrapper  # type: ignore[return-value]
@@ -107,7 +127,7 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
             raise RefusedError(f"{path} already exists; choose another title or attach it")
         if (path / "project.json").exists():
             return attach(instance, path)  # only the registry row was missing
-    with all_or_nothing(f"create {path}", f"run `csfs project create` again (it completes what is left)") as undo:
+    with all_or_nothing(f"create {path}", "run `csfs project create` again (it completes what is left)") as undo:
         if not path.exists():
             try:
                 path.mkdir()
@@ -126,7 +146,7 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
         return instance.register(uid, path, "attached", title, info.lock_id, workspace_rows(workspaces), [])
 
 
-def _undo_lock(undo, path: Path, instance_id: str) -> None:
+def _undo_lock(undo: Undo, path: Path, instance_id: str) -> None:
     """If the attach or create fails, remove our lock from `path` (it can only be the one it
     wrote, or the one of an interrupted attach it was finishing: both unregistered)."""
     def remove() -> None:
@@ -335,8 +355,11 @@ def detach(instance: Instance, ref: str | os.PathLike, registry_only: bool = Fal
                                              "what is left)") as undo:
         commit(instance, proj, project_doc={**doc, "detached": True}, workspaces=ws)
         faults.point("detach-flushed")
-        undo.add(f"put {rec.path / lock.LOCK_NAME} back",
-                 lambda: lock.read(rec.path) is None and lock.restore(rec.path, info))
+
+        def put_back() -> None:
+            if lock.read(rec.path) is None:
+                lock.restore(rec.path, info)
+        undo.add(f"put {rec.path / lock.LOCK_NAME} back", put_back)
         lock.remove(rec.path, info)
         faults.point("detach-unlocked")
         wrows, jrows = _rows(proj, ws)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import faults, safeio
-from .documents import now_iso
 from .atomic import dumps_json, fsync_dir, write_bytes
+from .documents import now_iso
 from .errors import CsfsError, ForeignLockError, NotFoundError
 
 LOCK_NAME = "cs.lock"

@@ -10,7 +10,8 @@ import numpy as np
 
 HEADER_SIZE = 1024
 # MRC mode -> numpy dtype (little-endian)
-MODES = {0: np.dtype("i1"), 1: np.dtype("<i2"), 2: np.dtype("<f4"), 6: np.dtype("<u2"), 12: np.dtype("<f2")}
+MODES: dict[int, np.dtype] = {0: np.dtype("i1"), 1: np.dtype("<i2"), 2: np.dtype("<f4"), 6: np.dtype("<u2"),
+                              12: np.dtype("<f2")}
 
 
 @dataclass(frozen=True)

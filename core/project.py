@@ -11,9 +11,9 @@ a malformed job.json gets `job.error` and the other jobs load as usual.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
 from . import documents, ids, safeio
 from .documents import InputRef, OutputGroup, OutputResult, parse_time
@@ -115,7 +115,7 @@ class Job:
 
     def _load_csgs(self) -> bool:
         """Without job.json, read the outputs from the job's .csg files (legacy jobs)."""
-        from . import csg   # on use: opening a project needs neither yaml nor numpy
+        from . import csg  # on use: opening a project needs neither yaml nor numpy
 
         paths = sorted(self.dir.glob("*.csg"))
         if not paths:
@@ -145,7 +145,7 @@ class Job:
                 self.read_problems.append(f"{self.uid}: {path.name}: {_short(e)}")
         return True
 
-    def may_use(self, producer: "Job") -> bool:
+    def may_use(self, producer: Job) -> bool:
         """Could this job's inputs name versions of `producer`'s outputs?
 
         False when its inputs are known (they are then in `inputs`), or for a job read from
@@ -209,7 +209,7 @@ class Project:
         return self.jobs[uid]
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Project":
+    def open(cls, path: str | os.PathLike) -> Project:
         """Open a project directory (v4 or legacy). NotFoundError/FormatError if it is not one."""
         path = Path(path).expanduser().absolute()
         if not path.is_dir():

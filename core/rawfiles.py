@@ -12,9 +12,9 @@ import fnmatch
 import glob
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .errors import FormatError, NotFoundError, UsageError
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ids, lock
+from .documents import file_stamp
 from .errors import CsfsError, UsageError
 from .instance import Instance, RegistryError, known_projects, norm_path
-from .documents import file_stamp
 
 
 @dataclass
@@ -121,7 +121,8 @@ def _register(inst: Instance, uid: str, path: Path, state: str, title: str, lock
               taken: dict[str, Path], report: Recovery, how: str) -> None:
     from .lifecycle import registry_rows
 
-    ws, jobs = [], []
+    ws: list[tuple[str, str]] = []
+    jobs: list[tuple[str, str, str, str]] = []
     if state != "detached" and path.is_dir():
         try:
             title, ws, jobs = registry_rows(path)

@@ -24,11 +24,14 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import ids
 from .errors import CsfsError, NotFoundError
 from .walk import scan
+
+if TYPE_CHECKING:
+    from .project import Project
 
 Ident = tuple[int, int]
 
@@ -137,7 +140,7 @@ def _rel(root: Path, p: str | os.PathLike) -> str:
 _BUILD_LOCK = threading.Lock()
 
 
-def for_project(project: Any) -> ReferenceIndex:
+def for_project(project: Project) -> ReferenceIndex:
     """The index of an opened project, built once (sizes asks for it from several threads)."""
     with _BUILD_LOCK:
         index = project.__dict__.get("_csfs_references")
@@ -146,7 +149,7 @@ def for_project(project: Any) -> ReferenceIndex:
         return index
 
 
-def build(project: Any) -> ReferenceIndex:
+def build(project: Project) -> ReferenceIndex:
     """The index of a project: every job's metafiles and their paths, every symlink, every .csg."""
     from . import csg
     from .project import load_paths

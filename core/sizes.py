@@ -19,13 +19,17 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
 from . import atomic, ids
 from .walk import scan
+
+if TYPE_CHECKING:
+    from .project import Job, Project
 
 Progress = Callable[[int, "int | None"], None]
 CACHE_VERSION = 3
@@ -89,7 +93,7 @@ def session_dirs(project_path: str | os.PathLike) -> dict[str, Path]:
     """CryoSPARC Live sessions of a project: `S<N>/` folders holding exposures.bson, by number."""
     found = []
     try:
-        with os.scandir(project_path) as it:
+        with os.scandir(Path(project_path)) as it:
             for e in it:
                 num = ids.number(e.name, "S")
                 if num is not None and e.is_dir(follow_symlinks=False) and \
@@ -109,7 +113,7 @@ def _signature(job_dir: Path) -> list[int] | None:
     return [a.st_mtime_ns, b.st_mtime_ns, b.st_size, b.st_ino]
 
 
-def _clear_deps(project: Any) -> dict[str, str]:
+def _clear_deps(project: Project) -> dict[str, str]:
     """Per job, a digest of what its clearable bytes depend on outside its own directory:
     the versions other jobs' inputs name, which other jobs' inputs are unknown, and (as
     any job may link to or name its files: core/references.py) the state of every job."""
@@ -169,7 +173,7 @@ def invalidate(cache_dir: str | os.PathLike, project_path: str | os.PathLike, ju
         _write_cache(path, jobs)
 
 
-def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
+def job_size(project: Project, job: Job, total: int | None = None) -> JobSize:
     """One job now: its size (walked, unless `total` is given) and its clearable intermediate bytes."""
     from .clearplan import clear_plan
 
@@ -181,15 +185,15 @@ def job_size(project: Any, job: Any, total: int | None = None) -> JobSize:
     return JobSize(total, clearable)
 
 
-def other_size(project: Any, skip: set[str] = frozenset()) -> int:
+def other_size(project: Project, skip: Iterable[str] = ()) -> int:
     """Bytes of the files outside the job directories and the names in `skip` (symlinks not
     followed), each inode once."""
-    skip = {Path(j.dir).name for j in project.jobs.values()} | set(skip)
+    skipped = {Path(j.dir).name for j in project.jobs.values()} | set(skip)
     total = 0
     seen: set[tuple[int, int]] = set()
     with os.scandir(project.path) as it:
         for e in it:
-            if e.name in skip:
+            if e.name in skipped:
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
@@ -203,7 +207,7 @@ def other_size(project: Any, skip: set[str] = frozenset()) -> int:
     return total
 
 
-def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
+def project_sizes(project: Project, cache_dir: str | os.PathLike | None = None,
                   progress: Progress | None = None) -> SizeReport:
     """Sizes of every job and of the project; unchanged jobs come from the cache in `cache_dir`."""
     cache_path = _cache_file(Path(cache_dir), Path(project.path)) if cache_dir else None
@@ -211,7 +215,7 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
     report = SizeReport()
     jobs = list(project.jobs.values())
     fresh: dict[str, dict] = {}
-    todo: list[Any] = []
+    todo: list[tuple[Job, str, list[int] | None, int | None]] = []
     deps = _clear_deps(project)
     for job in jobs:
         key = str(Path(job.dir).absolute())
@@ -230,7 +234,8 @@ def project_sizes(project: Any, cache_dir: str | os.PathLike | None = None,
         progress(done, len(jobs))
     # walks wait on stat() and numpy reads release the GIL: a few threads overlap them
     with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, max(1, len(todo)))) as pool:
-        for (job, key, sig, known), size in zip(todo, pool.map(lambda t: job_size(project, t[0], t[3]), todo)):
+        sizes = pool.map(lambda t: job_size(project, t[0], t[3]), todo)
+        for (job, key, sig, known), size in zip(todo, sizes, strict=True):
             report.jobs[job.uid] = size
             if known is None:
                 report.scanned.append(job.uid)

@@ -13,17 +13,25 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 from . import documents, faults, ids, lock
-from .documents import now_iso, workspace_rows
 from .atomic import fsync_dir, pid_alive, read_json, remove_stale_tmp, write_bytes, write_json
-from .errors import (ArchivedError, CsfsError, FaultError, ForeignLockError, FormatError, NotFoundError,
-                     RefusedError, UsageError)
+from .documents import now_iso, workspace_rows
+from .errors import (
+    ArchivedError,
+    CsfsError,
+    FaultError,
+    ForeignLockError,
+    FormatError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
 from .instance import Instance, ProjectRecord, RegistryError, norm_path
-
 
 
 class ProjectLike(Protocol):
@@ -236,7 +244,7 @@ def commit(instance: Instance, project: ProjectLike | str | os.PathLike,
     the project's current project.json, `workspaces` to the current workspaces.json;
     both are rewritten on every commit. `job_docs` maps job UID -> full job document.
     """
-    path = norm_path(getattr(project, "path", project))
+    path = norm_path(project if isinstance(project, (str, os.PathLike)) else project.path)
     with serialized(instance), all_or_nothing(f"writing the metadata of {path}",
                                               "run the command again once the disk is fixed"):
         _commit(instance, path, job_docs, project_doc, workspaces)
@@ -297,7 +305,7 @@ def new_job(instance: Instance, project: ProjectLike | str | os.PathLike, type: 
     and renamed into place, so a job directory never exists without its job.json.
     Returns (job uid, job directory).
     """
-    path = norm_path(getattr(project, "path", project))
+    path = norm_path(project if isinstance(project, (str, os.PathLike)) else project.path)
     with serialized(instance), all_or_nothing(f"creating a job in {path}", "run the command again"):
         return _new_job(instance, path, type, title, doc_extra, form)
 

@@ -9,13 +9,18 @@ target does not exist.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from .errors import CsfsError, RefusedError, UsageError
 from .problems import Problem, broken_links, job_problems, relpath
 from .walk import walk_entries
+
+if TYPE_CHECKING:
+    from .instance import Instance
+    from .project import Project
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -51,7 +56,7 @@ def _symlinks(top: Path) -> Iterable[Path]:
     return (Path(e.path) for e in walk_entries(top) if e.is_symlink())
 
 
-def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
+def verify(project: Project, progress: Progress | None = None) -> list[Problem]:
     """Everything wrong with the project's files, job by job (empty when all is well)."""
     from . import csfile
     from .project import referenced_files
@@ -60,13 +65,13 @@ def verify(project: Any, progress: Progress | None = None) -> list[Problem]:
     jobs = list(project.jobs.values())
     for i, job in enumerate(jobs):
         found = job_problems(Path(project.path), job)
-        problems += found
+        problems.extend(found)
         seen = {p.path for p in found}
 
-        def add(kind: str, path: str, message: str) -> None:
+        def add(kind: str, path: str, message: str, seen: set[str] = seen, uid: str = job.uid) -> None:
             if path not in seen:
                 seen.add(path)
-                problems.append(Problem(job.uid, kind, path, message))
+                problems.append(Problem(uid, kind, path, message))
 
         for mf in job.metafiles:
             if mf in seen:
@@ -99,7 +104,7 @@ class Relink:
         return asdict(self)
 
 
-def plan_relink(project: Any, old: str, new: str) -> list[Relink]:
+def plan_relink(project: Project, old: str, new: str) -> list[Relink]:
     """Symlinks in job dirs and exports/ whose target starts with `old`, and their targets under `new`."""
     old_p, new_p = old.rstrip("/") or "/", new.rstrip("/") or "/"
     if old_p == new_p:
@@ -114,7 +119,7 @@ def plan_relink(project: Any, old: str, new: str) -> list[Relink]:
     return out
 
 
-def relink(instance: Any, ref: str, old: str, new: str, dry_run: bool = False,
+def relink(instance: Instance, ref: str, old: str, new: str, dry_run: bool = False,
            progress: Progress | None = None) -> list[Relink]:
     """Repoint symlinks from prefix `old` to prefix `new`; refuses if any new target is missing."""
     from . import sizes, store

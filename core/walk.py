@@ -3,8 +3,8 @@ verify), and the lexical rule for a relative path staying inside its root."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 
 def scan(top: str | os.PathLike, descend: Callable[[os.DirEntry], bool]) -> Iterator[os.DirEntry]:

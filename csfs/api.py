@@ -14,15 +14,28 @@ are the dictionaries `--json` prints (README, "JSON output").
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from csfs.core.errors import (ActiveJobError, ArchivedError, CsfsError, ForeignLockError, FormatError,
-                              NotFoundError, RefusedError, UsageError)
+from csfs.core.errors import (
+    ActiveJobError,
+    ArchivedError,
+    CsfsError,
+    ForeignLockError,
+    FormatError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from csfs.core.instance import ProjectRecord
+    from csfs.core.project import Job
+    from csfs.core.project import Project as CoreProject
 
 __all__ = ["open_instance", "open_project", "write_demo", "Instance", "Project", "JobInfo", "GroupInfo",
            "CsfsError", "UsageError", "NotFoundError", "FormatError", "RefusedError", "ForeignLockError",
@@ -60,17 +73,17 @@ class JobInfo:
         return self.status in ACTIVE_STATUSES
 
 
-def _job_info(job: Any) -> JobInfo:
+def _job_info(job: Job) -> JobInfo:
     groups = tuple(GroupInfo(job.uid, g.name, g.type, g.title, g.num_items) for g in job.groups)
     return JobInfo(job.uid, job.type, job.status, job.title, job.created_at, job.completed_at, groups, job.error)
 
 
-def open_instance(home: str | os.PathLike | None = None) -> "Instance":
+def open_instance(home: str | os.PathLike | None = None) -> Instance:
     """The csfs instance in `home` (default: $CSFS_HOME, else ~/.local/share/csfs), created on first use."""
     return Instance(home)
 
 
-def open_project(ref: str | os.PathLike, home: str | os.PathLike | None = None) -> "Project":
+def open_project(ref: str | os.PathLike, home: str | os.PathLike | None = None) -> Project:
     """A project by its UID in the instance (P3) or by its directory (registered or not:
     an unregistered directory can be read, not changed)."""
     return open_instance(home).project(ref)
@@ -109,16 +122,16 @@ class Instance:
 
         return [schema.project_of(r, missing=r.missing) for r in self._core.projects()]
 
-    def project(self, ref: str | os.PathLike) -> "Project":
+    def project(self, ref: str | os.PathLike) -> Project:
         """A registered project by UID or path, or any project directory (read-only use)."""
         rec, path = self._core.locate(ref)
         return Project(self, rec.uid if rec else None, path)
 
-    def create(self, title: str, folder: str | os.PathLike = ".") -> "Project":
+    def create(self, title: str, folder: str | os.PathLike = ".") -> Project:
         """A new empty project `folder/CS-<slug of title>`, locked and attached."""
         return self._from_record(_lifecycle().create(self._core, title, folder))
 
-    def attach(self, path: str | os.PathLike) -> "Project":
+    def attach(self, path: str | os.PathLike) -> Project:
         """Lock a project directory for this instance and register it (as `csfs project attach`)."""
         return self._from_record(_lifecycle().attach(self._core, path))
 
@@ -130,7 +143,7 @@ class Instance:
         """Take over a project locked by a dead instance (see `csfs project rescue --help`)."""
         return _lifecycle().rescue(self._core, path, other_instance_is_down)
 
-    def _from_record(self, rec: Any) -> "Project":
+    def _from_record(self, rec: ProjectRecord) -> Project:
         return Project(self, rec.uid, rec.path)
 
 
@@ -152,7 +165,7 @@ class Project:
         return f"csfs.Project({self.uid or '-'}, {str(self.path)!r})"
 
     # -- reading ------------------------------------------------------------------------------
-    def _open(self) -> Any:
+    def _open(self) -> CoreProject:
         from csfs.core.project import Project as CoreProject
 
         return CoreProject.open(self.path)
@@ -183,7 +196,7 @@ class Project:
         """The output groups of one job, or of every job."""
         return [g for j in ([self.job(juid)] if juid else self.jobs()) for g in j.groups]
 
-    def dataset(self, juid: str, group: str) -> "np.ndarray":
+    def dataset(self, juid: str, group: str) -> np.ndarray:
         """Output `group` of job `juid` as one numpy structured array: the final version of
         each of its results joined by `uid` (as in a group export), with `*/path` values
         relative to the project directory."""

@@ -3,8 +3,9 @@ exit codes) and the instance and project objects every command reports with."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csfs.core.instance import Instance, ProjectRecord
 

@@ -37,7 +37,7 @@ def _cmd_du(args: argparse.Namespace) -> int:
         print_json(schema.sizes(pobj, project, report))
         return 0
     if args.jobs:
-        rows = [(uid, project.jobs[uid].type, project.jobs[uid].status, s.bytes, human_bytes(s.bytes),
+        rows: list[tuple] = [(uid, project.jobs[uid].type, project.jobs[uid].status, s.bytes, human_bytes(s.bytes),
                  s.clearable, human_bytes(s.clearable)) for uid, s in report.jobs.items()]
         rows += [(name, "live_session", "", n, human_bytes(n), "", "") for name, n in report.sessions.items()]
         rows.append(("other", "", "", report.other, human_bytes(report.other), "", ""))

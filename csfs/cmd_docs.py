@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
+from collections.abc import Iterator
 
 from . import cli
 
@@ -64,18 +65,20 @@ def _options(parser: argparse.ArgumentParser) -> str:
     for a in parser._actions:
         if isinstance(a, (argparse._SubParsersAction, argparse._HelpAction)) or a.help == argparse.SUPPRESS:
             continue
+        metavar = " ".join(a.metavar) if isinstance(a.metavar, tuple) else a.metavar
         if a.option_strings:
             names = ", ".join(a.option_strings)
             if a.nargs != 0:
-                names += " " + (a.metavar or (("{" + ",".join(map(str, a.choices)) + "}") if a.choices
-                                              else a.dest.upper()))
+                names += " " + (metavar or (("{" + ",".join(map(str, a.choices)) + "}") if a.choices
+                                            else a.dest.upper()))
         else:
-            names = a.metavar or a.dest.upper()
+            names = metavar or a.dest.upper()
         out.append(f".TP\n.B {_esc(names)}\n{_esc(a.help or '')}")
     return "\n".join(out)
 
 
-def _leaves(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
+def _leaves(parser: argparse.ArgumentParser,
+            words: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         yield words, parser

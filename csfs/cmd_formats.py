@@ -42,7 +42,7 @@ def show(args: argparse.Namespace) -> int:
     if args.json:
         out: dict[str, Any] = {"format": info.format, "rows": info.rows, "fields": fields}
         if rows is not None:
-            out["head"] = [{n: _json_cell(r[n]) for n in r.dtype.names} for r in rows]
+            out["head"] = [{n: _json_cell(r[n]) for n in r.dtype.names or ()} for r in rows]
         print_json(out)
         return 0
     print(f"{args.file}: {info.format} form, {info.rows} rows, {len(fields)} fields")
@@ -50,7 +50,8 @@ def show(args: argparse.Namespace) -> int:
                 ["FIELD", "DTYPE", "SHAPE"])
     if rows is not None:
         print()
-        print_table(([_text(r[n]) for n in rows.dtype.names] for r in rows), list(rows.dtype.names))
+        names = rows.dtype.names or ()
+        print_table(([_text(r[n]) for n in names] for r in rows), list(names))
     return 0
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from csfs.core.rawfiles import PATTERNS as RAW_PATTERNS   # no numpy: --help stays fast
+from csfs.core.rawfiles import PATTERNS as RAW_PATTERNS  # no numpy: --help stays fast
 
 from . import cli, reports
 from .output import Progress

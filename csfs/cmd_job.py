@@ -33,7 +33,7 @@ def _job_json(job: Job) -> dict:
                               "final_version": r.final_version, "final_metafile": r.final_metafile,
                               "versions": [{"version": v, "metafile": m, "num_items": n}
                                            for v, m, n in zip(r.versions, r.metafiles,
-                                                              r.num_items + [None] * len(r.versions))]}
+                                                              r.num_items + [None] * len(r.versions), strict=False)]}
                              for r in g.results]}
                 for g in job.groups],
         inputs=[{"job": schema.job(i.job_uid), "group": {"name": i.group_name},

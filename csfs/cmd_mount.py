@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from csfs.config import resolve_home
 from csfs.core.errors import UsageError
@@ -127,9 +128,8 @@ def _resolve_source(source: str | None, home: Path) -> Path | None:
     """None for an instance mount, else the project directory (checked to be a project)."""
     if source is None:
         return None
-    from csfs.core.project import Project
-
     from csfs.core import ids
+    from csfs.core.project import Project
 
     if ids.project_num(source) is not None:
         from csfs.core.instance import Instance
@@ -155,9 +155,10 @@ def _umount(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from csfs.mountpoints import mountinfo, mounting, native
 
-    rows = [{"mountpoint": m.mountpoint, "source": m.source.removeprefix("csfs:"),
-             "state": mounting.probe(m.mountpoint), "native": native.read_state(m.mountpoint)}
-            for m in mountinfo.mounts()]
+    rows: list[dict[str, Any]] = [
+        {"mountpoint": m.mountpoint, "source": m.source.removeprefix("csfs:"),
+         "state": mounting.probe(m.mountpoint), "native": native.read_state(m.mountpoint)}
+        for m in mountinfo.mounts()]
     if getattr(args, "json", False):
         print_json({"mounts": rows})
     else:

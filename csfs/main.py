@@ -7,8 +7,19 @@ import sys
 
 from csfs.core.errors import CsfsError
 
-from . import (cli, cmd_data, cmd_demo, cmd_docs, cmd_formats, cmd_group, cmd_import, cmd_instance, cmd_job,
-               cmd_mount, cmd_project)
+from . import (
+    cli,
+    cmd_data,
+    cmd_demo,
+    cmd_docs,
+    cmd_formats,
+    cmd_group,
+    cmd_import,
+    cmd_instance,
+    cmd_job,
+    cmd_mount,
+    cmd_project,
+)
 from .cli import EXIT_CODES
 
 # Each module adds its command (group) in register(subparsers, common); each subcommand

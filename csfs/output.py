@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Iterable, Sequence
-
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 QUIET = False   # -q: no progress bars
 
@@ -24,7 +24,7 @@ def print_table(rows: Iterable[Sequence[Any]], headers: Sequence[str], right: Se
             widths[i] = max(widths[i], len(v))
 
     def fmt(row: Sequence[str]) -> str:
-        parts = [v.rjust(w) if h in right else v.ljust(w) for v, w, h in zip(row, widths, headers)]
+        parts = [v.rjust(w) if h in right else v.ljust(w) for v, w, h in zip(row, widths, headers, strict=False)]
         return "  ".join(parts).rstrip()
 
     print(fmt(list(headers)))
@@ -72,7 +72,7 @@ class Progress:
         sys.stderr.flush()
         self._drawn = True
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

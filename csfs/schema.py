@@ -15,7 +15,12 @@ Errors are never JSON: one line on stderr and the exit code (see `csfs --help`).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from csfs.core.instance import ProjectRecord
+    from csfs.core.project import Project
+    from csfs.core.sizes import SizeReport
 
 
 def project(uid: str | None, path: str | os.PathLike, **extra: Any) -> dict:
@@ -23,7 +28,7 @@ def project(uid: str | None, path: str | os.PathLike, **extra: Any) -> dict:
     return {"uid": uid, "path": str(path), **extra}
 
 
-def project_of(rec: Any, **extra: Any) -> dict:
+def project_of(rec: ProjectRecord, **extra: Any) -> dict:
     """The project object of a registry record (core.instance.ProjectRecord)."""
     return project(rec.uid, rec.path, state=rec.state, title=rec.title, **extra)
 
@@ -38,7 +43,7 @@ def job_ref(uid: str | None) -> dict | None:
     return None if uid is None else job(uid)
 
 
-def sizes(project_obj: dict, project: Any, report: Any) -> dict:
+def sizes(project_obj: dict, project: Project, report: SizeReport) -> dict:
     """`csfs du --json` (and csfs.api's Project.sizes()): a project's sizes by CryoSPARC's rule."""
     return {"project": project_obj, "bytes": report.total, "other_bytes": report.other,
             "clearable_bytes": report.clearable,

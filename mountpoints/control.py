@@ -19,9 +19,9 @@ import errno
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csfs.core import ids
 from csfs.core.errors import CsfsError, UsageError

@@ -42,7 +42,7 @@ def _import_mfusepy() -> Any:
     if not pinned:
         os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
     try:
-        import mfusepy  # type: ignore
+        import mfusepy
 
         return mfusepy
     finally:
@@ -51,7 +51,7 @@ def _import_mfusepy() -> Any:
 
 
 def _import_fusepy() -> Any:
-    import fuse  # type: ignore  # fusepy, on libfuse2
+    import fuse  # fusepy, on libfuse2
 
     if not hasattr(fuse, "fuse_operations"):   # some other module called `fuse`
         raise ImportError("the `fuse` module found is not fusepy")
@@ -104,9 +104,9 @@ else:  # pragma: no cover - depends on the machine
     class Operations:  # type: ignore[no-redef]
         pass
 
-    FUSE = None  # type: ignore[assignment]
+    FUSE = None
 
-    def fuse_get_context() -> tuple[int, int, int]:  # type: ignore[misc]
+    def fuse_get_context() -> tuple[int, int, int]:
         return (0, 0, 0)
 
 

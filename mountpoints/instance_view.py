@@ -8,8 +8,8 @@ from pathlib import Path
 from .context import Context
 from .control import INSTANCE_ACTIONS, Controls
 from .nodes import ControlFile, Listing, Node, VirtualDir
-from .statinfo import virtual_attrs
 from .project_view import ProjectView
+from .statinfo import virtual_attrs
 
 SCOPE = "instance"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger("csfs.mount")
 
@@ -21,11 +22,12 @@ class KernelCache:
         self._lock = threading.Lock()
         self._paths: set[str] = set()
         self._fuse: int | None = None
-        self._fn = None
+        self._fn: Callable[[int | None, bytes], int] | None = None   # fuse_invalidate_path
 
     def bind(self) -> None:
         """Call from init(): capture the struct fuse * and the invalidation function."""
-        from .fusecompat import INVALIDATE, LIBFUSE as lib
+        from .fusecompat import INVALIDATE
+        from .fusecompat import LIBFUSE as lib
 
         if not INVALIDATE:   # libfuse2 (fusepy): no fuse_invalidate_path
             self._fn = None
@@ -58,10 +60,11 @@ class KernelCache:
         request that triggered it."""
         self.invalidate_paths([], prefixes=[prefix])
 
-    def invalidate_paths(self, paths: list[str], prefixes: list[str] = (), wait: bool = True) -> None:
+    def invalidate_paths(self, paths: list[str], prefixes: Sequence[str] = (), wait: bool = True) -> None:
         """Drop the kernel's pages and attributes of `paths` (whether recorded or not: a path
         the kernel does not know is skipped) and of every recorded path under `prefixes`."""
-        if not self.enabled:
+        fn = self._fn
+        if fn is None or not self.enabled:
             return
         with self._lock:
             hit = set(paths)
@@ -76,7 +79,7 @@ class KernelCache:
 
         def run() -> None:
             for p in sorted(hit, key=len, reverse=True):
-                self._fn(self._fuse, p.encode("utf-8", "surrogateescape"))
+                fn(self._fuse, p.encode("utf-8", "surrogateescape"))
         t = threading.Thread(target=run, daemon=True)
         t.start()
         if wait:

@@ -89,6 +89,11 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     # noatime: a readdir would otherwise invalidate the directory's cached attributes
     opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True, "noatime": True,
                                "attr_timeout": 60, "entry_timeout": 60}
+    if plain:
+        # nothing to write (no control/): a read-only superblock, so the kernel keeps a file's
+        # cached attributes after a read (on a writable one every read invalidates the
+        # atime and the next stat, e.g. rsync's quick check, asks this process again)
+        opts["ro"] = True
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
     opts.update(fuse_options(options))
@@ -99,7 +104,8 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
         code = e.args[0] if e.args and isinstance(e.args[0], int) else None
         if code == FUSE_LOOP_ENDED and find_mount(mountpoint, FSTYPE) is None:
             return   # SIGINT/SIGTERM/SIGHUP: libfuse left its loop and unmounted; a clean stop
-        raise CsfsError(f"mount failed: {FUSE_MAIN_ERRORS.get(code, f'libfuse error {code}')}") from None
+        reason = FUSE_MAIN_ERRORS.get(code, f"libfuse error {code}") if code is not None else str(e)
+        raise CsfsError(f"mount failed: {reason}") from None
 
 
 # fuse_main()'s status (libfuse3 helper.c); FUSE's own message is printed before it
@@ -176,7 +182,7 @@ def _failure(path: Path, start: int) -> str:
             lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    fuse = [ln for ln in lines if ln.startswith("fuse: ") or ln.startswith("fusermount")]
+    fuse = [ln for ln in lines if ln.startswith(("fuse: ", "fusermount"))]
     if fuse:
         return "mount failed: " + fuse[-1].removeprefix("fuse: ")
     return lines[-1].removeprefix("csfs: ") if lines else ""
@@ -202,7 +208,8 @@ def unmount(mountpoint: str) -> str:
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode == 0 and find_mount(mountpoint) is None:
             return "unmounted stale mount" if stale else "unmounted"
-        err = (r.stderr or r.stdout).strip().splitlines()[-1:] and (r.stderr or r.stdout).strip().splitlines()[-1]
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        err = lines[-1] if lines else ""
     if "busy" in err.lower():
         raise RefusedError(f"{mountpoint}: busy (a process has files open there or its cwd inside); "
                            f"close them and retry")

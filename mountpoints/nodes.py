@@ -122,7 +122,7 @@ class _Generated(Node):
 
 class GeneratedFile(_Generated):
     """An export's generated file (job.json, a rewritten .cs or .csg): `make()` gives its
-    bytes when it is opened."""
+    bytes at each open (made on demand: listing an export never builds one)."""
 
     __slots__ = ("make",)
 

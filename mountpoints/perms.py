@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import stat as S
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .statinfo import T_GID, T_MODE, T_UID, compact
 

@@ -20,7 +20,7 @@ def attach(project_dir: Path, home: Path) -> tuple[Instance, str, Project]:
 def read_tree(top: Path) -> dict[str, tuple[str, bytes | None]]:
     """rel path -> (kind, content) of a tree read with links followed (as `tar -ch` sees it)."""
     out: dict[str, tuple[str, bytes | None]] = {}
-    for root, dirs, files in os.walk(top, followlinks=True):
+    for root, _dirs, files in os.walk(top, followlinks=True):
         rel_root = os.path.relpath(root, top)
         out[rel_root] = ("dir", None)
         for f in files:

@@ -7,8 +7,9 @@ models/project.py, job.py, workspace.py) and project.json names its old place.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def edit_json(path: Path, fn: Callable[[Any], Any]) -> None:

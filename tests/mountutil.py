@@ -10,8 +10,8 @@ import signal
 import stat
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from csfs.core import cleanup, csfile, documents, sizes, verify
 from csfs.core.errors import ActiveJobError, RefusedError
 from csfs.core.project import Project
@@ -126,7 +125,8 @@ def test_drop_versions_v4_and_v5_forms():
           "num_items": [1, 1, 1]}
     doc4 = documents.drop_versions({"output_results": [r4]}, {"volume.map": [0, 1]})
     assert r4["versions"] == [0, 1, 2]  # the input is left as it was
-    assert doc4["output_results"][0] == {"group_name": "volume", "name": "map", "versions": [2], "metafiles": ["c"], "num_items": [1]}
+    assert doc4["output_results"][0] == {"group_name": "volume", "name": "map", "versions": [2], "metafiles": ["c"],
+                                         "num_items": [1]}
     r5 = {"name": "map", "versions": [0, 1, 2], "metafiles": ["a", "b", "c"], "num_items": [1, 1, 1]}
     doc5 = documents.drop_versions({"spec": {"outputs": {"volume": {"type": "volume", "results": [r5]}}}},
                                    {"volume.map": [1]})

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import cleanup, csfile, csg, imports, sizes, verify
 from csfs.core.project import Project
 

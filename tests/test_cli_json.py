@@ -9,12 +9,11 @@ import argparse
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
 from csfs.main import build_parser
-from mountutil import fuse_missing, force_unmount
+from mountutil import force_unmount, fuse_missing
 
 # Subcommands that report nothing a script would parse (they print a document or a script).
 NO_JSON = {("man",), ("completion",)}
@@ -57,7 +56,7 @@ def check_conventions(obj, where: str = "$") -> None:
                 assert isinstance(v, dict) and "name" in v, here
             elif k in ("groups", "problems", "links", "files", "mounts", "skipped"):
                 assert isinstance(v, list), f"{here}: not a list"
-            elif k == "bytes" or k.endswith("_bytes") or k.endswith("_count") or k in ("pid", "num_items"):
+            elif k == "bytes" or k.endswith(("_bytes", "_count")) or k in ("pid", "num_items"):
                 assert isinstance(v, int) and not isinstance(v, bool), f"{here}: not an integer: {v!r}"
             elif k in ("dry_run", "ok", "missing", "done"):
                 assert isinstance(v, bool), f"{here}: not a boolean"
@@ -94,7 +93,8 @@ SCENARIO: list[tuple[tuple[str, ...], list[str], set[str]]] = [
     (("instance", "recover"), [], {"action", "projects", "skipped"}),
     (("du",), ["P1"], {"project", "bytes", "other_bytes", "clearable_bytes", "jobs"}),
     (("verify",), ["P1"], {"project", "ok", "problems"}),
-    (("job", "export"), ["P1", "J5"], {"action", "project", "job", "path", "link_count", "data_bytes", "written_bytes"}),
+    (("job", "export"), ["P1", "J5"],
+     {"action", "project", "job", "path", "link_count", "data_bytes", "written_bytes"}),
     (("group", "export"), ["P1", "J5", "particles"], {"action", "project", "job", "group", "path"}),
     (("clear-intermediate",), ["P1", "--dry-run"], {"action", "dry_run", "project", "jobs", "bytes"}),
     (("job", "mark-killed"), ["P1", "J9"], {"action", "project", "job"}),

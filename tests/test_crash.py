@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from csfs.core import lifecycle, lock, store
 from csfs.core.errors import RefusedError
 from csfs.core.instance import Instance
 from csfs.core.project import Project
+
 from lifecycle_helpers import all_json_parses, check_agree, job_data, make_project
 
 REPO = Path(__file__).resolve().parents[1]

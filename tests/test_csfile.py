@@ -5,14 +5,13 @@ import json
 import re
 import struct
 
+import cryosparc.dataset as cryosparc_dataset
 import numpy as np
 import pytest
-
 from csfs.core import csfile
 from csfs.core.csfile import CsFormatError
 from csfs.core.errors import NotFoundError, UsageError
 
-import cryosparc.dataset as cryosparc_dataset  # noqa: E402  (a test dependency: no silent skip)
 Dataset = cryosparc_dataset.Dataset
 CSDAT_FORMAT = cryosparc_dataset.CSDAT_FORMAT
 NUMPY_FORMAT = cryosparc_dataset.NUMPY_FORMAT
@@ -198,7 +197,7 @@ def test_writer_normalizes_strings_and_byte_order(tmp_path):
         csfile.save(tmp_path / "n.cs", arr, compressed=compressed)
         back = csfile.load(tmp_path / "n.cs")
         assert back.dtype == np.dtype([("uid", "<u8"), ("name", "S4"), ("obj", "S4"), ("v", "<f4", (2,))])
-        assert back["name"].tolist() == ["a".encode(), "µm".encode(), b""]
+        assert back["name"].tolist() == [b"a", "µm".encode(), b""]
         assert back["obj"].tolist() == [b"x", b"yy", b"zzz"] and back["v"].tolist() == arr["v"].tolist()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 
 import pytest
-
 from csfs.core import csg
 from csfs.core.errors import FormatError, NotFoundError
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import bson
 import numpy as np
 import pytest
-
 from csfs.core import csfile, csg, mrc
 from csfs.core.demo import PROJECT_DIR, SCALES, make_demo, summarize
 from csfs.core.errors import RefusedError, UsageError
@@ -107,7 +106,7 @@ def test_all_mrc_files_have_valid_headers(demo):
 
 
 def test_cs_files_match_cryosparc_tools(demo):
-    from cryosparc import dataset   # a test dependency: missing, the test fails (no silent skip)
+    from cryosparc import dataset  # a test dependency: missing, the test fails (no silent skip)
     metafiles = [mf for j in Project.open(demo).jobs.values() for mf in j.metafiles]
     assert len(metafiles) >= 40
     for rel in metafiles:
@@ -177,7 +176,7 @@ def test_mrc_roundtrip(tmp_path):
     (tmp_path / "none.txt").write_text("not an MRC file")
     with pytest.raises(ValueError):
         mrc.read_header(tmp_path / "none.txt")
-    import mrcfile   # a test dependency (pyproject's test extras): missing, the test fails
+    import mrcfile  # a test dependency (pyproject's test extras): missing, the test fails
     assert mrcfile.validate(str(tmp_path / "v.mrc"), print_file=open(os.devnull, "w"))
     with mrcfile.open(tmp_path / "s.mrc") as m:
         assert m.is_image_stack() and m.data.shape == (5, 8, 8)

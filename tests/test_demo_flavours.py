@@ -6,7 +6,6 @@ import re
 
 import bson
 import pytest
-
 from csfs.core import csfile, csg
 from csfs.core.demo import make_demo
 from csfs.core.demo_docs import PROJECT_UIDS

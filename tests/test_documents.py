@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from csfs.core import cleanup, documents, exportplan, ids, lifecycle, sizes, verify
 from csfs.core.instance import Instance
 from csfs.core.project import Project
@@ -21,7 +20,7 @@ from data_helpers import attach
 from doc_variants import edit_json, make_numbered
 
 RFC1123 = "Mon, 04 Nov 2024 20:29:09 GMT"
-RFC1123_TS = dt.datetime(2024, 11, 4, 20, 29, 9, tzinfo=dt.timezone.utc).timestamp()
+RFC1123_TS = dt.datetime(2024, 11, 4, 20, 29, 9, tzinfo=dt.UTC).timestamp()
 
 
 # -- one time parser ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import consolidate, csfile, csg, exportplan, lifecycle
 from csfs.core.errors import ActiveJobError, NotFoundError, RefusedError
 from csfs.core.project import Project
@@ -61,8 +60,8 @@ def test_plan_names_layout_and_sizes(attached):
         if e.kind == "generated":
             assert len(e.generate()) == e.size
         elif e.kind == "file":
-            assert e.source.is_absolute() and not e.source.is_symlink()
-            assert e.source.stat().st_size == e.size
+            assert os.path.isabs(e.source) and not os.path.islink(e.source)
+            assert os.stat(e.source).st_size == e.size
     doc = json.loads(plan.lookup("job.json").generate())
     for key in exportplan.STRIPPED_JOB_KEYS:
         assert key not in doc
@@ -76,7 +75,7 @@ def test_generated_content_is_deterministic(attached, demo):
     b = exportplan.job_export_plan(Project.open(demo), "J6")
     assert [(e.path, e.kind, e.size, e.mtime) for e in a.entries] == \
            [(e.path, e.kind, e.size, e.mtime) for e in b.entries]
-    for ea, eb in zip(a.entries, b.entries):
+    for ea, eb in zip(a.entries, b.entries, strict=True):
         if ea.kind == "generated":
             assert ea.generate() == eb.generate()
     assert a.lookup("job.json").mtime == project.job("J6").completed_timestamp
@@ -98,8 +97,8 @@ def test_physical_export_twice_identical_and_matches_plan(flavour_attached):
         st = os.stat(path)
         assert abs(st.st_mtime - e.mtime) < 1e-6, e.path
         if e.kind == "file":
-            assert path.is_symlink() and Path(os.path.realpath(path)) == e.source
-            assert first[e.path][1] == e.source.read_bytes()
+            assert path.is_symlink() and os.path.realpath(path) == e.source
+            assert first[e.path][1] == Path(e.source).read_bytes()
         elif e.kind == "generated":
             assert not path.is_symlink() and first[e.path][1] == e.generate()
     # data is linked, never copied; no leftovers of the temporary folder
@@ -131,7 +130,7 @@ def test_exported_cs_loads_in_cryosparc_tools(flavour_attached):
         got = np.asarray(ds[name])[order]
         if name.endswith("/path"):
             # '>' paths relative to the export folder name the same files as the job's paths
-            for g, want in zip(got[:50], col[:50]):
+            for g, want in zip(got[:50], col[:50], strict=True):
                 want = want.decode() if isinstance(want, bytes) else want
                 assert g.startswith(">")
                 assert os.path.samefile(dest / g[1:], project.path / want)
@@ -340,5 +339,5 @@ def test_unnormalised_data_paths_export(attached, demo):
     dest = consolidate.export_group(inst, puid, "J5", "particles")
     out = csfile.load(dest / "J5_particles_exported.cs")
     want = sorted({">" + v.decode() for v in np.asarray(arr["blob/path"])})
-    assert sorted(set(v.decode() for v in out["blob/path"])) == want
+    assert sorted({v.decode() for v in out["blob/path"]}) == want
     assert all((dest / v[1:]).is_file() for v in want)

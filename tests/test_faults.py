@@ -25,20 +25,20 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
-
-import faultinject as fi
-from conftest import copy_demo
-from csfs.core import consolidate, documents, lifecycle, lock, store, verify
+from csfs.core import consolidate, lifecycle, lock, verify
 from csfs.core.atomic import TMP_TAG
 from csfs.core.cleanup import clear_intermediate
 from csfs.core.instance import Instance
 from csfs.core.project import Project
+
+import faultinject as fi
+from conftest import copy_demo
 from lifecycle_helpers import check_agree, run_main
 
 MODE = os.environ.get("CSFS_FAULTS", "")
@@ -54,10 +54,10 @@ class Case:
     """A command, the state it runs from, and what a completed run leaves."""
 
     state: str
-    argv: Callable[["Ctx"], list]
+    argv: Callable[[Ctx], list]
     final: str = "attached"                 # the project's state once the command completed
-    path: Callable[["Ctx"], Path] = lambda c: c.project
-    deletes: Callable[["Ctx"], set] = lambda c: set()  # project-relative files it may delete
+    path: Callable[[Ctx], Path] = lambda c: c.project
+    deletes: Callable[[Ctx], set] = lambda c: set()  # project-relative files it may delete
     rerun_ok: tuple[str, ...] = ()          # words in a refusal that still means "already done"
 
 
@@ -322,7 +322,7 @@ def test_faults(name, states, tmp_path):
         states(case.state)
         src = ctx.project if case.state != "moved" else work / "moved"
         before_files, before_reg = _files(src), _registry(ctx.home)
-        before_all = {**before_files, **{k: v for k, v in _snap_docs(src).items()}}
+        before_all = {**before_files, **_snap_docs(src)}
         where = f"{name} {plan}"
         t0 = time.monotonic()
         out = fi.run(argv, ctx.home, plan, tmp_path)

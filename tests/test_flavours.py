@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import consolidate, csfile, lifecycle
 from csfs.core.demo_docs import LEGACY_NO_JOB_JSON
 from csfs.core.errors import RefusedError

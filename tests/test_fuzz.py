@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from csfs.core import cleanup, csfile, csg, exportplan, lock, safeio, verify
 from csfs.core.errors import CsfsError
 from csfs.core.project import Project
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import copy_demo
 

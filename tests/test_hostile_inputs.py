@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import consolidate, csfile, csg, exportplan
 from csfs.core.errors import FormatError
 from csfs.core.project import Project
@@ -37,7 +36,7 @@ def _clean(r: subprocess.CompletedProcess, code: int | None = 2) -> None:
 
 def _snap(demo: Path) -> dict:
     """The project's files (FIFOs and devices skipped: reading them would block)."""
-    return {k: v for k, v in snapshot(demo).items()} if not _specials(demo) else {
+    return dict(snapshot(demo)) if not _specials(demo) else {
         str(p.relative_to(demo)): p.stat().st_mtime_ns for p in demo.rglob("*")
         if p.is_file() and not p.is_symlink()}
 
@@ -189,7 +188,8 @@ def test_impossible_numbers_in_job_json(demo, home, csfs, patch):
     r = csfs("jobs", demo, timeout=TIMEOUT)
     _clean(r, 0)
     assert "J8" in r.stdout
-    for args in (("project", "show", puid), ("verify", puid), ("du", puid), ("clear-intermediate", puid, "J8", "--dry-run")):
+    for args in (("project", "show", puid), ("verify", puid), ("du", puid),
+                 ("clear-intermediate", puid, "J8", "--dry-run")):
         _clean(csfs(*args, home=home, timeout=TIMEOUT), None)
     assert snapshot(demo) == before
 

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 import tifffile
-
 from csfs.core import csfile, imports, mrc, rawfiles
 from csfs.core.errors import FormatError, NotFoundError, UsageError
 from csfs.core.instance import Instance

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import consolidate, csfile, exportplan, imports, lifecycle, mrc, verify
 from csfs.core.errors import FormatError, NotFoundError, UsageError
 from csfs.core.instance import Instance
@@ -47,7 +46,7 @@ def _assert_same_dataset(a: np.ndarray, a_dir: Path, b: np.ndarray, b_dir: Path)
     assert np.array_equal(a["uid"], b["uid"])
     for name in a.dtype.names:
         if name.endswith("/path"):
-            for va, vb in zip(a[name], b[name]):
+            for va, vb in zip(a[name], b[name], strict=True):
                 pa, pb = va.decode(), vb.decode()
                 fa = a_dir / pa[1:] if pa.startswith(">") else a_dir / pa
                 fb = b_dir / pb[1:] if pb.startswith(">") else b_dir / pb
@@ -117,7 +116,7 @@ def test_import_raw_kinds(two, demo):
     assert len(arr) == len(movies) and len(set(arr["uid"])) == len(movies)
     h = mrc.read_header(movies[0])
     assert list(arr["movie_blob/shape"][0]) == [h.nz, h.ny, h.nx]
-    for m, p in zip(movies, arr["movie_blob/path"]):
+    for m, p in zip(movies, arr["movie_blob/path"], strict=True):
         link = path_b / p.decode()
         assert link.is_symlink() and os.readlink(link) == str(m)
     stacks = sorted((demo / "J5" / "extract").glob("*.mrc"))[:2]

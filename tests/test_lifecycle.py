@@ -5,11 +5,11 @@ import json
 import shutil
 
 import pytest
-
 from csfs.core import lock, store
 from csfs.core.errors import ArchivedError
 from csfs.core.instance import Instance
 from csfs.core.project import Project
+
 from lifecycle_helpers import check_agree, job_data, make_legacy, make_project, ok, refused, run_main, snapshot
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_csfs
-from mountutil import is_mounted, mounted, needs_fuse, run
+from mountutil import is_mounted, mounted, needs_fuse
 
 pytestmark = needs_fuse
 
@@ -131,7 +131,7 @@ def test_export_and_clear_through_control(inst_mount):
     assert (project / "exports" / "groups" / "J8_particles").is_dir()
     # O_TRUNC and truncate(2) work on control files, nowhere else
     os.truncate(folder / "control" / "export-job", 0)
-    from csfs.core.exportplan import job_export_plan, job_export_name
+    from csfs.core.exportplan import job_export_name, job_export_plan
     from csfs.core.project import Project
 
     jj = folder / "exports" / "jobs" / job_export_name(Project.open(project).job("J8")) / "job.json"
@@ -173,14 +173,14 @@ def test_eight_tar_readers_while_an_action_runs(inst_mount):
     t.join(timeout=120)
     assert not t.is_alive(), "control action deadlocked"
     assert results == {"export": 0, "group": 0}
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0 and err == b"", err
         assert int(out) > 0
 
 
 def test_killed_server_then_umount_recovers(demo, tmp_path):
-    from csfs.core.instance import Instance
     from csfs.core import lifecycle
+    from csfs.core.instance import Instance
 
     inst = Instance(tmp_path / "home")
     lifecycle.attach(inst, demo)

@@ -108,7 +108,7 @@ def test_every_split_of_every_command(request, binding):
     assert not (project / "exports").exists() or not any((project / "exports").rglob("J1_*"))
 
 
-def test_split_success_acts_once_on_the_whole_command(inst_mount):
+def test_split_success_acts_once_on_the_whole_command(inst_mount):  # noqa: F811 (the fixture imported above)
     """`J8` byte by byte exports J8; two commands in one write act in turn, and when the
     second fails the writer gets a short write, then the errno for the rest."""
     inst, project, mnt, folder, _pid = inst_mount
@@ -131,7 +131,7 @@ def test_split_success_acts_once_on_the_whole_command(inst_mount):
         "J7_homo_abinit", "J8_homo_refine_new"]
 
 
-def test_errno_reaches_shell_writers(inst_mount):
+def test_errno_reaches_shell_writers(inst_mount):  # noqa: F811 (the fixture imported above)
     """echo (newline: errno from write()) and coreutils printf (no newline: errno from
     close()) both fail with the action's errno; a retry of a failed write acts again."""
     inst, project, mnt, folder, _pid = inst_mount
@@ -154,7 +154,7 @@ def test_errno_reaches_shell_writers(inst_mount):
     assert "export-job J999: failed (ENOENT)" in _last(ctl)
 
 
-def test_control_abuse(inst_mount, tmp_path):
+def test_control_abuse(inst_mount, tmp_path):  # noqa: F811 (the fixture imported above)
     """Garbage, 100 MB, binary, writes at offsets, O_APPEND, concurrent writers on every
     control file: EINVAL (or the action's errno), the mount stays up, nothing changes."""
     inst, project, mnt, folder, pid = inst_mount

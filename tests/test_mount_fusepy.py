@@ -13,8 +13,18 @@ import time
 import pytest
 
 from conftest import REPO, copy_demo, run_csfs
-from mountutil import (check_du_and_sizes, check_inodes, fusepy_missing, is_mounted, ls_links_shared, mounted,
-                       needs_fuse, run, tar_members, write_sparse)
+from mountutil import (
+    check_du_and_sizes,
+    check_inodes,
+    fusepy_missing,
+    is_mounted,
+    ls_links_shared,
+    mounted,
+    needs_fuse,
+    run,
+    tar_members,
+    write_sparse,
+)
 
 FUSEPY = {"CSFS_FUSE": "fusepy"}
 

@@ -9,12 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
+
 from conftest import copy_demo, run_csfs
 from mountutil import mounted, needs_fuse, run, tar_members
 
 pytestmark = needs_fuse
 
-TRICKS = {"zerocopy", "dircache", "threadstate", "readdir", "readahead"}
+TRICKS = {"zerocopy", "dircache", "threadstate", "readdir", "readahead", "readdirplus", "getattr"}
 
 
 def _completed(project: Path) -> list:

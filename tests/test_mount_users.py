@@ -123,7 +123,7 @@ def test_second_user_reads_exactly_what_the_project_allows(shared):
         pairs.append((tree, str(path), checks.add(via_mount), checks.add(via_project)))
 
     # the real tree: the same path on both sides
-    for dirpath, dirnames, filenames in os.walk(project):
+    for dirpath, _dirnames, filenames in os.walk(project):
         rel = os.path.relpath(dirpath, project)
         for n in filenames:
             pair("real", _cat(mnt / rel / n), _cat(Path(dirpath) / n), mnt / rel / n)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import csfile
+from csfs.core.documents import iso_time
+from csfs.core.documents import parse_time as timestamp
 from csfs.core.errors import FormatError, NotFoundError
-from csfs.core.documents import iso_time, parse_time as timestamp
 from csfs.core.project import ACTIVE_STATUSES, FINAL_STATUSES, Project, referenced_files
 
 

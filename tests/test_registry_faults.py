@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-import faultinject as fi
 from csfs.core import lifecycle, lock
 from csfs.core.instance import Instance
-from lifecycle_helpers import check_agree, job_data, make_project, ok, refused, run_main, snapshot
 
+import faultinject as fi
+from lifecycle_helpers import check_agree, job_data, make_project, ok, refused, run_main, snapshot
 
 # -- a full disk during attach -------------------------------------------------------------
 

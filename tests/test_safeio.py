@@ -5,9 +5,8 @@ import json
 import os
 
 import pytest
-
 from csfs.core import csfile, csg, lock, safeio
-from csfs.core.errors import CsfsError, FormatError, NotFoundError
+from csfs.core.errors import FormatError, NotFoundError
 from csfs.core.project import Project
 
 from data_helpers import snapshot
@@ -25,7 +24,8 @@ h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
 
 @pytest.mark.parametrize("text,why", [
     (b"[1e400]", "out of range"), (b'{"num_items": Infinity}', "Infinity"), (b"[NaN]", "NaN"),
-    (b"[" * 50000 + b"]" * 50000, "nested"), (b"[" * 50000, "nested"), (b'{"a": [' * 300 + b"1" + b"]}" * 300, "nested"),
+    (b"[" * 50000 + b"]" * 50000, "nested"), (b"[" * 50000, "nested"),
+    (b'{"a": [' * 300 + b"1" + b"]}" * 300, "nested"),
     (b"\xff\xfe{", "JSON"), (b'{"a": 1', "JSON")], ids=lambda v: repr(v)[:30])
 def test_json_refusals_are_one_format_error(text, why):
     with pytest.raises(FormatError, match=why):

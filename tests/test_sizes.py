@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from csfs.core import sizes
 from csfs.core.project import Project
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from csfs.core import consolidate, csfile, csg, imports, verify
 from csfs.core.errors import CsfsError, FormatError
 from csfs.core.project import Project
@@ -24,7 +23,7 @@ SECRET = b"-----BEGIN PRIVATE KEY----- not for the project\n"
 
 
 @pytest.fixture
-def lab(two, tmp_path):
+def lab(two, tmp_path):  # noqa: F811 (the fixture imported above)
     """(instance B, project uid B, project dir B, incoming group export, incoming job export, secret file)."""
     inst_a, puid_a, _, inst_b, puid_b, path_b = two
     incoming = tmp_path / "incoming"

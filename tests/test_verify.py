@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from csfs.core import consolidate, verify
 from csfs.core.errors import RefusedError, UsageError
 from csfs.core.project import Project

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import copy_demo
-from lifecycle_helpers import run_main
 from data_helpers import read_tree
+from lifecycle_helpers import run_main
 from mountutil import check_du_and_sizes, check_inodes, mounted, needs_fuse, run, tar_members
 
 
@@ -79,7 +78,7 @@ def test_cli_life_of_a_project(demo_masters, tmp_path, version, target):
     want = _uids(group_dir / "J6_particles_exported.cs")
     n = json.loads(_ok(csfs("jobs", src, "--json"), "jobs src"))["jobs"][5]["groups"][0]["num_items"]
     assert len(want) == n > 0
-    before = set(json.loads(_ok(csfs("jobs", dst, "--json"), "jobs"))["jobs"][i]["uid"] for i in range(10))
+    before = {json.loads(_ok(csfs("jobs", dst, "--json"), "jobs"))["jobs"][i]["uid"] for i in range(10)}
     _ok(csfs("job", "import", puid_b, job_export, home=home_b), "job import")
     _ok(csfs("group", "import", puid_b, csg, home=home_b), "group import")
     listing = json.loads(_ok(csfs("jobs", dst, "--json"), "jobs"))

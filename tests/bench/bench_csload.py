@@ -62,7 +62,8 @@ def make_particles(rows: int, mics: int = 1000, seed: int = 0) -> np.ndarray:
     muid = rng.integers(0, 2**64 - 1, mics, dtype=np.uint64)
     stem = [f"{u:021d}_FoilHole_{30000000 + m}_Data_{29000000 + m}_{29000001 + m}_20240517_{m:06d}_fractions"
             for m, u in enumerate(muid.tolist())]
-    arr["blob/path"] = np.array([f"J19/extract/{s}_patch_aligned_doseweighted_particles.mrc" for s in stem], "S128")[mic]
+    blobs = [f"J19/extract/{s}_patch_aligned_doseweighted_particles.mrc" for s in stem]
+    arr["blob/path"] = np.array(blobs, "S128")[mic]
     arr["location/micrograph_path"] = np.array([f"J3/motioncorrected/{s}_patch_aligned_doseweighted.mrc"
                                                 for s in stem], "S128")[mic]
     arr["location/micrograph_uid"] = muid[mic]
@@ -145,7 +146,7 @@ def run(rows: int, workdir: Path) -> str:
          lambda: csfile.load(csdat_path, two), lambda: Dataset.load(csdat_path, fields=two)),
     ]
     open_time = timed(lambda: csfile.load(numpy_path))
-    lines = [f"| case | file size | csfs (s) | cryosparc-tools (s) | speed-up (tools / csfs) |",
+    lines = ["| case | file size | csfs (s) | cryosparc-tools (s) | speed-up (tools / csfs) |",
              "|---|---:|---:|---:|---:|",
              f"| numpy, open (memory-mapped, lazy) | {sizes[numpy_path] / 2**20:.0f} MiB | {open_time:.4f} | – | – |"]
     for label, path, ours, theirs in cases:
@@ -154,7 +155,8 @@ def run(rows: int, workdir: Path) -> str:
         print(lines[-1], flush=True)
     mem = ["", "Peak memory of reading only `uid` + `blob/path` from the numpy form (fresh process, "
            "peak VmHWM minus VmRSS before the read; mapped file pages count):", "",
-           "| reader | peak RSS growth | % of file | the returned columns themselves | overhead beyond them (% of file) |",
+           "| reader | peak RSS growth | % of file | the returned columns themselves "
+           "| overhead beyond them (% of file) |",
            "|---|---:|---:|---:|---:|"]
     for tool in ("csfs", "csfs-strings", "cryosparc-tools"):
         m = peak_two_columns(tool, numpy_path)
@@ -166,7 +168,8 @@ def run(rows: int, workdir: Path) -> str:
             f"(or `python3 -m pytest tests/bench/bench_csload.py -s`). ",
             "",
             f"{rows:,} particles, {len(on_disk.names)} fields, {on_disk.itemsize} bytes/row "
-            f"(blob/path {on_disk['blob/path'].str}). Best of 3, warm page cache; {time.strftime('%Y-%m-%d')}, numpy {np.__version__}, "
+            f"(blob/path {on_disk['blob/path'].str}). Best of 3, warm page cache; {time.strftime('%Y-%m-%d')}, "
+            f"numpy {np.__version__}, "
             f"cryosparc-tools {_tools_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} "
             f"at the end (other work shares the machine). Files made in {setup:.0f} s. csfs's 'all fields' "
             "numpy case copies the memory map into RAM so both sides end with the data in memory.",

@@ -71,7 +71,8 @@ def run(base: Path, scales: list[str], flavours: list[str]) -> str:
             f"{datetime.date.today()}, {os.cpu_count()} cores, seed 0; tiny is best of 3. Files are the project's "
             "(symlinks counted); raw/ holds each movie with an .xml and a .jpg. Apparent size is the sum of "
             "st_size (data sections of small/large are sparse).\n\n"
-            "| scale | flavour | micrographs | particles | project files | raw files | apparent size | on disk | seconds |\n"
+            "| scale | flavour | micrographs | particles | project files | raw files "
+            "| apparent size | on disk | seconds |\n"
             "|---|---|---:|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n" + model)
 
 

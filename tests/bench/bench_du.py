@@ -24,11 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from csfs.core.demo import make_demo  # noqa: E402
-from csfs.core.instance import Instance  # noqa: E402
-from csfs.core.project import Project  # noqa: E402
-from csfs.core.sizes import project_sizes  # noqa: E402
-from bench_results import write_section  # noqa: E402
+from bench_results import write_section
+from csfs.core.demo import make_demo
+from csfs.core.instance import Instance
+from csfs.core.project import Project
+from csfs.core.sizes import project_sizes
 
 REPO = Path(__file__).resolve().parents[2]
 
