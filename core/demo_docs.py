@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .documents import STATUS_NUMS
 
 if TYPE_CHECKING:
-    from .demo import _Job
+    from .demo import _Demo, _Job
 
 FLAVOURS = ("legacy", "v4", "v5")
 VERSIONS = {"legacy": "v3.3.2", "v4": "v4.7.1", "v5": "v5.0.0"}
@@ -220,7 +220,7 @@ def _v5_spec(job: _Job) -> dict:
 
 # -- project files -----------------------------------------------------------------------------
 
-def project_files(flavour: str, demo: Any, title: str, description: str,
+def project_files(flavour: str, demo: _Demo, title: str, description: str,
                   base: _dt.datetime) -> dict[str, Any]:
     """Root files of the project: name -> JSON document (legacy: none)."""
     if flavour == "legacy":
@@ -241,7 +241,7 @@ def project_files(flavour: str, demo: Any, title: str, description: str,
             "created_at_version": demo.cs_version, "last_detached_version": demo.cs_version,
             "tags": [], "starred_by": [], "synthetic": True,
         }
-        workspace = {
+        workspace: dict[str, Any] = {
             "_id": demo.object_id(), "updated_at": dumped, "created_at": iso(base), "dumped_at": dumped,
             "last_dumped_version": demo.cs_version, "autodump": False, "uid": "W1", "uid_num": 1,
             "project_uid": puid, "project_uid_num": int(puid[1:]), "created_by_user_id": "csfs-demo",

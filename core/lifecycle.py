@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import documents, faults, lock, safeio
 from .atomic import write_json
@@ -61,7 +61,7 @@ def _serial(fn: F) -> F:
     def wrapper(instance: Instance, *args: Any, **kwargs: Any) -> Any:
         with serialized(instance):
             return fn(instance, *args, **kwargs)
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def slug(title: str) -> str:

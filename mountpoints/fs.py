@@ -333,7 +333,7 @@ def fuse_class() -> Any:
     the lseek callback mfusepy does not wrap itself."""
     from .fusecompat import FUSE
 
-    class CsfsFUSE(binding.tuned(FUSE, FUSE_MAJOR)):  # type: ignore[misc]
+    class CsfsFUSE(binding.tuned(FUSE, FUSE_MAJOR)):  # type: ignore[misc]  # a base class made at run time
         def lseek(self, path: bytes | None, offset: int, whence: int, fip: Any) -> int:
             decoded = None if path is None else path.decode(self.encoding, self.errors)
             return int(self.operations.lseek(decoded, offset, whence, fip.contents))

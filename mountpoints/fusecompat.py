@@ -97,11 +97,11 @@ if _fuse is not None:
     FuseOSError = _fuse.FuseOSError
     fuse_get_context = _fuse.fuse_get_context
 else:  # pragma: no cover - depends on the machine
-    class FuseOSError(OSError):  # type: ignore[no-redef]
+    class FuseOSError(OSError):  # type: ignore[no-redef]  # stand-ins when no binding loads
         def __init__(self, code: int) -> None:
             super().__init__(code, errno.errorcode.get(code, str(code)))
 
-    class Operations:  # type: ignore[no-redef]
+    class Operations:  # type: ignore[no-redef]  # (the names the binding would give)
         pass
 
     FUSE = None

@@ -148,7 +148,7 @@ class ControlHandle(Handle):
         self.pending = Pending(target, append) if write else None
 
     @property
-    def writable(self) -> bool:   # type: ignore[override]
+    def writable(self) -> bool:   # type: ignore[override]  # a property where Handle has a class attribute
         return self.pending is not None
 
     def read(self, size: int, offset: int) -> bytes:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from csfs.core.errors import CsfsError, NotFoundError, RefusedError, UsageError
 
@@ -87,7 +88,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     fs = CsfsFS(ctx, source)
     name = f"csfs:{source or home}".replace(",", "_")
     # noatime: a readdir would otherwise invalidate the directory's cached attributes
-    opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True, "noatime": True,
+    opts: dict[str, Any] = {"fsname": name, "subtype": "csfs", "use_ino": True, "noatime": True,
                                "attr_timeout": 60, "entry_timeout": 60}
     if plain:
         # nothing to write (no control/): a read-only superblock, so the kernel keeps a file's
@@ -97,7 +98,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
     opts.update(fuse_options(options))
-    fs.max_read = int(opts.setdefault("max_read", fs.max_read))   # type: ignore[call-overload]
+    fs.max_read = int(opts.setdefault("max_read", fs.max_read))
     try:
         fuse_class()(fs, mountpoint, foreground=True, raw_fi=True, **opts)
     except RuntimeError as e:   # the binding's fuse_main() status

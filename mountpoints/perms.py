@@ -22,9 +22,12 @@ from __future__ import annotations
 import os
 import stat as S
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .statinfo import T_GID, T_MODE, T_UID, compact
+
+if TYPE_CHECKING:
+    from .context import Context
 
 R, X = 4, 1
 AS_IS = 0          # the entry's bits are at most the source's
@@ -59,7 +62,7 @@ def limit(perm: int, uid: int, gid: int, sources: Iterable[tuple[tuple, int]]) -
 class Perms:
     """The permission rules of one mount (ctx.allow_other adds the folders on real paths)."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
     def _stat(self, path: str) -> tuple | None:

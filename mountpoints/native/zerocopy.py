@@ -45,10 +45,10 @@ def usable(fuse_major: int, fuse_minor: int) -> bool:
     return native.use("zerocopy", fuse_major == 2 or (fuse_major == 3 and fuse_minor < 17))
 
 
-def want_splice(conn_info: object) -> None:
+def want_splice(conn_info: Any) -> None:
     """From init: let libfuse splice file pages to the kernel instead of copying them twice."""
     want = SPLICE_WRITE | SPLICE_MOVE
-    conn_info.want |= want & conn_info.capable  # type: ignore[attr-defined]
+    conn_info.want |= want & conn_info.capable
 
 
 def hole_length(fd: int, pos: int, size: int) -> int:
