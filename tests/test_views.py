@@ -23,6 +23,7 @@ from conftest import copy_demo
 from mountutil import fuse_missing, mounted, write_sparse
 from viewmodel import (
     Bound,
+    Exports,
     Model,
     differences,
     instance_model,
@@ -58,7 +59,7 @@ def attached(flavour_demo: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def exports(attached: tuple[Path, Path], tmp_path: Path) -> dict[str, dict[str, Path]]:
+def exports(attached: tuple[Path, Path], tmp_path: Path) -> Exports:
     """The project's physical exports, written by core outside the project."""
     return physical_exports(attached[1], tmp_path / "physical")
 
@@ -110,7 +111,7 @@ def _check(model: Model, seen: Any, flavour: str) -> dict[str, int]:
     return own
 
 
-def _model_is_not_empty(model: Model, exports: dict[str, dict[str, Path]]) -> None:
+def _model_is_not_empty(model: Model, exports: Exports) -> None:
     """The model covers what the test claims: exports of both kinds, shared data files
     (links >= 2), generated files, symlinks of the real tree, sizes and control files."""
     shared = [p for p, w in model.items() if p.startswith("exports/") and w.ino is not None]
@@ -227,14 +228,14 @@ def test_physical_exports_are_merged(flavour, attached, exports, tmp_path, csfs)
     stray file beside them: exports/ is the real folder with the virtual exports over it, and
     those virtual exports equal the CLI's physical ones read with links followed."""
     home, project = attached
-    made: dict[str, dict[str, Path]] = {"jobs": {}, "groups": {}}
+    made: Exports = {"jobs": {}, "groups": {}}
     for kind, name in (("jobs", next(iter(exports["jobs"]))), ("groups", sorted(exports["groups"])[-1])):
         juid, group = name.split("_", 1)
         args = ["job", "export", juid] if kind == "jobs" else ["group", "export", juid, group]
         r = csfs(args[0], args[1], str(project), *args[2:], home=home)
         assert r.returncode == 0, r.stderr
-        made[kind][name] = project / "exports" / kind / name
-        assert made[kind][name].is_dir()
+        made[kind][name] = folder = project / "exports" / kind / name
+        assert folder.is_dir()
     (project / "exports" / "jobs" / "notes.txt").write_text("kept beside the exports\n")
     (project / "exports" / "old").mkdir()
     (project / "exports" / "old" / "list.txt").write_text("a folder of the user's\n")
