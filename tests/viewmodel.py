@@ -7,7 +7,8 @@ The model says, for every path of a project mount (or an instance mount), what `
 - the real tree from the project directory itself (os.walk, os.lstat, os.readlink);
 - `exports/` from physical exports written by core (`exportplan` plans rendered by
   `consolidate.write_plan`, the function `csfs job export` uses) into a temporary folder
-  and read there with links followed: an export exists exactly when core exports it;
+  and read there with links followed: an export exists exactly when core exports it (one
+  core refuses because a data file is missing is listed and answers EPERM);
 - `sizes/` from a walk of its own (CryoSPARC's accounting, DESIGN §6);
 - `control/`, modes, link counts and inodes from DESIGN §5 and SEMANTICS.md.
 
