@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from . import exportplan, faults
 from .atomic import fsync_dir
-from .errors import RefusedError
 from .exportplan import Entry, Plan
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ class _Targets:
         self.inside = project_real + os.sep
         self._rel: dict[tuple[str, str], str] = {}
 
-    def __call__(self, source: Path | None, rel_path: str) -> str:
+    def __call__(self, source: str | None, rel_path: str) -> str:
         if source is None:
             raise ValueError(f"export entry {rel_path!r}: a file without a source")
         src = os.fspath(source)
@@ -192,12 +191,6 @@ def _ns(t: float) -> int:
     return int(round(t * 1e9))
 
 
-def _refuse_missing(plan: Plan) -> None:
-    if plan.missing:
-        raise RefusedError(f"{plan.name}: {len(plan.missing)} data file(s) named by the outputs are missing "
-                           f"(first: {plan.missing[0]}); run `csfs verify` and fix them first")
-
-
 def _export(instance: Instance, ref: str, build: Callable[[Project], Plan], kind: str,
             progress: Progress | None, stats: dict | None) -> Path:
     from . import store
@@ -207,7 +200,9 @@ def _export(instance: Instance, ref: str, build: Callable[[Project], Plan], kind
     store.check_writable(instance, rec.path)
     project = Project.open(rec.path)
     plan = build(project)
-    _refuse_missing(plan)
+    refusal = plan.refusal()
+    if refusal is not None:
+        raise refusal
     return write_plan(plan, project.path / "exports" / kind / plan.name, project.path, progress, stats)
 
 

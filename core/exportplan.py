@@ -1,13 +1,7 @@
-"""Export plans: a job or output-group export described once, as relative path -> entry.
-
-A plan is pure description. `core.consolidate` writes it for real (files and
-symlinks under `exports/`) and the FUSE mount serves it virtually; both render the
-same entries, so a physical export read with links followed equals the virtual one.
-
-Entry kinds:
-- "dir": a directory;
-- "file": a data file served from `source` (the real file, symlinks resolved);
-- "generated": bytes made by `generate()`, whose length `size` is known in advance.
+"""Making export plans (core/plan.py) of jobs and output groups: the stripped job.json,
+events.bson and gridfs_data/ of a job export, and for each output group the join of its
+results' final versions by uid (`_exported.cs`, whose size is known before it is built),
+its `.csg` and its data files at their project-relative paths.
 
 Generated contents are deterministic: timestamps come from the job, never from now.
 """
@@ -19,143 +13,38 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import csfile, csg
 from .atomic import dumps_json
-from .documents import STRIPPED_JOB_KEYS, OutputGroup, OutputResult, exported_job_doc, parse_time  # noqa: F401
-from .errors import ActiveJobError, CsfsError, FormatError, NotFoundError, RefusedError
+from .documents import STRIPPED_JOB_KEYS, exported_job_doc  # noqa: F401
+from .errors import CsfsError, FormatError, NotFoundError, RefusedError
+from .exportrules import (  # noqa: F401
+    check_exportable,
+    export_names,
+    export_refusal,
+    group_export_name,
+    has_job_export,
+    job_export_name,
+    job_time,
+)
+from .plan import DIR_MODE, GENERATED_MODE, KINDS, Entry, ExportKey, Plan, plain_name  # noqa: F401
 
 if TYPE_CHECKING:
+    from .documents import OutputGroup, OutputResult
     from .project import Job, Project
-
-DIR_MODE = 0o755
-GENERATED_MODE = 0o644
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One member of an export. `path` is relative to the export root ("" is the root)."""
-
-    path: str
-    kind: str  # "dir" | "file" | "generated"
-    size: int
-    mtime: float
-    source: Path | None = None
-    generate: Callable[[], bytes] | None = None
-    mode: int = GENERATED_MODE  # permission bits (dirs 0o755, data files those of the source)
-    sources: tuple[str, ...] = ()  # the files a generated entry is made from (the mount's permissions)
-
-
-class Plan:
-    """An export: its folder name and its entries, in tar order (parents first, names sorted)."""
-
-    def __init__(self, name: str, entries: Iterable[Entry], missing: Sequence[str] = ()) -> None:
-        self.name = name
-        self.entries: list[Entry] = sorted(entries, key=lambda e: _sort_key(e.path))
-        _refuse_unsafe(name, self.entries)
-        self.missing = list(missing)  # project-relative data files named by outputs but absent
-        self._by_path = {e.path: e for e in self.entries}
-        self._children: dict[str, list[str]] = {}
-        for e in self.entries:
-            if e.path:
-                parent, _, base = e.path.rpartition("/")
-                self._children.setdefault(parent, []).append(base)
-
-    def lookup(self, rel: str) -> Entry | None:
-        """The entry at `rel` (relative path, "" or "." for the root), or None."""
-        return self._by_path.get(_norm(rel))
-
-    def children(self, rel: str) -> list[str]:
-        """Names inside the directory `rel`, sorted ([] for files and unknown paths)."""
-        return list(self._children.get(_norm(rel), []))
-
-    @property
-    def total_size(self) -> int:
-        return sum(e.size for e in self.entries if e.kind != "dir")
-
-    def __repr__(self) -> str:
-        return f"Plan({self.name!r}, {len(self.entries)} entries)"
-
-
-def _inside(rel: str) -> bool:
-    """Is `rel` a normalised relative path that stays below its root?"""
-    return rel == "" or (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel != "..")
-
-
-def plain_name(name: str) -> bool:
-    """Can `name` (an export folder name built from job.json) be one path component?"""
-    return "/" not in name and "\0" not in name and name not in ("", ".", "..")
-
-
-def _refuse_unsafe(name: str, entries: Sequence[Entry]) -> None:
-    """Export names come from job.json (type, group names): refuse any that would leave the
-    export folder, so neither the physical nor the virtual rendering ever sees one."""
-    bad = [] if plain_name(name) else [name]
-    bad += [e.path for e in entries if not _inside(e.path)][:1]
-    if bad:
-        raise FormatError(f"{name}: {bad[0]!r} would lead outside the export folder (a job type or "
-                          "group name in job.json is not a plain name); fix job.json, nothing written")
-
-
-def _norm(rel: str) -> str:
-    rel = rel.strip("/")
-    return "" if rel in ("", ".") else posixpath.normpath(rel)
-
-
-def _sort_key(path: str) -> tuple:
-    return tuple(path.split("/")) if path else ()
-
-
-# ---------------------------------------------------------------------------- names
-
-def job_export_name(job: Job) -> str:
-    """`J87_homo_refine`: the job uid and its type."""
-    return f"{job.uid}_{job.type}"
-
-
-def group_export_name(job: Job, group: OutputGroup | str) -> str:
-    """`J87_particles`: the job uid and the output group name (`group` may be a name)."""
-    return f"{job.uid}_{getattr(group, 'name', group)}"
-
-
-# ---------------------------------------------------------------------------- helpers
-
-def job_time(job: Job) -> float:
-    """The job's own timestamp for generated content: completed_at, else created_at, else job.json mtime."""
-    for value in (getattr(job, "completed_at", None), getattr(job, "created_at", None)):
-        ts = parse_time(value)
-        if ts is not None:
-            return ts
-    try:
-        return (Path(job.dir) / "job.json").stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def check_exportable(job: Job) -> None:
-    """Refuse jobs that are not completed (the rule CryoSPARC applies), with the reason."""
-    if getattr(job, "error", None):
-        raise RefusedError(f"{job.uid}: cannot export a broken job ({job.error})")
-    if job.status == "completed":
-        return
-    if job.is_active:
-        raise ActiveJobError(f"{job.uid} is {job.status}: wait until it completes, then export it")
-    raise RefusedError(f"{job.uid} is {job.status}, not completed: only completed jobs are exported "
-                       f"(mark it completed first with `csfs job mark-completed`)")
-
 
 def _dir(path: str, mtime: float) -> Entry:
     return Entry(path, "dir", 0, mtime, None, None, DIR_MODE)
 
 
 def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable[[], bytes] | None = None,
-               sources: Iterable[str | os.PathLike] = ()) -> Entry:
+               sources: Iterable[str] = ()) -> Entry:
     srcs = tuple(os.fspath(s) for s in sources)
     if isinstance(data_or_size, bytes):
         data = data_or_size
@@ -163,12 +52,11 @@ def _generated(path: str, data_or_size: bytes | int, mtime: float, gen: Callable
     return Entry(path, "generated", data_or_size, mtime, None, gen, GENERATED_MODE, srcs)
 
 
-def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None = None) -> Entry | None:
-    """A data-file entry for `src` (symlinks followed), or None when it does not resolve.
+def _source_file(path: str, src: str, dirs: dict[str, str] | None = None) -> Entry | None:
+    """A data-file entry for `src` (symlinks followed), or None when it is not a regular file.
 
     `dirs` caches the real path of each parent folder (many files share a folder).
     """
-    src = os.fspath(src)
     if "\0" in src:
         return None     # a path holding a NUL names no file
     folder, base = os.path.split(src)
@@ -187,7 +75,7 @@ def _source_file(path: str, src: str | os.PathLike, dirs: dict[str, str] | None 
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    return Entry(path, "file", st.st_size, st.st_mtime, Path(real), None, st.st_mode & 0o777)
+    return Entry(path, "file", st.st_size, st.st_mtime, real, None, st.st_mode & 0o777)
 
 
 def _new_folder(path: str, seen: set[tuple[int, int]]) -> bool:
@@ -290,7 +178,7 @@ def group_data(project: Project, group: OutputGroup) -> GroupData:
                                   "it is not a CryoSPARC dataset")
         p.fields = [n for n in arrays[p.metafile].dtype.names or () if n.startswith(p.result.name + "/")]
     joined, rows = join_order([arrays[p.metafile]["uid"] for p in parts])
-    # plans live long in the mount: keep row indices small (a slice when rows are in order)
+    # keep row indices small (a slice when rows are in order)
     order: list[np.ndarray | slice] = [
         slice(None) if len(idx) == len(arrays[p.metafile]) and np.array_equal(idx, np.arange(len(idx)))
         else idx.astype(np.int32 if rows < 2**31 else np.int64) for p, idx in zip(parts, joined, strict=True)]
@@ -305,9 +193,8 @@ def group_data(project: Project, group: OutputGroup) -> GroupData:
             if name not in path_fields:
                 descr.append((name, sub.base.str, sub.shape) if sub.shape else (name, sub.str))
                 continue
-            uniq, inverse = np.unique(np.asarray(arr[name])[idx], return_inverse=True)
+            uniq, inverse, firsts = _unique(np.asarray(arr[name])[idx])
             rels = [_resolve_value(v, p.metafile) if v else "" for v in uniq]
-            firsts: np.ndarray | list[int] = np.unique(inverse, return_index=True)[1] if len(inverse) else []
             for i in sorted(range(len(uniq)), key=lambda k: firsts[k]):
                 if rels[i]:
                     data_paths.setdefault(rels[i], None)
@@ -317,12 +204,26 @@ def group_data(project: Project, group: OutputGroup) -> GroupData:
     return GroupData(parts, np.dtype(descr), rows, order, path_maps, list(data_paths))
 
 
+def _unique(col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique of a column with its inverse and each value's first row, sorting only one
+    row per run of equal values (a path column repeats each file for many rows in a row)."""
+    if len(col) == 0:
+        return col[:0], np.zeros(0, np.intp), np.zeros(0, np.intp)
+    starts = np.flatnonzero(np.concatenate(([True], col[1:] != col[:-1])))
+    uniq, run_inverse = np.unique(col[starts], return_inverse=True)
+    run_inverse = run_inverse.reshape(-1)
+    inverse = np.repeat(run_inverse, np.diff(np.append(starts, len(col))))
+    firsts = np.full(len(uniq), len(col), np.intp)
+    np.minimum.at(firsts, run_inverse, starts)
+    return uniq, inverse, firsts
+
+
 def join_order(uid_columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Inner join by uid: per column, the row indices giving the joined rows (first column's order)."""
     cols = [np.asarray(u) for u in uid_columns]
     keep = np.ones(len(cols[0]), dtype=bool)
     for u in cols[1:]:
-        if u is not cols[0]:
+        if u is not cols[0] and not np.array_equal(u, cols[0]):
             keep &= np.isin(cols[0], u)
     out_uids = cols[0][keep]
     order = []
@@ -332,7 +233,7 @@ def join_order(uid_columns: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int
         else:
             sorter = np.argsort(u, kind="stable")
             order.append(sorter[np.searchsorted(u, out_uids, sorter=sorter)])
-    return order, int(len(out_uids))
+    return order, len(out_uids)
 
 
 def _load(project: Project, metafile: str) -> np.ndarray:
@@ -403,27 +304,28 @@ def _csg_bytes(job: Job, group: OutputGroup, cs_name: str, data: GroupData) -> b
 
 # ---------------------------------------------------------------------------- plans
 
-def _group_entries(project: Project, job: Job, group: OutputGroup, prefix: str) -> tuple[list[Entry], list[str]]:
-    """Entries of a group export below `prefix` ("" or "J87_particles/"), and missing data files."""
+def _group_generated(project: Any, job: Any, group: Any, data: GroupData) -> list[Entry]:
+    """The joined `_exported.cs` and the `.csg` of a group export."""
     name = group_export_name(job, group)
     cs_name = f"{name}_exported.cs"
     mtime = job_time(job)
-    data = group_data(project, group)
     size = len(npy_header(data.dtype, data.rows)) + data.rows * data.dtype.itemsize
-    metafiles = [_path_of(project, p.metafile) for p in data.parts]
-    entries = [
-        _generated(prefix + cs_name, size, mtime, partial(_dataset_bytes, project, data, size), metafiles),
-        _generated(prefix + f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime,
-                   sources=[Path(job.dir) / "job.json", *metafiles]),
+    metafiles = [str(_path_of(project, p.metafile)) for p in data.parts]
+    return [
+        _generated(cs_name, size, mtime, partial(_dataset_bytes, project, data, size), metafiles),
+        _generated(f"{name}_exported.csg", _csg_bytes(job, group, cs_name, data), mtime,
+                   sources=[os.path.join(job.dir, "job.json"), *metafiles]),
     ]
+
+
+def _group_files(project: Any, data: GroupData) -> tuple[list[Entry], list[str]]:
+    """The data files of a group export at their project-relative paths, and those missing."""
+    entries: list[Entry] = []
     missing: list[str] = []
     dirs: dict[str, str] = {}
     root = os.fspath(project.path)
     for rel in data.data_paths:
-        if rel == ".." or rel.startswith(("/", "../")):
-            missing.append(rel)
-            continue
-        e = _source_file(prefix + rel, os.path.join(root, rel), dirs)
+        e = None if rel.startswith(("/", "../")) or rel == ".." else _source_file(rel, os.path.join(root, rel), dirs)
         if e is None:
             missing.append(rel)
         else:
@@ -431,40 +333,56 @@ def _group_entries(project: Project, job: Job, group: OutputGroup, prefix: str) 
     return entries, missing
 
 
-def group_export_plan(project: Project, juid: str, group: OutputGroup | str) -> Plan:
+GroupEntries = tuple[list[Entry], list[str]]
+
+
+def _group_entries(project: Any, job: Any, group: Any) -> GroupEntries:
+    """Entries of a group export (paths relative to it), and its missing data files."""
+    data = group_data(project, group)
+    files, missing = _group_files(project, data)
+    return _group_generated(project, job, group, data) + files, missing
+
+
+def _exported_groups(project: Any, job: Any) -> dict[str, GroupEntries | CsfsError]:
+    """Each output group with metafiles: its entries, or why it cannot be exported."""
+    out: dict[str, GroupEntries | CsfsError] = {}
+    for g in job.groups:
+        if any(r.metafiles for r in g.results):
+            try:
+                out[g.name] = _group_entries(project, job, g)
+            except CsfsError as e:
+                out[g.name] = e
+    return out
+
+
+def group_export_plan(project: Any, juid: str, group: Any) -> Plan:
     """The export of one output group: joined `_exported.cs`, `.csg`, data at project-relative paths."""
     job = _find_job(project, juid)
     check_exportable(job)
     g = _find_group(job, group)
-    entries, missing = _group_entries(project, job, g, "")
-    mtime = job_time(job)
-    return Plan(group_export_name(job, g), _with_parents(entries, mtime), missing)
+    entries, missing = _group_entries(project, job, g)
+    return Plan(group_export_name(job, g), _with_parents(entries, job_time(job)), missing)
 
 
-def has_job_export(job: Job) -> bool:
-    """A job export holds the job's job.json: a legacy job known from its .csg files has
-    none (its output groups still export)."""
-    return bool(getattr(job, "doc", None))
-
-
-def job_export_plan(project: Project, juid: str) -> Plan:
-    """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
-    job = _find_job(project, juid)
+def _check_job_export(job: Any) -> None:
     check_exportable(job)
     if not has_job_export(job):
         groups = ", ".join(g.name for g in job.groups) or "none"
         raise RefusedError(f"{job.uid} has no job.json (a legacy job known from its .csg files), so it has "
                            f"no job export; export its output groups instead (groups: {groups})")
-    mtime = job_time(job)
-    jdir = Path(job.dir)
+
+
+def _job_own_entries(job: Any, mtime: float) -> list[Entry]:
+    """The stripped job.json, events.bson and the gridfs_data/ tree of a job export."""
+    jdir = os.fspath(job.dir)
     entries: list[Entry] = [_generated("job.json", dumps_json(exported_job_doc(job.doc)), mtime,
-                                       sources=[jdir / "job.json"])]
-    ev = _source_file("events.bson", jdir / "events.bson")
+                                       sources=[os.path.join(jdir, "job.json")])]
+    ev = _source_file("events.bson", os.path.join(jdir, "events.bson"))
     if ev is not None:
         entries.append(ev)
     entries.append(_dir("gridfs_data", mtime))
-    gdir = jdir / "gridfs_data"
-    if gdir.is_dir():
+    gdir = os.path.join(jdir, "gridfs_data")
+    if os.path.isdir(gdir):
         seen: set[tuple[int, int]] = set()      # folders entered: a link loop (`a -> .`) is entered once
         for root, dirs, files in os.walk(gdir, followlinks=True):
             try:
@@ -474,26 +392,76 @@ def job_export_plan(project: Project, juid: str) -> Plan:
                 continue
             seen.add((st.st_dev, st.st_ino))
             dirs[:] = sorted(d for d in dirs if _new_folder(os.path.join(root, d), seen))
-            rel_root = posixpath.join("gridfs_data", os.path.relpath(root, gdir).replace(os.sep, "/"))
-            rel_root = posixpath.normpath(rel_root)
-            for d in dirs:
-                entries.append(_dir(f"{rel_root}/{d}", mtime))
+            rel_root = posixpath.normpath(posixpath.join("gridfs_data", os.path.relpath(root, gdir)))
+            entries += [_dir(f"{rel_root}/{d}", mtime) for d in dirs]
             for f in sorted(files):
-                e = _source_file(f"{rel_root}/{f}", Path(root) / f)
+                e = _source_file(f"{rel_root}/{f}", os.path.join(root, f))
                 if e is not None:
                     entries.append(e)
+    return entries
+
+
+def _job_plan(job: Any, groups: dict[str, GroupEntries | CsfsError]) -> Plan:
+    """A job export from its own entries and its groups' (each in a folder `J87_<group>/`)."""
+    mtime = job_time(job)
+    entries = _job_own_entries(job, mtime)
     missing: list[str] = []
     for g in job.groups:
-        if not any(r.metafiles for r in g.results):
-            continue
-        prefix = group_export_name(job, g) + "/"
-        try:
-            group_entries, group_missing = _group_entries(project, job, g, prefix)
-        except CsfsError as e:  # a broken group leaves the rest of the job exportable (virtually)
-            missing.append(f"{g.name}: {e}")
-            continue
-        entries.append(_dir(prefix[:-1], mtime))
-        entries += group_entries
-        missing += group_missing
-
+        got = groups.get(g.name)
+        if isinstance(got, CsfsError):  # a broken group leaves the rest of the job exportable (virtually)
+            missing.append(f"{g.name}: {got}")
+        elif got is not None:
+            prefix = group_export_name(job, g) + "/"
+            entries.append(_dir(prefix[:-1], mtime))
+            entries += [replace(e, path=prefix + e.path) for e in got[0]]
+            missing += got[1]
     return Plan(job_export_name(job), _with_parents(entries, mtime), missing)
+
+
+def job_export_plan(project: Any, juid: str) -> Plan:
+    """The export of a job: stripped job.json, events.bson, gridfs_data/, one folder per output group."""
+    job = _find_job(project, juid)
+    _check_job_export(job)
+    return _job_plan(job, _exported_groups(project, job))
+
+
+def export_plans(project: Any, juid: str) -> dict[ExportKey, Plan | CsfsError]:
+    """Every export of a job (`export_names`), each group's data planned once for all: its
+    plan, or why it cannot be built."""
+    job = _find_job(project, juid)
+    check_exportable(job)
+    groups = _exported_groups(project, job)
+    mtime = job_time(job)
+    out: dict[ExportKey, Plan | CsfsError] = {}
+    for kind, name, group in export_names(job):
+        try:
+            if kind == "jobs":
+                out[kind, name] = _job_plan(job, groups)
+                continue
+            got = groups.get(group or "") or NotFoundError(f"output group {group!r} has no result metafiles "
+                                                          "to export")
+            if isinstance(got, CsfsError):
+                raise got
+            out[kind, name] = Plan(name, _with_parents(got[0], mtime), got[1])
+        except CsfsError as e:
+            out[kind, name] = e
+    return out
+
+
+def render(project: Any, juid: str, group: str | None, rel: str) -> bytes:
+    """The bytes of one generated entry at `rel` of a job export (`group` None) or a group
+    export, made without planning the rest (no data file is looked at)."""
+    job = _find_job(project, juid)
+    if group is None:
+        _check_job_export(job)
+        if rel == "job.json":
+            return dumps_json(exported_job_doc(job.doc))
+        folder, _, rel = rel.partition("/")
+        group = next((g.name for g in job.groups if group_export_name(job, g) == folder), None)
+    else:
+        check_exportable(job)
+    g = _find_group(job, group or "")
+    for e in _group_generated(project, job, g, group_data(project, g)):
+        if e.path == rel and e.generate is not None:
+            return e.generate()
+    raise NotFoundError(f"{rel}: not a generated file of the export of {juid}")

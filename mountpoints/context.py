@@ -2,8 +2,11 @@
 
 Caches (cachetools) hold lstat results, directory listings, projects and export plans. Entries under a
 completed job, virtual exports and plans live long (their sources do not change
-behind csfs's back); the rest lives one second. `invalidate()` drops everything and
-is called whenever csfs itself changes something (a control action).
+behind csfs's back); the rest lives one second. Every cache is bounded: by items, and the
+plans by their entries in all (PLAN_ENTRIES, `CSFS_MOUNT_PLAN_ENTRIES`; a plan read back
+from the disk index costs a fraction of a second), so the mount's memory does not grow
+with what has been walked. `invalidate()` drops everything and is called whenever csfs
+itself changes something (a control action).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 LONG_TTL = 60.0
 SHORT_TTL = 1.0
 PROJECT_TTL = 5.0
+PLAN_ENTRIES = int(os.environ.get("CSFS_MOUNT_PLAN_ENTRIES", 150_000))   # plan entries kept in memory
 
 
 class Context:
@@ -44,7 +48,8 @@ class Context:
         self._long: TTLCache = TTLCache(maxsize=30_000, ttl=LONG_TTL)
         self._short: TTLCache = TTLCache(maxsize=10_000, ttl=SHORT_TTL)
         self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
-        self._plans: TTLCache = TTLCache(maxsize=32, ttl=600)
+        self._plans: TTLCache = TTLCache(maxsize=PLAN_ENTRIES, ttl=600, getsizeof=len)
+        self._oversize: tuple[Any, Any] | None = None   # the last plan bigger than the whole cache
         self._instance: Instance | None = None
         self.watcher: Any = None    # mountpoints.watch.Watcher once the mount runs (None: TTLs only)
         self.action_lock = threading.Lock()   # one control action at a time
@@ -58,21 +63,35 @@ class Context:
         """A core object (Project, SizeReport, Plan) cached for a few seconds (plans: minutes)."""
         return self._get(self._plans if plans else self._objects, key, compute)
 
+    def put(self, key: Any, value: Any) -> None:
+        """Keep a plan computed along with another one (the other exports of its job)."""
+        with self._lock:
+            self._store(self._plans, key, value)
+
     def _get(self, cache: TTLCache, key: Any, compute: Callable[[], Any]) -> Any:
         with self._lock:
             hit = cache.get(key, _MISS)
+            if hit is _MISS and self._oversize is not None and self._oversize[0] == key:
+                hit = self._oversize[1]
         if hit is not _MISS:
             return hit
         value = compute()
         with self._lock:
-            cache[key] = value
+            self._store(cache, key, value)
         return value
+
+    def _store(self, cache: TTLCache, key: Any, value: Any) -> None:
+        try:
+            cache[key] = value
+        except ValueError:      # larger than the cache itself: keep only the last such one
+            self._oversize = (key, value)
 
     def invalidate(self) -> None:
         """Forget every cached listing, lstat, project and plan."""
         with self._lock:
             for c in (self._long, self._short, self._objects, self._plans):
                 c.clear()
+            self._oversize = None
 
     def forget(self, base: str | None = None, paths: Iterable[str] = ()) -> None:
         """Drop what was cached about `paths` (their lstat, stat and listing) and, with
@@ -92,12 +111,16 @@ class Context:
             for c in (self._long, self._short, self._objects, self._plans):
                 for key in [k for k in list(c.keys()) if hit(k)]:
                     c.pop(key, None)
+            if self._oversize is not None and hit(self._oversize[0]):
+                self._oversize = None
 
     def drop(self, key: Any) -> None:
         """Forget one cached object."""
         with self._lock:
             for c in (self._long, self._short, self._objects, self._plans):
                 c.pop(key, None)
+            if self._oversize is not None and self._oversize[0] == key:
+                self._oversize = None
 
     def watch(self, path: Path | str, recursive: bool = True) -> None:
         """Watch a directory tree for changes made behind the mount's back (once running)."""

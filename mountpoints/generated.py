@@ -1,10 +1,12 @@
-"""Work kept out of the mount process: building export plans (which reads result .cs
-files) and generating big export files (a joined `_exported.cs`).
+"""Work kept out of the mount process: building a job's export index (which reads result
+.cs files; see core/exportindex.py) and generating export files (a joined `_exported.cs`).
 
 Both run in a small pool of long-lived worker processes (spawned once, recycled after a
 number of tasks), so the mount's own memory stays small and no request pays for a new
-interpreter. A big generated file is written once into the instance cache and then
-served from there like real data (read_buf, page cache).
+interpreter. Indexes are built in parallel, one job per worker (`prefetch`), and kept on
+disk in the instance cache, so the next mount reads them without a worker. A big
+generated file is written once into the instance cache and then served from there like
+real data (read_buf, page cache); a small one is made at each open.
 
 No export can wedge the others: each task has a time limit (LIMIT for a plan, more for
 a big file, by its size), enforced inside the worker by an alarm that interrupts a
@@ -26,13 +28,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from csfs.core import exportindex
 from csfs.core.errors import CsfsError
-
-if TYPE_CHECKING:
-    from csfs.core.project import Project
+from csfs.core.plan import ExportKey, Plan
 
 # generated files up to this size are kept in memory instead (tunable for tests)
 BIG = int(os.environ.get("CSFS_MOUNT_INLINE_MAX", 8 * 1024 * 1024))
@@ -42,10 +44,13 @@ GRACE = 10.0                    # after the worker's own alarm, before it is kil
 FAILED_TTL = 60.0
 WORKERS = 2                     # one slow export leaves the other worker serving
 TASKS_PER_WORKER = 200          # recycle a worker so its memory never accumulates
+IDLE = float(os.environ.get("CSFS_MOUNT_WORKER_IDLE", 10.0))   # seconds before idle workers end
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _failed: dict[tuple, tuple[float, str]] = {}   # task key -> (until, message)
+_running: dict[tuple, Future] = {}             # task key -> its future, while queued or running
+_last_use = 0.0                                # when a task was last queued or finished (monotonic)
 
 
 class TaskTimeout(CsfsError):
@@ -53,13 +58,29 @@ class TaskTimeout(CsfsError):
 
 
 def _get_pool() -> ProcessPoolExecutor:
-    global _pool
-    with _guard:
-        if _pool is None:
-            _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                                        max_tasks_per_child=TASKS_PER_WORKER,
-                                        initializer=_end_with_parent, initargs=(os.getpid(),))
-        return _pool
+    """The pool (started on first use; call with _guard held)."""
+    global _pool, _last_use
+    _last_use = time.monotonic()
+    if _pool is None:
+        _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
+                                    max_tasks_per_child=TASKS_PER_WORKER,
+                                    initializer=_end_with_parent, initargs=(os.getpid(),))
+        threading.Thread(target=_stop_when_idle, args=(_pool,), name="csfs-workers-idle", daemon=True).start()
+    return _pool
+
+
+def _stop_when_idle(pool: ProcessPoolExecutor) -> None:
+    """End the workers once they have had nothing to do for IDLE seconds: an idle mount
+    holds no worker memory (the next task starts them again, in about a second)."""
+    while True:
+        time.sleep(min(1.0, IDLE))
+        with _guard:
+            if _pool is not pool:
+                return
+            if _running or time.monotonic() - _last_use < IDLE:
+                continue
+        _drop(pool)
+        return
 
 
 def _drop(pool: ProcessPoolExecutor, kill: bool = False) -> None:
@@ -77,6 +98,28 @@ def _drop(pool: ProcessPoolExecutor, kill: bool = False) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _submit(fn: Callable[..., Any], *args: Any, limit: float = LIMIT) -> tuple[ProcessPoolExecutor, Future]:
+    """Queue fn(*args) for a worker, or join the same task already queued or running."""
+    key = (fn.__name__,) + args
+    with _guard:
+        pool = _get_pool()
+        fut = _running.get(key)
+        new = fut is None
+        if fut is None:
+            fut = _running[key] = pool.submit(_bounded, limit, fn, *args)
+    if new:
+        fut.add_done_callback(lambda f: _done(key, f))   # may run at once: not under _guard
+    return pool, fut
+
+
+def _done(key: tuple, fut: Future) -> None:
+    global _last_use
+    with _guard:
+        _last_use = time.monotonic()
+        if _running.get(key) is fut:
+            del _running[key]
+
+
 def _call(fn: Callable[..., Any], *args: Any, limit: float = LIMIT) -> Any:
     """Run fn(*args) in a worker within `limit` seconds; its CsfsError reaches the caller
     as is. Refused at once while the same task is remembered as having timed out."""
@@ -85,9 +128,9 @@ def _call(fn: Callable[..., Any], *args: Any, limit: float = LIMIT) -> Any:
     if failed is not None and failed[0] > time.monotonic():
         raise TaskTimeout(failed[1])
     for attempt in (1, 2):
-        pool = _get_pool()
+        pool, fut = _submit(fn, *args, limit=limit)
         try:
-            return _wait(pool, pool.submit(_bounded, limit, fn, *args), limit)
+            return _wait(pool, fut, limit)
         except TaskTimeout as e:
             _failed[key] = (time.monotonic() + FAILED_TTL, str(e))
             raise
@@ -140,11 +183,11 @@ def _bounded(limit: float, fn: Callable[..., Any], *args: Any) -> Any:
         signal.signal(signal.SIGALRM, old)
 
 
-def materialize(cache_dir: Path, project: Path, kind: str, juid: str, group: str | None,
-                rel: str, size: int, mtime: float, version: str = "") -> Path:
+def materialize(cache_dir: Path, project: Path, juid: str, group: str | None, rel: str, size: int,
+                version: str) -> Path:
     """The cached file holding this generated entry's bytes (made now if missing). `version`
-    (the plan's: its inputs' identities) keeps a file made from older inputs from being reused."""
-    key = hashlib.sha1(json.dumps([str(project), kind, juid, group, rel, size, mtime, version]).encode()).hexdigest()
+    (the index's: its inputs' identities) keeps a file made from older inputs from being reused."""
+    key = hashlib.sha1(json.dumps([str(project), juid, group, rel, size, version]).encode()).hexdigest()
     out = Path(cache_dir) / "mount-generated" / f"{key}.bin"
     with _guard:
         lock = _locks.setdefault(key, threading.Lock())
@@ -152,49 +195,58 @@ def materialize(cache_dir: Path, project: Path, kind: str, juid: str, group: str
         if out.is_file() and out.stat().st_size == size:
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
-        _call(_write_generated, str(project), kind, juid, group, rel, str(out),
-              limit=LIMIT + size / WRITE_RATE)
+        _call(_write_generated, str(project), juid, group, rel, str(out), limit=LIMIT + size / WRITE_RATE)
         if out.stat().st_size != size:
-            raise CsfsError(f"generated {rel} has {out.stat().st_size} bytes, the plan said {size}")
+            raise CsfsError(f"{rel} changed while it was being made; try again")
         return out
 
 
-class LightPlan:
-    """An export plan as the mount keeps it: entries without generators, small generated
-    bytes inline. Built in the worker (load_plan), so reading the result .cs files never
-    raises the mount process's memory."""
-
-    def __init__(self, name: str, entries: list[list], version: str = "") -> None:
-        self.name = name
-        self.version = version    # identities of the files the plan was built from
-        self.checked = time.monotonic()   # when `version` was last compared with the files
-        self._by_path: dict[str, tuple] = {}
-        self._children: dict[str, list[str]] = {}
-        self._sources: dict[str, tuple[str, ...]] = {}
-        for path, kind, size, mtime, source, mode, data, sources in entries:
-            self._by_path[path] = (kind, size, mtime, source, mode, data)
-            if sources:
-                self._sources[path] = tuple(sources)
-            if path:
-                parent, _, base = path.rpartition("/")
-                self._children.setdefault(parent, []).append(base)
-
-    def lookup(self, rel: str) -> tuple | None:
-        """(kind, size, mtime, source, mode, inline bytes or None) of `rel` ("" = the root)."""
-        return self._by_path.get(rel.strip("/"))
-
-    def children(self, rel: str) -> list[str]:
-        return self._children.get(rel.strip("/"), [])
-
-    def sources(self, rel: str) -> tuple[str, ...]:
-        """The files a generated entry is made from (for its permissions)."""
-        return self._sources.get(rel.strip("/"), ())
+def render(project: Path, juid: str, group: str | None, rel: str, size: int) -> bytes:
+    """A small generated entry's bytes, made by a worker (CsfsError if not `size` long: its
+    sources changed since the index was made)."""
+    data = _call(_render, str(project), juid, group, rel)
+    if len(data) != size:
+        raise CsfsError(f"{rel} changed while it was being made; try again")
+    return data
 
 
-def load_plan(project: Path, kind: str, juid: str, group: str | None) -> LightPlan:
-    """Build a job ("jobs") or group ("groups") export plan in the worker."""
-    name, entries, version = _call(_plan_entries, str(project), kind, juid, group)
-    return LightPlan(name, entries, version)
+@dataclass
+class Loaded:
+    """An export's plan (or why it has none) as the mount keeps it, with the identities of
+    its inputs, last compared with the files at `checked` (monotonic)."""
+
+    plan: Plan | CsfsError
+    inputs: list[Any]
+    checked: float
+
+    @property
+    def version(self) -> str:
+        return exportindex.version(self.inputs)
+
+    def __len__(self) -> int:   # its weight in the mount's plan cache
+        return len(self.plan) if isinstance(self.plan, Plan) else 1
+
+
+def load_index(cache_dir: Path | None, project: Path, juid: str, key: ExportKey) -> dict[ExportKey, Loaded]:
+    """The export `key` of a job from the disk cache, else every export of the job, indexed
+    by a worker (which also writes them to the disk cache)."""
+    now = time.monotonic()
+    if cache_dir is not None:
+        got = exportindex.read(cache_dir, project, juid, key)
+        if got is not None:
+            return {key: Loaded(got[0], got[1], now)}
+    index = _call(_build_index, str(project), juid, None if cache_dir is None else str(cache_dir))
+    return {k: Loaded(p, index.inputs, now) for k, p in index.plans.items()}
+
+
+def prefetch(cache_dir: Path, project: Path, exports: list[tuple[str, ExportKey]]) -> None:
+    """Have the workers index the jobs of these (job uid, export) pairs whose disk cache is
+    not up to date, in the background (one task per job, two workers)."""
+    for juid in dict.fromkeys(j for j, key in exports if not exportindex.current(cache_dir, project, j, key)):
+        try:
+            _submit(_build_index, str(project), juid, str(cache_dir))
+        except Exception:   # a pool being torn down: the next request builds it
+            return
 
 
 # -- run in the worker process ------------------------------------------------------------
@@ -209,48 +261,24 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _build(project: str, kind: str, juid: str, group: str | None) -> Any:
-    from csfs.core import exportplan
+def _build_index(project: str, juid: str, cache_dir: str | None) -> exportindex.JobIndex:
     from csfs.core.project import Project
 
-    proj = Project.open(project)
-    if kind == "jobs":
-        return exportplan.job_export_plan(proj, juid)
-    assert group is not None, "a group export names its group"
-    return exportplan.group_export_plan(proj, juid, group)
+    index = exportindex.build(Project.open(project), juid, cache_dir)
+    for plan in index.plans.values():
+        if isinstance(plan, Plan):
+            plan.drop_generators()      # the mount makes generated bytes with render()
+    return index
 
 
-def _plan_entries(project: str, kind: str, juid: str, group: str | None) -> tuple[str, list[list], str]:
+def _render(project: str, juid: str, group: str | None, rel: str) -> bytes:
+    from csfs.core.exportplan import render
     from csfs.core.project import Project
 
-    plan = _build(project, kind, juid, group)
-    entries = [[e.path, e.kind, e.size, e.mtime, str(e.source) if e.source else None, e.mode,
-                e.generate() if e.kind == "generated" and e.size <= BIG else None, list(e.sources)]
-               for e in plan.entries]
-    return plan.name, entries, inputs_version(Project.open(project), juid)
+    return render(Project.open(project), juid, group, rel)
 
 
-def inputs_version(project: Project, juid: str) -> str:
-    """What generated export files are made of: the job's job.json and final metafiles
-    (inode, size, mtime of each), hashed."""
-    job = project.job(juid)
-    paths = [Path(job.dir) / "job.json"]
-    paths += [Path(project.path) / mf for g in job.groups for r in g.results if (mf := r.final_metafile)]
-    ids = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-            ids.append([str(p), st.st_ino, st.st_size, st.st_mtime_ns])
-        except OSError:
-            ids.append([str(p)])
-    return hashlib.sha1(json.dumps(ids).encode()).hexdigest()
-
-
-def _write_generated(project: str, kind: str, juid: str, group: str | None, rel: str, out: str) -> None:
+def _write_generated(project: str, juid: str, group: str | None, rel: str, out: str) -> None:
     from csfs.core.atomic import write_bytes
 
-    plan = _build(project, kind, juid, group)
-    entry = plan.lookup(rel)
-    if entry is None or entry.generate is None:
-        raise CsfsError(f"{rel}: not a generated entry of {plan.name}")
-    write_bytes(out, entry.generate())
+    write_bytes(out, _render(project, juid, group, rel))

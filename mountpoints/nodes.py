@@ -111,17 +111,18 @@ class PlanFile(_SourceBacked):
 
 
 class GeneratedFile(Node):
-    """An export's generated file (job.json, a rewritten .cs or .csg) held in memory."""
+    """An export's generated file (job.json, a rewritten .cs or .csg): `make()` gives its
+    bytes at each open (made on demand: listing an export never builds one)."""
 
-    __slots__ = ("data",)
+    __slots__ = ("make",)
     regenerated = True
 
-    def __init__(self, attrs: dict[str, Any], data: bytes) -> None:
+    def __init__(self, attrs: dict[str, Any], make: Callable[[], bytes]) -> None:
         super().__init__(attrs, immutable=True)
-        self.data = data
+        self.make = make
 
     def open(self, write: bool, append: bool) -> Handle:
-        return BytesHandle(self.data)
+        return BytesHandle(self.make())
 
 
 class StagedFile(GeneratedFile):
@@ -131,7 +132,7 @@ class StagedFile(GeneratedFile):
     __slots__ = ("stage",)
 
     def __init__(self, attrs: dict[str, Any], stage: Callable[[], str]) -> None:
-        super().__init__(attrs, b"")
+        super().__init__(attrs, bytes)
         self.stage = stage
 
     def open(self, write: bool, append: bool) -> Handle:

@@ -9,12 +9,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from csfs.core.errors import CsfsError
+from csfs.core import exportindex, exportrules
+from csfs.core.errors import CsfsError, NotFoundError
+from csfs.core.plan import DIR_MODE, Plan
 
 from . import generated
 from .context import PROJECT_TTL, Context
 from .control import PROJECT_ACTIONS, Controls
-from .nodes import ControlFile, GeneratedFile, Node, PlanFile, RealDir, RealFile, SizeFile, StagedFile, VirtualDir
+from .nodes import (
+    ControlFile,
+    GeneratedFile,
+    Node,
+    PlanFile,
+    RealDir,
+    RealFile,
+    SizeFile,
+    StagedFile,
+    VirtualDir,
+)
 from .perms import AS_IS, LIST
 from .statinfo import T_DEV, T_INO, T_MODE, compact, ns, real_attrs, virtual_attrs
 
@@ -55,56 +67,57 @@ class ProjectView:
     def export_index(self) -> dict[str, dict[str, tuple[str, str | None]]]:
         """{"jobs": {name: (juid, None)}, "groups": {name: (juid, group)}} for completed jobs."""
         def compute() -> dict[str, dict[str, tuple[str, str | None]]]:
-            from csfs.core import exportplan
-
             idx: dict[str, dict[str, tuple[str, str | None]]] = {"jobs": {}, "groups": {}}
             try:
                 jobs = self.project().jobs
             except (CsfsError, OSError):
                 return idx
             for uid, job in jobs.items():
-                if job.error or job.status != "completed":
-                    continue
-                names: list[tuple[str, str, str | None]] = (
-                    [("jobs", exportplan.job_export_name(job), None)]
-                    if exportplan.has_job_export(job) else [])
-                names += [("groups", exportplan.group_export_name(job, g.name), g.name) for g in job.groups]
-                for kind, name, group in names:
-                    if exportplan.plain_name(name):     # a '/' in job.json's names: not listable
-                        idx[kind][name] = (uid, group)
+                for kind, name, group in exportrules.export_names(job):
+                    idx[kind][name] = (uid, group)
             return idx
         return self.ctx.obj(("exports", str(self.path)), compute)
 
-    def plan(self, kind: str, name: str) -> Any:
-        """An export's plan, kept for minutes; every PROJECT_TTL seconds its inputs (job.json,
-        final metafiles) are stat'ed, and a plan built from older ones is rebuilt (changes
-        inotify does not see: another host writing to a network filesystem)."""
-        juid, group = self.export_index()[kind][name]
+    def plan(self, kind: str, name: str) -> generated.Loaded:
+        """An export's plan from the light index (in memory, else the disk cache, else built
+        by a worker), kept for minutes; every PROJECT_TTL seconds its inputs are stat'ed and
+        a plan made from older ones is read again (changes inotify does not see: another host
+        writing to a network filesystem)."""
         key = ("plan", str(self.path), kind, name)
-        plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
+        loaded = self.ctx.obj(key, lambda: self._load_plan(kind, name), plans=True)
         now = time.monotonic()
-        if now - plan.checked > PROJECT_TTL:
-            plan.checked = now
-            try:
-                stale = generated.inputs_version(self.project(), juid) != plan.version
-            except (CsfsError, OSError):
-                stale = True
-            if stale:
+        if now - loaded.checked > PROJECT_TTL:
+            loaded.checked = now
+            if not exportindex.unchanged(loaded.inputs):
                 self.ctx.drop(key)
-                plan = self.ctx.obj(key, lambda: generated.load_plan(self.path, kind, juid, group), plans=True)
-        return plan
+                loaded = self.ctx.obj(key, lambda: self._load_plan(kind, name), plans=True)
+        return loaded
+
+    def _load_plan(self, kind: str, name: str) -> generated.Loaded:
+        juid = self.export_index()[kind][name][0]
+        cache_dir = self._cache_dir()
+        got = generated.load_index(cache_dir, self.path, juid, (kind, name))
+        if (kind, name) not in got:
+            raise NotFoundError(f"{name}: this export changed while it was being indexed; try again")
+        for (k, n), loaded in got.items():     # the job's other exports, indexed along with it
+            if (k, n) != (kind, name):
+                self.ctx.put(("plan", str(self.path), k, n), loaded)
+        if len(got) > 1 and cache_dir is not None:   # a worker was needed: index the other jobs too
+            generated.prefetch(cache_dir, self.path, [(j, (k, n)) for k, names in self.export_index().items()
+                                                      for n, (j, _) in names.items()])
+        return got[(kind, name)]
+
+    def _cache_dir(self) -> Path | None:
+        try:
+            return Path(self.ctx.instance().cache_dir)
+        except (CsfsError, OSError):
+            return None
 
     def sizes(self) -> SizeReport:
         from csfs.core.sizes import project_sizes
 
-        def compute() -> SizeReport:
-            cache_dir = None
-            try:
-                cache_dir = self.ctx.instance().cache_dir
-            except Exception:  # no usable instance: sizes still work, uncached on disk
-                pass
-            return project_sizes(self.project(), cache_dir=cache_dir)
-        return self.ctx.obj(("sizes", str(self.path)), compute)
+        return self.ctx.obj(("sizes", str(self.path)),
+                            lambda: project_sizes(self.project(), cache_dir=self._cache_dir()))
 
     # -- resolution ----------------------------------------------------------------
     def resolve(self, parts: list[str]) -> Node:
@@ -194,48 +207,77 @@ class ProjectView:
         name = rest[1]
         if name not in index:
             return self._real(top + rest)
-        return self._plan_node(top + rest[:2], self.plan(kind, name), rest[2:])
+        if len(rest) == 2:      # the export folder itself: known from the job, no plan needed
+            job = self.project().jobs[index[name][0]]
+            return self._plan_dir(top + rest, lambda: self._plan(kind, name), "", exportrules.job_time(job),
+                                  DIR_MODE)
+        return self._plan_node(top + rest[:2], rest[2:])
 
-    def _plan_node(self, base: list[str], plan: Any, inner: list[str]) -> Node:
+    def _plan(self, kind: str, name: str) -> Plan:
+        """The plan of an export that can be served whole (else its error: what `csfs
+        export` would say, so a tar of it fails instead of missing files)."""
+        plan = self.plan(kind, name).plan
+        if isinstance(plan, CsfsError):
+            raise plan
+        refusal = plan.refusal()
+        if refusal is not None:
+            raise refusal
+        return plan
+
+    def _plan_dir(self, parts: list[str], plan: Callable[[], Plan], rel: str, mtime: float, mode: int) -> Node:
+        """A folder of an export: its children's inodes are their sources' for data files."""
+        def children() -> list[tuple[str, int, int]]:
+            p = plan()
+            out = []
+            for name in p.children(rel):
+                sub = p.lookup(f"{rel}/{name}" if rel else name)
+                st = self._source_stat(sub.source) if sub is not None and sub.source is not None else None
+                if st is not None:
+                    out.append((name, S.S_IFREG, self.ctx.inodes.real(st[T_DEV], st[T_INO])))
+                else:
+                    out.append(self._child_entry(parts, name, sub is not None and sub.kind == "dir"))
+            return out
+        node = self._vdir(parts, children, ns(mtime), mode, immutable=True)
+        self.ctx.perms.apply(node.attrs, mode, [(self._job_dir(parts[:3]), AS_IS)])
+        return node
+
+    def _plan_node(self, base: list[str], inner: list[str]) -> Node:
+        kind, name = base[-2], base[-1]
+        loaded = self.plan(kind, name)
+        plan = self._plan(kind, name)
         rel = "/".join(inner)
         entry = plan.lookup(rel)
         if entry is None:
             raise _enoent()
-        kind, size, mtime_s, source, mode, inline = entry
         parts = base + inner
-        mtime = ns(mtime_s)
-        if kind == "dir":
-            def children() -> list[tuple[str, int, int]]:
-                out = []
-                for name in plan.children(rel):
-                    sub = plan.lookup(f"{rel}/{name}" if rel else name)
-                    st = self._source_stat(sub[3]) if sub is not None and sub[0] == "file" else None
-                    if st is not None:
-                        out.append((name, S.S_IFREG, self.ctx.inodes.real(st[T_DEV], st[T_INO])))
-                    else:
-                        out.append(self._child_entry(parts, name, sub is not None and sub[0] == "dir"))
-                return out
-            node = self._vdir(parts, children, mtime, mode, immutable=True)
-            self.ctx.perms.apply(node.attrs, mode, [(self._job_dir(base), AS_IS)])
-            return node
+        if entry.kind == "dir":
+            return self._plan_dir(parts, lambda: self._plan(kind, name), rel, entry.mtime, entry.mode)
+        mtime = ns(entry.mtime)
         ino = self.ctx.inodes.virtual(self._vkey(parts))
-        attrs = virtual_attrs("file", size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=mode)
-        if kind == "file":
+        attrs = virtual_attrs("file", entry.size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=entry.mode)
+        if entry.source is not None:
             # a copy of a source file: its very stat (inode, link count, blocks, times, owner
             # and mode), as a hard link has; du counts the data once, tar -S finds the holes
+            source = entry.source
             st = self._source_stat(source)
             if st is not None:
                 attrs = real_attrs(st, self.ctx.inodes.real(st[T_DEV], st[T_INO]), shared=True)
             attrs = self.ctx.perms.on_real_path(attrs, source)   # less what closed folders withhold
             return PlanFile(attrs, source)
-        self.ctx.perms.apply(attrs, mode, [(src, AS_IS) for src in plan.sources(rel)])
-        if inline is not None:
-            return GeneratedFile(attrs, inline)
-        export_kind, name = base[-2], base[-1]
-        juid, group = self.export_index()[export_kind][name]
+        self.ctx.perms.apply(attrs, entry.mode, [(src, AS_IS) for src in entry.sources])
+        juid, group = self.export_index()[kind][name]
+        size = entry.size
+        if size <= generated.BIG:
+            return GeneratedFile(attrs, lambda: self._render(loaded, juid, group, rel, size))
         return StagedFile(attrs, lambda: str(generated.materialize(
-            self.ctx.instance().cache_dir, self.path, export_kind, juid, group, rel, size, mtime_s,
-            plan.version)))
+            self.ctx.instance().cache_dir, self.path, juid, group, rel, size, loaded.version)))
+
+    def _render(self, loaded: generated.Loaded, juid: str, group: str | None, rel: str, size: int) -> bytes:
+        try:
+            return generated.render(self.path, juid, group, rel, size)
+        except CsfsError:
+            loaded.checked = 0.0     # its sources changed: the next look at the export reads them again
+            raise
 
     def _source_stat(self, source: str) -> tuple | None:
         """The compact stat of an export's data file (its real path, symlinks resolved)."""
@@ -243,7 +285,7 @@ class ProjectView:
 
     def _job_dir(self, base: list[str]) -> str:
         """The job folder of the export at `base` (exports/<kind>/<name>)."""
-        juid = self.export_index()[base[-2]][base[-1]][0]
+        juid = self.export_index()[base[1]][base[2]][0]
         return str(self.project().jobs[juid].dir)
 
     def _sizes(self, rest: list[str]) -> Node:

@@ -7,6 +7,7 @@ generated entries.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat as S
 import threading
@@ -28,15 +29,14 @@ class Inodes:
     numbers); device k's inode i becomes (k << 48) | i when k < 2**13 and i < 2**48, an
     injective packing. Anything larger (an overlay's or NFS's 64-bit inodes, very many
     devices) is numbered from a table in [2**61, 2**62). Virtual entries of their own
-    (generated files, virtual directories) are numbered per mount path from 2**62 up, so
-    they can never meet a source's number.
+    (generated files, virtual directories) are numbered by a hash of their mount path in
+    [2**62, 2**63), so they can never meet a source's number.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._devs: dict[int, int] = {}
         self._table: dict[tuple[int, int], int] = {}
-        self._virtual: dict[str, int] = {}
 
     def real(self, dev: int, ino: int) -> int:
         """The mount's number for the source file (dev, ino)."""
@@ -53,13 +53,13 @@ class Inodes:
                 n = self._table.setdefault(key, TABLE_INO_BASE + len(self._table) + 1)
         return n
 
-    def virtual(self, key: str) -> int:
-        """The number of the virtual entry at mount path `key`."""
-        ino = self._virtual.get(key)
-        if ino is None:
-            with self._lock:
-                ino = self._virtual.setdefault(key, VIRTUAL_INO_BASE + len(self._virtual) + 1)
-        return ino
+    @staticmethod
+    def virtual(key: str) -> int:
+        """The number of the virtual entry at mount path `key`: a 62-bit hash of the path
+        above 2**62, so no table grows with what has been walked (two paths of a
+        2.5-million-entry mount share a number with odds below one in a million)."""
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+        return VIRTUAL_INO_BASE | (int.from_bytes(digest, "little") >> 2)
 
 
 def blocks(size: int) -> int:

@@ -262,5 +262,7 @@ def test_plan_rebuilt_when_its_inputs_change_unseen(demo, tmp_path):
     ctx.drop(("project", str(demo)))                  # the project model's own 5 s
     new = view.plan("jobs", name)
     assert new is not plan and new.version != plan.version
-    assert b"renamed elsewhere" in new.lookup("job.json")[5]
+    size = new.plan.lookup("job.json").size
+    assert size != plan.plan.lookup("job.json").size
+    assert b"renamed elsewhere" in generated.render(demo, "J8", None, "job.json", size)
     generated.shutdown()
