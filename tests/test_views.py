@@ -40,11 +40,7 @@ SLACK = 1_000_000   # ns: the mount's start is taken from a float clock
 # Differences from the model that are real findings, written in /work/wt/NOTES.md for their
 # owner and not fixed yet: flavour -> (pattern of the difference line, finding). The main
 # tests pass over these lines only; test_open_findings fails (strict xfail) until they go.
-FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {
-    "legacy": [(re.compile(r"^'(?:[^'/]+/)?exports/[^']*': [mc]time \d+, model 0$"),
-                ("index: a virtual export folder of a legacy job shows the mount's start time where the "
-                 "physical export (and the plan) say 0: project_view._vdir takes `mtime_ns or started_ns`"))],
-}
+FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {}
 
 
 @pytest.fixture
@@ -209,11 +205,9 @@ def test_odd_entries_equal_model(flavour, attached, tmp_path):
 
 
 @pytest.mark.parametrize("flavour", ["v5"])
-@pytest.mark.xfail(strict=True, reason="index: the view lists exports core refuses (a data file is missing) and serves "
-                   "them without that file, so a tar of one is silently incomplete (NOTES.md 16:25)")
 def test_exports_with_missing_data_equal_model(flavour, attached, tmp_path):
     """A data file an output names is gone: core refuses to export what needs it (`csfs verify`
-    first), so the model has no such export; the view must not show a partial one either."""
+    first); the view lists such an export but answers EPERM for it, never a partial one."""
     home, project = attached
     victim = next(p for p in sorted((project / "J5").rglob("*.mrc")))
     victim.unlink()
