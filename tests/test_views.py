@@ -23,6 +23,7 @@ from conftest import copy_demo
 from mountutil import fuse_missing, mounted, write_sparse
 from viewmodel import (
     Bound,
+    Exports,
     Model,
     differences,
     instance_model,
@@ -39,11 +40,7 @@ SLACK = 1_000_000   # ns: the mount's start is taken from a float clock
 # Differences from the model that are real findings, written in /work/wt/NOTES.md for their
 # owner and not fixed yet: flavour -> (pattern of the difference line, finding). The main
 # tests pass over these lines only; test_open_findings fails (strict xfail) until they go.
-FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {
-    "legacy": [(re.compile(r"^'(?:[^'/]+/)?exports/[^']*': [mc]time \d+, model 0$"),
-                ("index: a virtual export folder of a legacy job shows the mount's start time where the "
-                 "physical export (and the plan) say 0: project_view._vdir takes `mtime_ns or started_ns`"))],
-}
+FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {}
 
 
 @pytest.fixture
@@ -58,7 +55,7 @@ def attached(flavour_demo: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def exports(attached: tuple[Path, Path], tmp_path: Path) -> dict[str, dict[str, Path]]:
+def exports(attached: tuple[Path, Path], tmp_path: Path) -> Exports:
     """The project's physical exports, written by core outside the project."""
     return physical_exports(attached[1], tmp_path / "physical")
 
@@ -110,7 +107,7 @@ def _check(model: Model, seen: Any, flavour: str) -> dict[str, int]:
     return own
 
 
-def _model_is_not_empty(model: Model, exports: dict[str, dict[str, Path]]) -> None:
+def _model_is_not_empty(model: Model, exports: Exports) -> None:
     """The model covers what the test claims: exports of both kinds, shared data files
     (links >= 2), generated files, symlinks of the real tree, sizes and control files."""
     shared = [p for p, w in model.items() if p.startswith("exports/") and w.ino is not None]
@@ -208,11 +205,9 @@ def test_odd_entries_equal_model(flavour, attached, tmp_path):
 
 
 @pytest.mark.parametrize("flavour", ["v5"])
-@pytest.mark.xfail(strict=True, reason="index: the view lists exports core refuses (a data file is missing) and serves "
-                   "them without that file, so a tar of one is silently incomplete (NOTES.md 16:25)")
 def test_exports_with_missing_data_equal_model(flavour, attached, tmp_path):
     """A data file an output names is gone: core refuses to export what needs it (`csfs verify`
-    first), so the model has no such export; the view must not show a partial one either."""
+    first); the view lists such an export but answers EPERM for it, never a partial one."""
     home, project = attached
     victim = next(p for p in sorted((project / "J5").rglob("*.mrc")))
     victim.unlink()
@@ -227,14 +222,14 @@ def test_physical_exports_are_merged(flavour, attached, exports, tmp_path, csfs)
     stray file beside them: exports/ is the real folder with the virtual exports over it, and
     those virtual exports equal the CLI's physical ones read with links followed."""
     home, project = attached
-    made: dict[str, dict[str, Path]] = {"jobs": {}, "groups": {}}
+    made: Exports = {"jobs": {}, "groups": {}}
     for kind, name in (("jobs", next(iter(exports["jobs"]))), ("groups", sorted(exports["groups"])[-1])):
         juid, group = name.split("_", 1)
         args = ["job", "export", juid] if kind == "jobs" else ["group", "export", juid, group]
         r = csfs(args[0], args[1], str(project), *args[2:], home=home)
         assert r.returncode == 0, r.stderr
-        made[kind][name] = project / "exports" / kind / name
-        assert made[kind][name].is_dir()
+        made[kind][name] = folder = project / "exports" / kind / name
+        assert folder.is_dir()
     (project / "exports" / "jobs" / "notes.txt").write_text("kept beside the exports\n")
     (project / "exports" / "old").mkdir()
     (project / "exports" / "old" / "list.txt").write_text("a folder of the user's\n")

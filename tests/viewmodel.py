@@ -7,7 +7,8 @@ The model says, for every path of a project mount (or an instance mount), what `
 - the real tree from the project directory itself (os.walk, os.lstat, os.readlink);
 - `exports/` from physical exports written by core (`exportplan` plans rendered by
   `consolidate.write_plan`, the function `csfs job export` uses) into a temporary folder
-  and read there with links followed: an export exists exactly when core exports it;
+  and read there with links followed: an export exists exactly when core exports it (one
+  core refuses because a data file is missing is listed and answers EPERM);
 - `sizes/` from a walk of its own (CryoSPARC's accounting, DESIGN §6);
 - `control/`, modes, link counts and inodes from DESIGN §5 and SEMANTICS.md.
 
@@ -17,6 +18,7 @@ model with either and lists what differs.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat as S
 from collections.abc import Callable, Iterable, Iterator
@@ -54,6 +56,12 @@ class Want:
     children: frozenset[str] | None = None
     content: bytes | Path | None = None
     writable: bool = False          # its owner may write it (control files only; else EROFS)
+    error: int | None = None        # looking it up fails with this errno (the rest is not compared)
+
+
+def refused(code: int) -> Want:
+    """A listed name whose lookup fails with errno `code`."""
+    return Want(0, 0, 0, 0, 0, 0, 0, error=code)
 
 
 @dataclass
@@ -77,7 +85,17 @@ Looker = Callable[[str], Seen]
 
 def look(view: Any, path: str) -> Seen:
     """Resolve `path` in a ProjectView or InstanceView and ask the node what fs.py asks it:
-    its stat, listing, link target and bytes (read through the handle it opens)."""
+    its stat, listing, link target and bytes (read through the handle it opens). Core's
+    errors become their errno, as fs.py turns them into the errno FUSE answers."""
+    from csfs.core.errors import CsfsError
+
+    try:
+        return _look(view, path)
+    except CsfsError as e:
+        raise OSError(e.errno, str(e)) from None
+
+
+def _look(view: Any, path: str) -> Seen:
     node = view.resolve([p for p in path.split("/") if p])
     st = dict(node.attrs)
     children = list(node.children()) if node.is_dir else None
@@ -132,16 +150,20 @@ def _read(path: str | os.PathLike) -> bytes:
 
 # -- the model ------------------------------------------------------------------------------
 
-def physical_exports(project: Path, dest: Path) -> dict[str, dict[str, Path]]:
+Exports = dict[str, dict[str, Path | None]]   # kind -> export name -> physical folder (None: refused, incomplete)
+
+
+def physical_exports(project: Path, dest: Path) -> Exports:
     """Write every export core makes of `project` under `dest/<jobs|groups>/<name>` (core's
     plans rendered by consolidate.write_plan, as `csfs job export`/`group export` do, but
-    outside the project); a job or group core refuses has none. Returns kind -> name -> folder."""
+    outside the project); a job or group core refuses has none, and one it refuses because
+    data files are missing is None (SEMANTICS: listed, but its paths answer EPERM)."""
     from csfs.core import consolidate, exportplan
     from csfs.core.errors import CsfsError
     from csfs.core.project import Project
 
     proj = Project.open(project)
-    out: dict[str, dict[str, Path]] = {k: {} for k in EXPORT_KINDS}
+    out: Exports = {k: {} for k in EXPORT_KINDS}
     for uid, job in proj.jobs.items():
         builds = [("jobs", partial(exportplan.job_export_plan, proj, uid))]
         builds += [("groups", partial(exportplan.group_export_plan, proj, uid, g.name)) for g in job.groups]
@@ -150,13 +172,14 @@ def physical_exports(project: Path, dest: Path) -> dict[str, dict[str, Path]]:
                 plan = build()
             except CsfsError:
                 continue        # refused: not completed, no job.json (legacy), broken
-            if plan.missing:
-                continue        # the export commands refuse a plan with missing data files
+            if plan.missing:    # the export commands refuse a plan with missing data files
+                out[kind][plan.name] = None
+                continue
             out[kind][plan.name] = consolidate.write_plan(plan, dest / kind / plan.name, proj.path)
     return out
 
 
-def project_model(project: Path, exports: dict[str, dict[str, Path]], started: Bound,
+def project_model(project: Path, exports: Exports, started: Bound,
                   mount_uid: int | None = None) -> Model:
     """Every path of a default project mount of `project` (exports as physical_exports gave
     them; `started`: when the mount (view) started)."""
@@ -234,7 +257,7 @@ def _virtual_dir(perm: int, st: os.stat_result, started: Bound, children: Iterab
                 children=frozenset(children))
 
 
-def _exports_model(project: Path, exports: dict[str, dict[str, Path]], started: Bound,
+def _exports_model(project: Path, exports: Exports, started: Bound,
                    top: os.stat_result, real: Model) -> Model:
     """exports/: each physical export read with links followed. Data files are the source's
     stat (a hard link: its inode, link count + 1); generated files and folders have inodes of
@@ -256,6 +279,9 @@ def _exports_model(project: Path, exports: dict[str, dict[str, Path]], started: 
     for kind in EXPORT_KINDS:
         out[f"exports/{kind}"] = merged(f"exports/{kind}", exports[kind])
         for name, folder in exports[kind].items():
+            if folder is None:
+                out[f"exports/{kind}/{name}"] = refused(errno.EPERM)
+                continue
             job_dir = os.stat(project / name.split("_", 1)[0])
             for dirpath, dirnames, filenames in os.walk(folder):
                 rel = os.path.relpath(dirpath, folder)
@@ -381,9 +407,18 @@ def differences(model: Model, seen: Looker, read: bool = True) -> tuple[list[str
         path = todo.pop()
         visited.add(path)
         want = model.get(path)
-        s = seen(path)
+        try:
+            s = seen(path)
+        except OSError as e:
+            if want is None or want.error != e.errno:
+                diffs.append(f"{path!r}: lookup fails with errno {e.errno} ({e}), model: "
+                             + ("not there" if want is None else f"errno {want.error}"))
+            continue
         if want is None:
             diffs.append(f"{path!r}: shown, but not in the model")
+            continue
+        if want.error is not None:
+            diffs.append(f"{path!r}: shown, but the model says errno {want.error}")
             continue
         diffs += [f"{path!r}: {d}" for d in _compare(want, s, read)]
         if path in listed and listed[path] != (S.S_IFMT(s.st["st_mode"]), s.st["st_ino"]):
