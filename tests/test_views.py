@@ -38,11 +38,7 @@ SLACK = 1_000_000   # ns: the mount's start is taken from a float clock
 # Differences from the model that are real findings, written in /work/wt/NOTES.md for their
 # owner and not fixed yet: flavour -> (pattern of the difference line, finding). The main
 # tests pass over these lines only; test_open_findings fails (strict xfail) until they go.
-FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {
-    "legacy": [(re.compile(r"^'(?:[^'/]+/)?exports/[^']*': [mc]time \d+, model 0$"),
-                ("index: a virtual export folder of a legacy job shows the mount's start time where the "
-                 "physical export (and the plan) say 0: project_view._vdir takes `mtime_ns or started_ns`"))],
-}
+FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {}
 
 
 @pytest.fixture
