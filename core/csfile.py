@@ -102,7 +102,7 @@ def _open(path: str | os.PathLike) -> IO[bytes]:
     return safeio.open_file(path)     # regular files only: a FIFO must not block
 
 
-def _sniff(f: IO[bytes], path) -> str:
+def _sniff(f: IO[bytes], path: str | os.PathLike) -> str:
     magic = f.read(6)
     if magic == NUMPY_MAGIC:
         return "numpy"
@@ -117,14 +117,14 @@ def _sniff(f: IO[bytes], path) -> str:
                         "expected \\x93NUMPY or \\x95CSDAT)")
 
 
-def _select(path, names: Sequence[str], fields: Sequence[str]) -> list[str]:
+def _select(path: str | os.PathLike, names: Sequence[str], fields: Sequence[str]) -> list[str]:
     missing = [f for f in fields if f not in names]
     if missing:
         raise NotFoundError(f"{path}: no field {missing[0]!r} (list them with `csfs cs show`)")
     return list(dict.fromkeys(fields))
 
 
-def _numpy_header(f: IO[bytes], path) -> tuple[np.dtype, int, int]:
+def _numpy_header(f: IO[bytes], path: str | os.PathLike) -> tuple[np.dtype, int, int]:
     """(dtype, rows, data offset) of a classic-form file positioned after its magic."""
     fmt = np.lib.format
     try:
@@ -145,7 +145,7 @@ def _numpy_header(f: IO[bytes], path) -> tuple[np.dtype, int, int]:
     return dtype, rows, offset
 
 
-def _check_size(path, rows: int, need: int, have: int, what: str = "the file holds") -> None:
+def _check_size(path: str | os.PathLike, rows: int, need: int, have: int, what: str = "the file holds") -> None:
     if have < need:
         raise CsFormatError(f"{path}: truncated: the header says {rows} rows ({need} bytes) "
                             f"but {what} only {have} bytes")
@@ -154,7 +154,7 @@ def _check_size(path, rows: int, need: int, have: int, what: str = "the file hol
                             f"{need} bytes but {what} {have}")
 
 
-def _numpy_columns(f: IO[bytes], path, dtype: np.dtype, rows: int, offset: int,
+def _numpy_columns(f: IO[bytes], path: str | os.PathLike, dtype: np.dtype, rows: int, offset: int,
                    names: list[str]) -> np.ndarray:
     """Copy only `names` out of the memory-mapped rows, a chunk at a time."""
     out = np.empty(rows, _packed([(n, dtype[n]) for n in names]))
@@ -227,7 +227,7 @@ def _first_seen(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq[order], rank[inverse.ravel()]
 
 
-def _csdat_layout(f: IO[bytes], path) -> _Csdat:
+def _csdat_layout(f: IO[bytes], path: str | os.PathLike) -> _Csdat:
     """Parse the header of a compressed-form file and locate each column by seeking."""
     size = os.fstat(f.fileno()).st_size
     hlen = _u32(f, path, "header length")
@@ -275,7 +275,7 @@ def _csdat_layout(f: IO[bytes], path) -> _Csdat:
 MAX_ROW_BYTES = 1 << 24    # one field of one row: real ones are at most a few KiB
 
 
-def _shape_items(path, name: str, shape: tuple) -> int:
+def _shape_items(path: str | os.PathLike, name: str, shape: tuple) -> int:
     """Elements per row of a field with sub-array `shape` (a list of small non-negative ints)."""
     n = 1
     if len(shape) > 32 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
@@ -287,14 +287,14 @@ def _shape_items(path, name: str, shape: tuple) -> int:
     return n
 
 
-def _u32(f: IO[bytes], path, what: str) -> int:
+def _u32(f: IO[bytes], path: str | os.PathLike, what: str) -> int:
     raw = f.read(4)
     if len(raw) < 4:
         raise CsFormatError(f"{path}: truncated before the {what}")
     return struct.unpack("<I", raw)[0]
 
 
-def _column_dtype(path, name: str, dstr: str) -> np.dtype:
+def _column_dtype(path: str | os.PathLike, name: str, dstr: str) -> np.dtype:
     """The stored element dtype of a column (strings are stored as u64 heap offsets)."""
     try:
         dt = np.dtype("<u8" if dstr in ("|O", "O") else dstr)
@@ -305,7 +305,8 @@ def _column_dtype(path, name: str, dstr: str) -> np.dtype:
     return dt
 
 
-def _csdat_raw(f: IO[bytes], path, meta: _Csdat, name: str):
+def _csdat_raw(f: IO[bytes], path: str | os.PathLike, meta: _Csdat,
+               name: str) -> tuple[np.ndarray, Callable[[], bytes]]:
     """One column as stored (strings as u64 heap offsets), and a loader of the heap."""
     (dstr, shape), = [(d, sh) for n, d, sh in meta.dtype if n == name]
     stored = _column_dtype(path, name, dstr)
@@ -327,7 +328,7 @@ def _csdat_raw(f: IO[bytes], path, meta: _Csdat, name: str):
     return np.frombuffer(data, stored).reshape(meta.rows, *shape), heap
 
 
-def _csdat_columns(f: IO[bytes], path, meta: _Csdat, names: list[str]) -> np.ndarray:
+def _csdat_columns(f: IO[bytes], path: str | os.PathLike, meta: _Csdat, names: list[str]) -> np.ndarray:
     """Decode only the columns in `names`; strings become fixed-width |S."""
     spec = {name: (dstr, shape) for name, dstr, shape in meta.dtype}
     cols: dict[str, np.ndarray] = {}
@@ -352,7 +353,7 @@ def _csdat_columns(f: IO[bytes], path, meta: _Csdat, names: list[str]) -> np.nda
     return out
 
 
-def _heap_strings(path, name: str, heap: bytes, offsets: np.ndarray) -> np.ndarray:
+def _heap_strings(path: str | os.PathLike, name: str, heap: bytes, offsets: np.ndarray) -> np.ndarray:
     """Turn u64 heap offsets into a fixed-width |S array (width = longest + 1)."""
     uniq, inverse = np.unique(offsets.ravel(), return_inverse=True)
     nuls = np.flatnonzero(np.frombuffer(heap, np.uint8) == 0)

@@ -40,7 +40,7 @@ def load(path: str | os.PathLike, allow_outside: bool = False) -> Csg:
     return csg
 
 
-def _from_doc(path, doc: Any) -> Csg:
+def _from_doc(path: str | os.PathLike, doc: Any) -> Csg:
     if not isinstance(doc, dict):
         raise FormatError(f"{path}: not a .csg file (expected a YAML mapping)")
     group, results = doc.get("group"), doc.get("results")

@@ -26,7 +26,7 @@ def strings(values: list[str]) -> np.ndarray:
     return np.array([v.encode() for v in values], dtype=f"S{max((len(v) for v in values), default=0) + 1}")
 
 
-def full(n: int, value, dtype: str, shape: tuple = ()) -> np.ndarray:
+def full(n: int, value: object, dtype: str, shape: tuple = ()) -> np.ndarray:
     return np.full((n, *shape), value, dtype=dtype)
 
 

@@ -143,8 +143,6 @@ def _datetime(v: Any) -> _dt.datetime | None:
                 return None
     else:
         return None
-    if d is None:
-        return None
     return d.replace(tzinfo=_dt.UTC) if d.tzinfo is None else d
 
 

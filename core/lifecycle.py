@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import documents, faults, lock, safeio
 from .atomic import write_json
@@ -40,6 +40,7 @@ from .errors import (
 from .instance import Instance, ProjectRecord, norm_path
 from .project import ACTIVE_STATUSES, FINAL_STATUSES, Project
 from .store import (
+    Undo,
     all_or_nothing,
     check_writable,
     commit,
@@ -57,7 +58,7 @@ F = TypeVar("F", bound=Callable)
 def _serial(fn: F) -> F:
     """Run a lifecycle action under the instance's write lock (store.serialized)."""
     @functools.wraps(fn)
-    def wrapper(instance: Instance, *args, **kwargs):
+    def wrapper(instance: Instance, *args: Any, **kwargs: Any) -> Any:
         with serialized(instance):
             return fn(instance, *args, **kwargs)
     return wrapper  # type: ignore[return-value]
@@ -145,7 +146,7 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
         return instance.register(uid, path, "attached", title, info.lock_id, workspace_rows(workspaces), [])
 
 
-def _undo_lock(undo, path: Path, instance_id: str) -> None:
+def _undo_lock(undo: Undo, path: Path, instance_id: str) -> None:
     """If the attach or create fails, remove our lock from `path` (it can only be the one it
     wrote, or the one of an interrupted attach it was finishing: both unregistered)."""
     def remove() -> None:

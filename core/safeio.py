@@ -125,7 +125,7 @@ def load_json(path: str | os.PathLike, limit: int = DOC_LIMIT, max_depth: int = 
     return parse_json(read_bytes(path, limit), path, max_depth)
 
 
-def _check_depth(doc: Any, name, max_depth: int, what: str) -> None:
+def _check_depth(doc: Any, name: str | os.PathLike, max_depth: int, what: str) -> None:
     stack = [(doc, 1)]
     while stack:
         obj, depth = stack.pop()
@@ -146,7 +146,7 @@ class _Loader(yaml.SafeLoader):
     """YAML's safe loader (no Python objects)."""
 
 
-def _check_yaml_tree(node: yaml.Node, name, max_nodes: int, max_depth: int) -> None:
+def _check_yaml_tree(node: yaml.Node, name: str | os.PathLike, max_nodes: int, max_depth: int) -> None:
     """Refuse a composed document whose alias-expanded tree is too big or too deep.
 
     An alias bomb is a few hundred bytes whose expansion has billions of nodes; the

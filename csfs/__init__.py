@@ -21,7 +21,7 @@ if all((_checkout / name / "__init__.py").is_file() for name in ("core", "mountp
     __path__.append(str(_checkout))
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     """csfs.open_project etc.: the API (csfs.api), imported on first use so the CLI starts fast."""
     import importlib
 

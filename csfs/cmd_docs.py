@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
+from collections.abc import Iterator
 
 from . import cli
 
@@ -76,7 +77,8 @@ def _options(parser: argparse.ArgumentParser) -> str:
     return "\n".join(out)
 
 
-def _leaves(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()):
+def _leaves(parser: argparse.ArgumentParser,
+            words: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         yield words, parser

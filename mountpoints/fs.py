@@ -37,9 +37,9 @@ from .handles import Handle
 from .instance_view import InstanceView
 from .kcache import KernelCache
 from .native import binding, dircache, readahead, zerocopy
-from .nodes import Node
+from .nodes import Node, RealDir
 from .pagecache import PageCache
-from .project_view import ProjectView
+from .project_view import VIRTUAL_TOP, ProjectView
 
 log = logging.getLogger("csfs.mount")
 
@@ -155,6 +155,27 @@ class CsfsFS(Operations):
         node = self._node(path)
         ino = node.attrs["st_ino"]
         return [(".", S.S_IFDIR, ino), ("..", S.S_IFDIR, ino)] + node.children()
+
+    def plus_attrs(self, path: str) -> Callable[[str], dict[str, Any] | None] | None:
+        """For readdirplus: a function giving a directory entry's full attributes where they
+        are cheap (the real tree), so `ls -l`, `du` and rsync need no lookup round trip per
+        entry; None for a directory none of whose entries qualify. Virtual entries
+        (exports/, sizes/, control/: their attributes may need a plan) and entries that
+        vanished meanwhile give None: the kernel looks them up as before."""
+        node = self._node(path)
+        if not isinstance(node, RealDir) or _in_exports(path, self.root):
+            return None
+        base = path.rstrip("/")
+        skip = {".", ".."} | (set(VIRTUAL_TOP) if _is_project_top(path, self.root) else set())
+
+        def attrs(name: str) -> dict[str, Any] | None:
+            if name in skip:
+                return None
+            try:
+                return self.getattr(f"{base}/{name}")    # type: ignore[no-any-return]
+            except OSError:
+                return None
+        return attrs
 
     def readdir(self, path: str, fh: Any) -> list[Any]:
         """The binding's generic readdir (libfuse2); CsfsFUSE.readdir_fuse_3 skips the dicts."""
@@ -288,6 +309,23 @@ class CsfsFS(Operations):
 
     create = mkdir = mknod = unlink = rmdir = symlink = rename = link = _erofs
     chmod = chown = utimens = fallocate = _erofs
+
+
+def _project_parts(path: str, root: InstanceView | ProjectView) -> list[str] | None:
+    """The parts of `path` inside its project folder (None: the instance root itself)."""
+    parts = [p for p in path.split("/") if p]
+    if isinstance(root, InstanceView):
+        return parts[1:] if parts else None
+    return parts
+
+
+def _in_exports(path: str, root: InstanceView | ProjectView) -> bool:
+    parts = _project_parts(path, root)
+    return bool(parts) and parts[0] == "exports"    # type: ignore[index]
+
+
+def _is_project_top(path: str, root: InstanceView | ProjectView) -> bool:
+    return _project_parts(path, root) == []
 
 
 def fuse_class() -> Any:

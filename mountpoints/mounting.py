@@ -89,6 +89,11 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     # noatime: a readdir would otherwise invalidate the directory's cached attributes
     opts: dict[str, object] = {"fsname": name, "subtype": "csfs", "use_ino": True, "noatime": True,
                                "attr_timeout": 60, "entry_timeout": 60}
+    if plain:
+        # nothing to write (no control/): a read-only superblock, so the kernel keeps a file's
+        # cached attributes after a read (on a writable one every read invalidates the
+        # atime and the next stat, e.g. rsync's quick check, asks this process again)
+        opts["ro"] = True
     if allow_other:
         opts.update(allow_other=True, default_permissions=True)
     opts.update(fuse_options(options))

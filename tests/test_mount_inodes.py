@@ -4,6 +4,7 @@ rsync -H link it), generated files have inodes of their own, and `csfs mount --p
 shows the project exactly as it is on disk."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -215,7 +216,7 @@ def test_tar_of_one_export_is_complete(env, tmp_path):
 def test_plain_mount_is_the_project(env, tmp_path):
     """--plain: no exports/, sizes/, control/; rsync -a of it equals rsync -a of the project
     (diff -r --no-dereference), tar of it equals tar of the project, link counts are real."""
-    _home, project, _mnt, plain = env
+    _home, project, mnt, plain = env
     assert sorted(os.listdir(plain)) == sorted(os.listdir(project))
     assert not set(VIRTUAL) & set(os.listdir(plain))
     a, b = tmp_path / "from-mount", tmp_path / "from-project"
@@ -232,6 +233,12 @@ def test_plain_mount_is_the_project(env, tmp_path):
            {k: (v.st_ino, v.st_nlink, v.st_size, v.st_mtime_ns, v.st_mode) for k, v in native.items()}
     via = run(["tar", "--sort=name", "-cf", "-", "-C", str(plain), "."]).stdout
     assert via == run(["tar", "--sort=name", "-cf", "-", "-C", str(project), "."]).stdout
+    # nothing is writable: a read-only file system (reads keep the kernel's cached attributes)
+    assert os.statvfs(plain).f_flag & os.ST_RDONLY
+    assert not os.statvfs(mnt).f_flag & os.ST_RDONLY      # the default mount has control/
+    with pytest.raises(OSError) as e:
+        open(plain / "project.json", "a").close()
+    assert e.value.errno == errno.EROFS
 
 
 def test_plain_instance_mount(env, tmp_path):

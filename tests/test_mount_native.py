@@ -15,7 +15,7 @@ from mountutil import mounted, needs_fuse, run, tar_members
 
 pytestmark = needs_fuse
 
-TRICKS = {"zerocopy", "dircache", "threadstate", "readdir", "readahead"}
+TRICKS = {"zerocopy", "dircache", "threadstate", "readdir", "readahead", "readdirplus", "getattr"}
 
 
 def _completed(project: Path) -> list:

@@ -28,6 +28,8 @@ TRICKS = {
     "threadstate": "overrides the binding's _wrapper to keep one Python thread state per libfuse thread",
     "readdir": "replaces mfusepy's readdir_fuse_3 with a leaner filler loop",
     "readahead": "raises the mount's read_ahead_kb under /sys/class/bdi (root only)",
+    "readdirplus": "readdirplus replies carry the real tree's attributes, with offsets (libfuse 3.14 drops them at 0)",
+    "getattr": "replaces mfusepy's getattr_fuse_3 with one that fills the struct stat directly",
 }
 OFF_WORDS = ("0", "off", "none", "no", "false")
 

@@ -1,0 +1,86 @@
+"""readdirplus (native trick `readdirplus`): the real tree's listings carry each entry's
+attributes, handed out with offsets over several kernel requests. Through the real tools,
+a big folder listed in several requests, walked by two readers at once, and listed again
+after it changed must show exactly what the project holds (as with the trick off)."""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+from conftest import copy_demo
+from mountutil import mounted, needs_fuse, run
+
+pytestmark = needs_fuse
+
+FILES = 1500    # ~250 KiB of READDIRPLUS replies: many requests of one listing
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """rel path -> (type, mode, size, mtime_ns, inode) of every entry, links not followed."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            out[os.path.relpath(p, root)] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_size, st.st_mtime_ns,
+                                             st.st_ino)
+    return out
+
+
+def _ls(path: Path) -> list[str]:
+    """`ls -lan` of a folder (full-iso times), link counts left out (the mount adds one)."""
+    r = run(["ls", "-lan", "--time-style=full-iso", str(path)])
+    assert r.returncode == 0, r.stderr
+    return [" ".join(ln.split()[:1] + ln.split()[2:]) for ln in r.stdout.decode().splitlines()[1:]]
+
+
+def _fill(folder: Path, n: int) -> None:
+    folder.mkdir()
+    for i in range(n):
+        # names of many lengths, so entries straddle request boundaries at varying points
+        (folder / (f"f{i:05d}" + "x" * (i % 37))).write_bytes(b"a" * (i % 300))
+    (folder / "sub").mkdir()
+    (folder / "link").symlink_to("sub")
+
+
+def test_big_folders_list_exactly(demo_masters, tmp_path):
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
+
+    project = copy_demo(demo_masters("v4"), tmp_path / "demo")
+    _fill(project / "J1" / "many", FILES)
+    home = tmp_path / "home"
+    lifecycle.attach(Instance(home), project)
+    for native in ("1", "-readdirplus"):
+        with mounted(home, tmp_path / f"mnt{native}", project, env={"CSFS_NATIVE": native}) as (mnt, _pid):
+            # two readers of the same big folder at once, on a fresh mount (cold)
+            seen: dict[int, list[str]] = {}
+
+            def read(k: int, folder: Path = mnt / "J1" / "many", seen: dict[int, list[str]] = seen) -> None:
+                seen[k] = _ls(folder)
+            readers = [threading.Thread(target=read, args=(k,)) for k in range(2)]
+            for t in readers:
+                t.start()
+            for t in readers:
+                t.join(120)
+            want = _ls(project / "J1" / "many")
+            assert seen[0] == want and seen[1] == want, native
+            assert len(want) == FILES + 4     # ., .., sub, link
+            # the whole real tree: every entry's lstat through the mount is the project's
+            # (inode numbers too: the project's own filesystem keeps them)
+            via = {k: v for k, v in _tree(mnt).items() if k.split("/")[0] not in ("exports", "sizes", "control")}
+            assert via == _tree(project), native
+            # a folder that changed behind the mount lists anew (inotify drops the cached listing)
+            (project / "J1" / "many" / "added").write_bytes(b"new")
+            os.unlink(project / "J1" / "many" / "f00000")
+            for _ in range(50):
+                now = os.listdir(mnt / "J1" / "many")
+                if "added" in now and "f00000" not in now:
+                    break
+                threading.Event().wait(0.1)
+            assert sorted(now) == sorted(os.listdir(project / "J1" / "many")), native
+            assert _ls(mnt / "J1" / "many") == _ls(project / "J1" / "many"), native
+            (project / "J1" / "many" / "f00000").write_bytes(b"")   # back as it was for the next round
+            os.unlink(project / "J1" / "many" / "added")
