@@ -23,7 +23,7 @@ from .atomic import write_bytes
 from .errors import CsfsError
 from .plan import ExportKey, Plan
 
-FORMAT = "csfs-export-index/1"
+FORMAT = "csfs-export-index/2"
 Identity = list[Any]          # [path, dev, ino, size, mtime_ns], or [path] when it is missing
 
 

@@ -13,7 +13,8 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -318,18 +319,26 @@ def _group_generated(project: Any, job: Any, group: Any, data: GroupData) -> lis
     ]
 
 
-def _group_files(project: Any, data: GroupData) -> tuple[list[Entry], list[str]]:
+STAT_THREADS = 8     # data files are stat'ed by this many threads (the calls wait on the disk, not the GIL)
+
+
+def _group_files(project: Project, data: GroupData) -> tuple[list[Entry], list[str]]:
     """The data files of a group export at their project-relative paths, and those missing."""
-    entries: list[Entry] = []
-    missing: list[str] = []
     dirs: dict[str, str] = {}
     root = os.fspath(project.path)
-    for rel in data.data_paths:
-        e = None if rel.startswith(("/", "../")) or rel == ".." else _source_file(rel, os.path.join(root, rel), dirs)
-        if e is None:
-            missing.append(rel)
-        else:
-            entries.append(e)
+
+    def entry(rel: str) -> Entry | None:
+        return None if rel.startswith(("/", "../")) or rel == ".." else _source_file(rel, os.path.join(root, rel), dirs)
+    rels = data.data_paths
+    if len(rels) < 4 * STAT_THREADS:
+        found = [entry(rel) for rel in rels]
+    else:
+        step = -(-len(rels) // STAT_THREADS)
+        with ThreadPoolExecutor(STAT_THREADS) as pool:
+            found = [e for part in pool.map(lambda part: [entry(rel) for rel in part],
+                                            [rels[i:i + step] for i in range(0, len(rels), step)]) for e in part]
+    entries = [e for e in found if e is not None]
+    missing = [rel for rel, e in zip(rels, found, strict=True) if e is None]
     return entries, missing
 
 
@@ -413,7 +422,8 @@ def _job_plan(job: Any, groups: dict[str, GroupEntries | CsfsError]) -> Plan:
         elif got is not None:
             prefix = group_export_name(job, g) + "/"
             entries.append(_dir(prefix[:-1], mtime))
-            entries += [replace(e, path=prefix + e.path) for e in got[0]]
+            entries += [Entry(prefix + e.path, e.kind, e.size, e.mtime, e.source, e.generate, e.mode, e.sources)
+                        for e in got[0]]
             missing += got[1]
     return Plan(job_export_name(job), _with_parents(entries, mtime), missing)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -44,7 +43,8 @@ class Entry:
 
 
 KINDS = ("dir", "file", "generated")
-_BAD_PATH = re.compile(r"(^|/)(\.\.?)?(/|$)|^/|\0", re.MULTILINE)
+_DIGITS = bytes.maketrans(b"\0\1\2", b"012")      # kinds on disk: "0", "1", "2"
+_UNDIGITS = bytes.maketrans(b"012", b"\0\1\2")
 
 
 class Plan:
@@ -148,7 +148,8 @@ class Plan:
     def to_doc(self) -> dict[str, Any]:
         """The plan as JSON-able columns (generators left out)."""
         return {"name": self.name, "missing": self.missing, "paths": self._paths,
-                "kinds": self._kinds.decode("ascii"), "sizes": list(self._sizes), "mtimes": list(self._mtimes),
+                "kinds": self._kinds.translate(_DIGITS).decode("ascii"), "sizes": list(self._sizes),
+                "mtimes": list(self._mtimes),
                 "modes": list(self._modes), "folders": self._folders, "folder": list(self._folder),
                 "names": [[i, n] for i, n in self._names.items()],
                 "sources": [[i, list(s)] for i, (_, s) in self._extra.items() if s]}
@@ -159,18 +160,18 @@ class Plan:
         try:
             plan = cls.__new__(cls)
             plan.name, plan.missing, plan._paths = str(doc["name"]), list(doc["missing"]), list(doc["paths"])
-            plan._kinds = str(doc["kinds"]).encode("ascii")
+            plan._kinds = str(doc["kinds"]).encode("ascii").translate(_UNDIGITS)
             plan._sizes, plan._mtimes = array("q", doc["sizes"]), array("d", doc["mtimes"])
             plan._modes, plan._folder = array("H", doc["modes"]), array("i", doc["folder"])
             plan._folders = [str(f) for f in doc["folders"]]
             plan._names = {int(i): str(n) for i, n in doc["names"]}
             plan._extra = {int(i): (None, tuple(str(x) for x in s)) for i, s in doc["sources"]}
             n = len(plan._paths)
-            text = "\n".join(plan._paths[1:])
             if (not all(isinstance(p, str) for p in plan._paths) or plan._paths[:1] != [""]
                     or any(len(c) != n for c in (plan._kinds, plan._sizes, plan._mtimes, plan._modes, plan._folder))
                     or max(plan._kinds, default=0) > 2 or max(plan._folder, default=-1) >= len(plan._folders)
-                    or _BAD_PATH.search(text) or plan._paths != sorted(plan._paths) or not plain_name(plan.name)):
+                    or not _all_inside(plan._paths[1:])
+                    or plan._paths != sorted(plan._paths) or not plain_name(plan.name)):
                 raise ValueError("inconsistent columns")
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError, UnicodeError) as e:
             raise FormatError(f"not an export plan ({e})") from None
@@ -190,11 +191,21 @@ def plain_name(name: str) -> bool:
     return "/" not in name and "\0" not in name and name not in ("", ".", "..")
 
 
+def _all_inside(paths: list[str]) -> bool:
+    """Are all these (non-empty) paths normalised, relative and below their root? One
+    search of their joined text: framed by slashes, no path may hold //, /./, /../ or NUL."""
+    if not paths:
+        return True
+    text = "/" + "/\n/".join(paths) + "/"
+    return not any(bad in text for bad in ("//", "/./", "/../", "\0"))
+
+
 def _refuse_unsafe(name: str, entries: Sequence[Entry]) -> None:
     """Export names come from job.json (type, group names): refuse any that would leave the
     export folder, so neither the physical nor the virtual rendering ever sees one."""
     bad = [] if plain_name(name) else [name]
-    bad += [e.path for e in entries if not _inside(e.path)][:1]
+    if not _all_inside([e.path for e in entries if e.path]):
+        bad += [e.path for e in entries if not _inside(e.path)][:1]
     if bad:
         raise FormatError(f"{name}: {bad[0]!r} would lead outside the export folder (a job type or "
                           "group name in job.json is not a plain name); fix job.json, nothing written")

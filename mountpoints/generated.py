@@ -72,14 +72,16 @@ def _get_pool() -> ProcessPoolExecutor:
 def _stop_when_idle(pool: ProcessPoolExecutor) -> None:
     """End the workers once they have had nothing to do for IDLE seconds: an idle mount
     holds no worker memory (the next task starts them again, in about a second)."""
+    global _pool
     while True:
         time.sleep(min(1.0, IDLE))
-        with _guard:
+        with _guard:     # decided and forgotten at once: no task can be queued on it meanwhile
             if _pool is not pool:
                 return
             if _running or time.monotonic() - _last_use < IDLE:
                 continue
-        _drop(pool)
+            _pool = None
+        pool.shutdown(wait=False)
         return
 
 

@@ -214,14 +214,15 @@ class ProjectView:
         return self._plan_node(top + rest[:2], rest[2:])
 
     def _plan(self, kind: str, name: str) -> Plan:
-        """The plan of an export that can be served whole (else its error: what `csfs
-        export` would say, so a tar of it fails instead of missing files)."""
+        """The plan of an export that can be served whole, else its error; an incomplete one
+        (data files missing) is EIO with what `csfs export` says, so a tar of it fails
+        instead of leaving files out."""
         plan = self.plan(kind, name).plan
         if isinstance(plan, CsfsError):
             raise plan
         refusal = plan.refusal()
         if refusal is not None:
-            raise refusal
+            raise CsfsError(str(refusal))
         return plan
 
     def _plan_dir(self, parts: list[str], plan: Callable[[], Plan], rel: str, mtime: float, mode: int) -> Node:
