@@ -172,7 +172,7 @@ class CsfsFS(Operations):
             if name in skip:
                 return None
             try:
-                return self.getattr(f"{base}/{name}")    # type: ignore[no-any-return]
+                return self.getattr(f"{base}/{name}")
             except OSError:
                 return None
         return attrs

@@ -56,7 +56,8 @@ class Row:
 def sh(cmd: str, timeout: float = 3600, env: dict[str, str] | None = None) -> float:
     """Run a shell command; return its wall time (fails loudly)."""
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, check=False, shell=True, capture_output=True, timeout=timeout, executable="/bin/bash", env=env)
+    r = subprocess.run(cmd, check=False, shell=True, capture_output=True, timeout=timeout,
+                       executable="/bin/bash", env=env)
     dt = time.perf_counter() - t0
     if r.returncode not in (0, 24) or (r.returncode and "rsync" not in cmd):   # 24: rsync's "vanished"
         raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stderr.decode()[-500:]}")
@@ -136,7 +137,8 @@ class Mounts:
             v.root = mnt
         else:
             r = subprocess.run([sys.executable, "-m", "csfs", "--home", str(self.home), "mount",
-                                *v.opts.split(), str(self.project), str(mnt)], check=False, capture_output=True, text=True, cwd=v.tree,
+                                *v.opts.split(), str(self.project), str(mnt)], check=False,
+                               capture_output=True, text=True, cwd=v.tree,
                                env=env_for(v.tree))
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
@@ -303,7 +305,8 @@ def main(argv: list[str] | None = None) -> str:
             f"{' --large' if args.large else ''}{' --baseline DIR' if args.baseline else ''}` (as root).\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {load:.1f} at the end "
             f"(a shared machine). bindfs {_bindfs_version()} `-r -o {BINDFS_OPTS}` (`bindfs-kc`: plus "
-            f"`kernel_cache`); csfs = this tree's default mount, `csfs-plain` its `--plain` mount (read-only, no virtual trees){base}. Each cell: min–max of {args.reps} runs, "
+            f"`kernel_cache`); csfs = this tree's default mount, `csfs-plain` its `--plain` mount "
+            f"(read-only, no virtual trees){base}. Each cell: min–max of {args.reps} runs, "
             f"each on a fresh mount, page cache dropped before cold rows; ratios from the minima.\n\n"
             f"{desc}.\n\n{table(rows, variants)}\n\n{NOTES}")
     print(body)
