@@ -56,8 +56,8 @@ class Row:
 def sh(cmd: str, timeout: float = 3600, env: dict[str, str] | None = None) -> float:
     """Run a shell command; return its wall time (fails loudly)."""
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, check=False, shell=True, capture_output=True, timeout=timeout, executable="/bin/bash",
-                       env=env)
+    r = subprocess.run(cmd, check=False, shell=True, capture_output=True, timeout=timeout,
+                       executable="/bin/bash", env=env)
     dt = time.perf_counter() - t0
     if r.returncode not in (0, 24) or (r.returncode and "rsync" not in cmd):   # 24: rsync's "vanished"
         raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stderr.decode()[-500:]}")
@@ -137,8 +137,9 @@ class Mounts:
             v.root = mnt
         else:
             r = subprocess.run([sys.executable, "-m", "csfs", "--home", str(self.home), "mount",
-                                *v.opts.split(), str(self.project), str(mnt)],
-                               check=False, capture_output=True, text=True, cwd=v.tree, env=env_for(v.tree))
+                                *v.opts.split(), str(self.project), str(mnt)], check=False,
+                               capture_output=True, text=True, cwd=v.tree,
+                               env=env_for(v.tree))
             if r.returncode != 0:
                 raise SystemExit(r.stderr)
             m = re.search(r"pid (\d+)", r.stdout)
