@@ -1,7 +1,7 @@
 """Work kept out of the mount process: building a job's export index (which reads result
 .cs files; see core/exportindex.py) and generating export files (a joined `_exported.cs`).
 
-Both run in a small pool of long-lived worker processes (spawned once, recycled after a
+Both run in a small pool of long-lived worker processes (spawned once, replaced after a
 number of tasks), so the mount's own memory stays small and no request pays for a new
 interpreter. Indexes are built in parallel, one job per worker (`prefetch`), and kept on
 disk in the instance cache, so the next mount reads them without a worker. A big
@@ -43,7 +43,7 @@ WRITE_RATE = 20e6               # bytes/s a big generated file is granted beyond
 GRACE = 10.0                    # after the worker's own alarm, before it is killed
 FAILED_TTL = 60.0
 WORKERS = 2                     # one slow export leaves the other worker serving
-TASKS_PER_WORKER = 200          # recycle a worker so its memory never accumulates
+TASKS_PER_POOL = 400            # then a new pool: worker memory never accumulates
 IDLE = float(os.environ.get("CSFS_MOUNT_WORKER_IDLE", 10.0))   # seconds before idle workers end
 _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
@@ -51,6 +51,7 @@ _pool: ProcessPoolExecutor | None = None
 _failed: dict[tuple, tuple[float, str]] = {}   # task key -> (until, message)
 _running: dict[tuple, Future] = {}             # task key -> its future, while queued or running
 _last_use = 0.0                                # when a task was last queued or finished (monotonic)
+_queued = 0                                    # tasks queued on the current pool
 
 
 class TaskTimeout(CsfsError):
@@ -58,12 +59,18 @@ class TaskTimeout(CsfsError):
 
 
 def _get_pool() -> ProcessPoolExecutor:
-    """The pool (started on first use; call with _guard held)."""
-    global _pool, _last_use
+    """The pool (started on first use, replaced after TASKS_PER_POOL tasks: the old one ends
+    once its queued tasks are done; call with _guard held). Not max_tasks_per_child: up to
+    Python 3.12 an executor can hang once its workers have retired (CPython gh-115634)."""
+    global _pool, _last_use, _queued
     _last_use = time.monotonic()
+    _queued += 1
+    if _pool is not None and _queued > TASKS_PER_POOL:
+        _pool.shutdown(wait=False)
+        _pool = None
     if _pool is None:
+        _queued = 1
         _pool = ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                                    max_tasks_per_child=TASKS_PER_WORKER,
                                     initializer=_end_with_parent, initargs=(os.getpid(),))
         threading.Thread(target=_stop_when_idle, args=(_pool,), name="csfs-workers-idle", daemon=True).start()
     return _pool

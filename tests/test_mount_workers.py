@@ -48,3 +48,21 @@ def test_blocked_task_is_bounded_and_isolated(workers, tmp_path):
     with pytest.raises(generated.TaskTimeout):
         generated._call(open, str(fifo), "rb", limit=3)
     assert time.monotonic() - t0 < 1.0
+
+
+
+def test_pool_is_replaced_after_its_task_budget(workers, monkeypatch):
+    """After TASKS_PER_POOL tasks a new pool takes over, and every task still runs, those
+    queued on the old pool when it was replaced included. (csfs used Python's own recycling,
+    max_tasks_per_child, until test_views found a pool left with no worker and a task
+    waiting on it for ever: CPython gh-115634.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    generated = workers
+    monkeypatch.setattr(generated, "TASKS_PER_POOL", 2)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(3) as callers:
+        for r in range(8):
+            got = list(callers.map(lambda i: generated._call(pow, i, 1, limit=5), range(3 * r, 3 * r + 3)))
+            assert got == list(range(3 * r, 3 * r + 3))
+    assert time.monotonic() - t0 < 60

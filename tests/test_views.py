@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import stat
 import time
@@ -36,12 +35,6 @@ from viewmodel import (
 )
 
 SLACK = 1_000_000   # ns: the mount's start is taken from a float clock
-
-# Differences from the model that are real findings, written in /work/wt/NOTES.md for their
-# owner and not fixed yet: flavour -> (pattern of the difference line, finding). The main
-# tests pass over these lines only; test_open_findings fails (strict xfail) until they go.
-FINDINGS: dict[str, list[tuple[re.Pattern[str], str]]] = {}
-
 
 @pytest.fixture
 def attached(flavour_demo: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -94,15 +87,8 @@ def _instance_view(home: Path, mnt: Path, plain: bool = False) -> tuple[Any, Any
     return ctx, InstanceView(ctx, Controls(ctx))
 
 
-def _open(flavour: str, diffs: list[str]) -> list[str]:
-    """The differences that are not open findings."""
-    known = [pattern for pattern, _ in FINDINGS.get(flavour, [])]
-    return [d for d in diffs if not any(p.match(d) for p in known)]
-
-
 def _check(model: Model, seen: Any, flavour: str) -> dict[str, int]:
     diffs, own = differences(model, seen)
-    diffs = _open(flavour, diffs)
     assert not diffs, f"{len(diffs)} differences from the model:\n" + "\n".join(diffs[:60])
     return own
 
@@ -144,7 +130,7 @@ def test_project_view_equals_model(flavour, attached, exports, tmp_path):
     # the mount's own inode numbers are stable: the same after its caches are dropped
     ctx.invalidate()
     diffs, again = differences(model, partial(look, view), read=False)
-    assert not _open(flavour, diffs) and again == own
+    assert not diffs and again == own
 
 
 @pytest.mark.parametrize("flavour", ["v5"])
@@ -240,17 +226,6 @@ def test_physical_exports_are_merged(flavour, attached, exports, tmp_path, csfs)
     _check(model, partial(look, view), flavour)
 
 
-@pytest.mark.parametrize("flavour", [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason="; ".join(
-    finding for _, finding in FINDINGS[f]))) for f in FINDINGS])
-def test_open_findings(flavour, attached, exports, tmp_path):
-    """The differences test_project_view_equals_model passes over: this fails until they are fixed
-    (then remove the finding from FINDINGS)."""
-    home, project = attached
-    (_ctx, view), started = _started(lambda: _project_view(home, project, tmp_path / "mnt"))
-    diffs, _ = differences(project_model(project, exports, started), partial(look, view), read=False)
-    assert not diffs, "\n".join(diffs[:20])
-
-
 def test_instance_view_equals_model(flavour, attached, exports, demo_masters, tmp_path):
     """An instance with two projects whose folders have one name (the second, a copy with its
     import job only): the second registered one is shown as <name>-<P uid>. A detached project
@@ -283,7 +258,7 @@ def test_instance_view_equals_model(flavour, attached, exports, demo_masters, tm
     _real_tree_listed_first(model, partial(look, view), project.name)
     ctx.invalidate()
     diffs, again = differences(model, partial(look, view), read=False)
-    assert not _open(flavour, diffs) and again == own
+    assert not diffs and again == own
 
 
 def test_plain_views_equal_model(flavour, attached, tmp_path):
@@ -314,7 +289,6 @@ def test_model_differences_are_found(flavour, attached, exports, tmp_path):
     wrong["control/archive"] = replace(model["control/archive"], writable=False)
     del wrong["control/detach"]
     diffs, _ = differences(wrong, partial(look, view))
-    diffs = _open(flavour, diffs)
     for path in (data, gen, size, link, "control/archive", "control/detach"):
         assert any(d.startswith(repr(path)) for d in diffs), (path, diffs)
     assert len(diffs) == 6, diffs

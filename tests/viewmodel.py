@@ -8,7 +8,7 @@ The model says, for every path of a project mount (or an instance mount), what `
 - `exports/` from physical exports written by core (`exportplan` plans rendered by
   `consolidate.write_plan`, the function `csfs job export` uses) into a temporary folder
   and read there with links followed: an export exists exactly when core exports it (one
-  core refuses because a data file is missing is listed and answers EPERM);
+  core refuses because a data file is missing is listed and answers EIO);
 - `sizes/` from a walk of its own (CryoSPARC's accounting, DESIGN §6);
 - `control/`, modes, link counts and inodes from DESIGN §5 and SEMANTICS.md.
 
@@ -157,7 +157,7 @@ def physical_exports(project: Path, dest: Path) -> Exports:
     """Write every export core makes of `project` under `dest/<jobs|groups>/<name>` (core's
     plans rendered by consolidate.write_plan, as `csfs job export`/`group export` do, but
     outside the project); a job or group core refuses has none, and one it refuses because
-    data files are missing is None (SEMANTICS: listed, but its paths answer EPERM)."""
+    data files are missing is None (SEMANTICS: listed, but its paths answer EIO)."""
     from csfs.core import consolidate, exportplan
     from csfs.core.errors import CsfsError
     from csfs.core.project import Project
@@ -280,7 +280,7 @@ def _exports_model(project: Path, exports: Exports, started: Bound,
         out[f"exports/{kind}"] = merged(f"exports/{kind}", exports[kind])
         for name, folder in exports[kind].items():
             if folder is None:
-                out[f"exports/{kind}/{name}"] = refused(errno.EPERM)
+                out[f"exports/{kind}/{name}"] = refused(errno.EIO)
                 continue
             job_dir = os.stat(project / name.split("_", 1)[0])
             for dirpath, dirnames, filenames in os.walk(folder):
