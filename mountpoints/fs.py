@@ -159,11 +159,12 @@ class CsfsFS(Operations):
     def plus_attrs(self, path: str) -> Callable[[str], dict[str, Any] | None] | None:
         """For readdirplus: a function giving a directory entry's full attributes where they
         are cheap (the real tree), so `ls -l`, `du` and rsync need no lookup round trip per
-        entry; None for a directory none of whose entries qualify. Virtual entries
-        (exports/, sizes/, control/: their attributes may need a plan) and entries that
-        vanished meanwhile give None: the kernel looks them up as before."""
+        entry; None for a directory none of whose entries qualify. Entries under exports/
+        qualify too (listing an export already loaded its index, which holds their sizes);
+        sizes/ and control/ (computed or writable) and entries that vanished meanwhile give
+        None: the kernel looks them up as before."""
         node = self._node(path)
-        if not isinstance(node, RealDir) or _in_exports(path, self.root):
+        if not (isinstance(node, RealDir) or _in_exports(path, self.root)):
             return None
         base = path.rstrip("/")
         skip = {".", ".."} | (set(VIRTUAL_TOP) if _is_project_top(path, self.root) else set())

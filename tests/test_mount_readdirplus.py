@@ -84,3 +84,28 @@ def test_big_folders_list_exactly(demo_masters, tmp_path):
             assert _ls(mnt / "J1" / "many") == _ls(project / "J1" / "many"), native
             (project / "J1" / "many" / "f00000").write_bytes(b"")   # back as it was for the next round
             os.unlink(project / "J1" / "many" / "added")
+
+
+def test_exports_list_the_same_with_and_without(flavour, demo_masters, tmp_path):
+    """exports/ entries carry their attributes too (from the export's index): a cold `ls -lR`
+    and an lstat walk of exports/ show the same as with readdirplus off."""
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
+
+    project = copy_demo(demo_masters(flavour), tmp_path / "demo")
+    home = tmp_path / "home"
+    lifecycle.attach(Instance(home), project)
+    seen = {}
+    for native in ("1", "-readdirplus"):
+        with mounted(home, tmp_path / f"mnt{native}", project, env={"CSFS_NATIVE": native}) as (mnt, _pid):
+            r = run(["ls", "-lanR", "--time-style=full-iso", "."], cwd=mnt / "exports")
+            assert r.returncode == 0, r.stderr
+            # virtual folders show the mount's start (the time of exports/ itself): not compared
+            started = os.stat(mnt / "exports").st_mtime_ns
+            shown = r.stdout.decode().splitlines()[2].split()[5:7]    # the line of "."
+            listing = r.stdout.decode().replace(" ".join(shown), "STARTED")
+            tree = {k: v[:3] + ("STARTED" if v[3] == started else v[3],) + v[4:]
+                    for k, v in _tree(mnt / "exports").items()}
+            seen[native] = (listing, tree)
+    assert seen["1"][0].count("\n") > 100
+    assert seen["1"] == seen["-readdirplus"]
