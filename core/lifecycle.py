@@ -122,6 +122,9 @@ def create(instance: Instance, title: str, container: str | os.PathLike) -> Proj
         raise NotFoundError(f"{container}: no such directory to create the project in")
     path = container / f"CS-{slug(title)}"
     info = lock.read(path) if path.is_dir() else None
+    done = _created(instance, path, info, title)
+    if done is not None:
+        return done      # a re-run of a create that completed (killed before it could say so)
     if path.exists() or path.is_symlink():
         if not _interrupted_create(instance, path, info):
             raise RefusedError(f"{path} already exists; choose another title or attach it")
@@ -154,6 +157,17 @@ def _undo_lock(undo: Undo, path: Path, instance_id: str) -> None:
         if now is not None and now.is_ours(instance_id):
             lock.remove(path, now)
     undo.add(f"remove {path / lock.LOCK_NAME}", remove)
+
+
+def _created(instance: Instance, path: Path, info: lock.LockInfo | None, title: str) -> ProjectRecord | None:
+    """The registry row of the project this create already made at `path` (our lock, registered
+    there under the same title), with a note; None otherwise."""
+    if info is None or not info.is_ours(instance.id) or _unregistered(instance, info):
+        return None
+    rec = instance.get(info.project_uid)
+    if rec.path != path or rec.title != title:
+        return None
+    return dataclasses.replace(rec, note="already created")
 
 
 def _interrupted_create(instance: Instance, path: Path, info: lock.LockInfo | None) -> bool:

@@ -256,6 +256,8 @@ def test_rescue_of_an_unreadable_lock_keeps_archived_state(cli, home, tmp_path):
 
 def test_create_refuses_existing_and_bad_titles(cli, home, tmp_path):
     ok(cli("project", "create", "Twice", "--dir", tmp_path, home=home))
+    # the same create again (say, re-run after a kill that landed once it had completed) succeeds
+    assert "(already created)" in ok(cli("project", "create", "Twice", "--dir", tmp_path, home=home)).stdout
     refused(cli("project", "create", "twice!", "--dir", tmp_path, home=home), 1, "already exists")
     refused(cli("project", "create", "!!!", "--dir", tmp_path, home=home), 2, "title")
     refused(cli("project", "create", "x", "--dir", tmp_path / "nowhere", home=home), 2, "no such directory")
