@@ -162,7 +162,7 @@ def _undo_lock(undo: Undo, path: Path, instance_id: str) -> None:
 def _created(instance: Instance, path: Path, info: lock.LockInfo | None, title: str) -> ProjectRecord | None:
     """The registry row of the project this create already made at `path` (our lock, registered
     there under the same title), with a note; None otherwise."""
-    if info is None or not info.is_ours(instance.id) or _unregistered(instance, info):
+    if info is None or not info.project_uid or not info.is_ours(instance.id) or _unregistered(instance, info):
         return None
     rec = instance.get(info.project_uid)
     if rec.path != path or rec.title != title:
