@@ -134,14 +134,25 @@ def fuse_options(options: dict[str, object]) -> dict[str, object]:
     return out
 
 
-def _few_malloc_arenas(n: int = 2) -> None:
-    """glibc gives each of libfuse's threads its own malloc arena; two keep RSS small."""
+def _few_malloc_arenas(n: int = 2, trim_every: float = 30.0) -> None:
+    """glibc gives each of libfuse's threads its own malloc arena; two keep RSS small. And
+    every `trim_every` seconds freed heap goes back to the system: libfuse frees a node when
+    the kernel forgets its entry, which glibc would otherwise keep (the large demo's mount
+    after a whole walk, once the kernel forgot it: 181 MiB, 123 MiB trimmed)."""
     import ctypes
 
     try:
-        ctypes.CDLL(None).mallopt(-8, n)   # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-8, n)   # M_ARENA_MAX
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):   # not glibc
+        return
+
+    def trimming() -> None:
+        while True:
+            time.sleep(trim_every)
+            trim(0)           # a ctypes call: the GIL is released meanwhile
+    threading.Thread(target=trimming, name="csfs-heap-trim", daemon=True).start()
 
 
 def parse_options(text: str | None) -> dict[str, object]:
