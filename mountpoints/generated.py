@@ -49,7 +49,7 @@ _locks: dict[str, threading.Lock] = {}
 _guard = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _failed: dict[tuple, tuple[float, str]] = {}   # task key -> (until, message)
-_running: dict[tuple, Future] = {}             # task key -> its future, while queued or running
+_running: dict[tuple, tuple[ProcessPoolExecutor, Future]] = {}   # task key -> (its pool, its future)
 _last_use = 0.0                                # when a task was last queued or finished (monotonic)
 _queued = 0                                    # tasks queued on the current pool
 
@@ -108,16 +108,17 @@ def _drop(pool: ProcessPoolExecutor, kill: bool = False) -> None:
 
 
 def _submit(fn: Callable[..., Any], *args: Any, limit: float = LIMIT) -> tuple[ProcessPoolExecutor, Future]:
-    """Queue fn(*args) for a worker, or join the same task already queued or running."""
+    """Queue fn(*args) for a worker, or join the same task already queued or running (on
+    the pool it was queued on, which may since have been replaced)."""
     key = (fn.__name__,) + args
     with _guard:
+        joined = _running.get(key)
+        if joined is not None:
+            return joined
         pool = _get_pool()
-        fut = _running.get(key)
-        new = fut is None
-        if fut is None:
-            fut = _running[key] = pool.submit(_bounded, limit, fn, *args)
-    if new:
-        fut.add_done_callback(lambda f: _done(key, f))   # may run at once: not under _guard
+        fut = pool.submit(_bounded, limit, fn, *args)
+        _running[key] = (pool, fut)
+    fut.add_done_callback(lambda f: _done(key, f))   # may run at once: not under _guard
     return pool, fut
 
 
@@ -125,7 +126,7 @@ def _done(key: tuple, fut: Future) -> None:
     global _last_use
     with _guard:
         _last_use = time.monotonic()
-        if _running.get(key) is fut:
+        if key in _running and _running[key][1] is fut:
             del _running[key]
 
 

@@ -81,7 +81,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s csfs-mount %(levelname)s %(message)s")
     logging.getLogger("csfs.native").setLevel(logging.INFO)   # the tricks in use (native.report)
-    _few_malloc_arenas()
+    _tune_malloc()
     sys.setswitchinterval(0.0005)   # requests are short: hand the GIL over quickly
     ctx = Context(home, mountpoint, plain=plain)
     ctx.allow_other = allow_other
@@ -134,7 +134,7 @@ def fuse_options(options: dict[str, object]) -> dict[str, object]:
     return out
 
 
-def _few_malloc_arenas(n: int = 2, trim_every: float = 30.0) -> None:
+def _tune_malloc(n: int = 2, trim_every: float = 30.0) -> None:
     """glibc gives each of libfuse's threads its own malloc arena; two keep RSS small. And
     every `trim_every` seconds freed heap goes back to the system: libfuse frees a node when
     the kernel forgets its entry, which glibc would otherwise keep (the large demo's mount

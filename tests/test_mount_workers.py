@@ -61,8 +61,11 @@ def test_pool_is_replaced_after_its_task_budget(workers, monkeypatch):
     generated = workers
     monkeypatch.setattr(generated, "TASKS_PER_POOL", 2)
     t0 = time.monotonic()
+    pools = []                           # kept alive, so their ids stay distinct
     with ThreadPoolExecutor(3) as callers:
         for r in range(8):
             got = list(callers.map(lambda i: generated._call(pow, i, 1, limit=5), range(3 * r, 3 * r + 3)))
             assert got == list(range(3 * r, 3 * r + 3))
+            pools.append(generated._pool)
     assert time.monotonic() - t0 < 60
+    assert len({id(p) for p in pools}) >= 4, "24 tasks, 2 per pool: the pool must have been replaced"
