@@ -96,6 +96,7 @@ class CsfsFS(Operations):
         self.controls.after_action = self.changes.after_action
         self._handles: dict[int, Handle] = {}
         self._next = itertools.count(1)
+        self._relist: set[str] = set()   # cached listings whose entries' attributes went stale
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -185,12 +186,28 @@ class CsfsFS(Operations):
     @_errors
     def opendir(self, path: str) -> int:
         """Immutable directories: the kernel keeps their listing (dircache) until a control
-        action drops it (kcache), so a second walk lists them without calling us."""
+        action drops it (kcache), so a second walk lists them without calling us.
+
+        Except once after a file in it was read through us: the kernel then marks that
+        file's atime stale (on a writable mount), and the next `lstat` would be a GETATTR
+        round trip per file (rsync's second pass). Opening the directory without keeping
+        its listing makes the kernel list it again with readdirplus, which refreshes every
+        entry's attributes in one request, and cache that new listing."""
         if self.dircache and self.kcache.enabled:
             node = self._node(path)
-            if node.immutable and node.is_dir and dircache.keep_listing():
+            afresh = path in self._relist
+            self._relist.discard(path)
+            if node.immutable and node.is_dir and dircache.keep_listing(afresh):
                 self.kcache.record(path)
         return 0
+
+    def _note_read(self, path: str, h: Handle) -> None:
+        """The first read of a handle that reached us: its directory is listed afresh (opendir)."""
+        h.read_once = True
+        if self.dircache:
+            if len(self._relist) >= 4096:   # bounded: a forgotten one only costs GETATTRs
+                self._relist.clear()
+            self._relist.add(path.rpartition("/")[0] or "/")
 
     # no releasedir: libfuse then answers it without calling into Python
 
@@ -244,11 +261,17 @@ class CsfsFS(Operations):
         return h
 
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        return self._handle(fi).read(size, offset)
+        h = self._handle(fi)
+        if not h.read_once:
+            self._note_read(path, h)
+        return h.read(size, offset)
 
     def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
         """Like read(), but real files are read by libfuse itself from our fd (no GIL, no copy)."""
-        self._handle(fi).read_buf(bufpp, size, offset)
+        h = self._handle(fi)
+        if not h.read_once:
+            self._note_read(path, h)
+        h.read_buf(bufpp, size, offset)
         return 0
 
     def lseek(self, path: str, offset: int, whence: int, fi: Any) -> int:

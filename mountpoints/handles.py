@@ -21,7 +21,7 @@ PREFETCH = 16 * 1024 * 1024
 class Handle:
     """What every open file answers; the bytes come from read()."""
 
-    __slots__ = ("keep", "size", "version")
+    __slots__ = ("keep", "read_once", "size", "version")
     direct = False      # never cached by the kernel: a read always shows the current text
     writable = False    # takes writes (a control file opened for writing)
 
@@ -29,6 +29,7 @@ class Handle:
         self.size = size
         self.version: tuple | None = None   # counted in CsfsFS._versions while open
         self.keep = False                   # the kernel keeps this file's pages (keep_cache)
+        self.read_once = False              # a read reached us (CsfsFS._note_read)
 
     def identity(self) -> tuple:
         """Which version of the bytes this handle serves (compared across opens)."""

@@ -5,6 +5,7 @@ after it changed must show exactly what the project holds (as with the trick off
 from __future__ import annotations
 
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -109,3 +110,49 @@ def test_exports_list_the_same_with_and_without(flavour, demo_masters, tmp_path)
             seen[native] = (listing, tree)
     assert seen["1"][0].count("\n") > 100
     assert seen["1"] == seen["-readdirplus"]
+
+
+def _opcodes(log: Path, start: int) -> dict[str, int]:
+    """FUSE requests (-o debug) logged after byte `start` of the mount log, by opcode."""
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    out: dict[str, int] = {}
+    for m in re.finditer(r"opcode: ([A-Z_]+)", text):
+        out[m.group(1)] = out.get(m.group(1), 0) + 1
+    return out
+
+
+def test_rsync_second_pass_stats_from_the_kernel(flavour, demo_masters, tmp_path):
+    """After a first `rsync -a` read every file of a completed job's folder, the kernel holds
+    their atime stale (the mount is writable, for control/), so each `lstat` of the second
+    pass would be a GETATTR round trip. The mount lists that folder afresh once instead
+    (one readdirplus refreshes every entry): the second pass sends a handful of requests
+    and copies nothing, and the third is served from the kernel alone."""
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
+
+    project = copy_demo(demo_masters(flavour), tmp_path / "demo")
+    _fill(project / "J1" / "many", 300)
+    home = tmp_path / "home"
+    lifecycle.attach(Instance(home), project)
+    dest = tmp_path / "dest"
+    with mounted(home, tmp_path / "mnt", project, extra=["-o", "debug"]) as (mnt, _pid):
+        log = next((home / "logs").glob("mount_*.log"))
+        src = f"{mnt}/J1/many/"
+        r = run(["rsync", "-a", src, f"{dest}/"])
+        assert r.returncode == 0, r.stderr
+        passes = []
+        for _ in range(2):
+            start = log.stat().st_size
+            r = run(["rsync", "-a", "--itemize-changes", src, f"{dest}/"])
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == b"", r.stdout[:500]      # nothing changed, nothing copied
+            passes.append(_opcodes(log, start))
+        assert passes[0].get("GETATTR", 0) <= 3, passes[0]        # not one per file (300)
+        assert passes[0].get("READDIRPLUS", 0) >= 1, passes[0]    # the folder listed afresh
+        assert passes[1].get("GETATTR", 0) <= 3 and "READDIRPLUS" not in passes[1], passes[1]
+        assert "READ" not in passes[0] and "READ" not in passes[1]
+    files = {k: v[:4] for k, v in _tree(project / "J1" / "many").items() if stat.S_ISREG(v[0])}
+    assert len(files) == 300
+    assert {k: v[:4] for k, v in _tree(dest).items() if stat.S_ISREG(v[0])} == files

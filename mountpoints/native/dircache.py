@@ -82,13 +82,14 @@ def _install(fuse: int | None, major: int, minor: int) -> bool:
     return True
 
 
-def keep_listing() -> bool:
+def keep_listing(afresh: bool = False) -> bool:
     """From the high-level opendir: ask the kernel to cache this directory's listing (sets
-    keep_cache and cache_readdir, bits 2 and 6 after `int flags` in the 3.0-3.14 layout).
-    False when no wrapped opendir is being served in this thread."""
+    cache_readdir and keep_cache, bits 6 and 2 after `int flags` in the 3.0-3.14 layout);
+    `afresh`: without keep_cache, so the kernel drops the listing it holds and caches the
+    next one. False when no wrapped opendir is being served in this thread."""
     fi = getattr(_local, "fi", None)
     if not fi:
         return False
     bits = ctypes.c_uint.from_address(fi + 4)
-    bits.value |= (1 << 2) | (1 << 6)
+    bits.value |= (1 << 6) if afresh else (1 << 2) | (1 << 6)
     return True
