@@ -10,6 +10,7 @@ itself changes something (a control action).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -45,9 +46,9 @@ class Context:
         self._lock = threading.RLock()
         # bounded: the kernel holds attributes for a minute anyway; this saves rescans and
         # lstat calls when it asks again, and caps the process at a few tens of MB
-        self._long: TTLCache = TTLCache(maxsize=30_000, ttl=LONG_TTL)
-        self._short: TTLCache = TTLCache(maxsize=10_000, ttl=SHORT_TTL)
-        self._objects: TTLCache = TTLCache(maxsize=4096, ttl=PROJECT_TTL)
+        self._long = TimedCache(maxsize=30_000, ttl=LONG_TTL)
+        self._short = TimedCache(maxsize=10_000, ttl=SHORT_TTL)
+        self._objects = TimedCache(maxsize=4096, ttl=PROJECT_TTL)
         self._plans: TTLCache = TTLCache(maxsize=PLAN_ENTRIES, ttl=600, getsizeof=len)
         self._oversize: tuple[Any, Any] | None = None   # the last plan bigger than the whole cache
         self._instance: Instance | None = None
@@ -57,11 +58,11 @@ class Context:
     # -- caches -------------------------------------------------------------
     def cached(self, key: Any, compute: Callable[[], Any], long: bool) -> Any:
         """An lstat result or listing from the long or short cache, computed on a miss."""
-        return self._get(self._long if long else self._short, key, compute)
+        return _timed(self._long if long else self._short, key, compute)
 
     def obj(self, key: Any, compute: Callable[[], Any], plans: bool = False) -> Any:
         """A core object (Project, SizeReport, Plan) cached for a few seconds (plans: minutes)."""
-        return self._get(self._plans if plans else self._objects, key, compute)
+        return self._get(self._plans, key, compute) if plans else _timed(self._objects, key, compute)
 
     def put(self, key: Any, value: Any) -> None:
         """Keep a plan computed along with another one (the other exports of its job)."""
@@ -140,6 +141,53 @@ class Context:
         """True when `path` lies under this mount: acting on it would deadlock the FS."""
         p = os.path.abspath(path)
         return p == self.mountpoint or p.startswith(self.mountpoint.rstrip("/") + "/")
+
+
+class TimedCache:
+    """key -> value for `ttl` seconds, at most `maxsize` of them (the oldest eighth goes
+    when full). The lstat and listing caches: a lookup is one dict access and a clock
+    read, safe without a lock (every mutation is one dict operation under the GIL)."""
+
+    __slots__ = ("_d", "maxsize", "ttl")
+
+    def __init__(self, maxsize: int, ttl: float) -> None:
+        self._d: dict[Any, tuple[float, Any]] = {}
+        self.maxsize = maxsize
+        self.ttl = ttl
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        hit = self._d.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return default
+        return hit[1]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        d = self._d
+        if len(d) >= self.maxsize:
+            for old in list(itertools.islice(iter(d.copy()), self.maxsize // 8 or 1)):
+                d.pop(old, None)
+        d.pop(key, None)    # renewed entries move to the young end
+        d[key] = (time.monotonic() + self.ttl, value)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def keys(self) -> list[Any]:
+        return list(self._d.copy())
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        hit = self._d.pop(key, None)
+        return default if hit is None else hit[1]
+
+    def clear(self) -> None:
+        self._d.clear()
+
+
+def _timed(cache: TimedCache, key: Any, compute: Callable[[], Any]) -> Any:
+    hit = cache.get(key, _MISS)
+    if hit is _MISS:
+        hit = cache[key] = compute()
+    return hit
 
 
 class _Miss:

@@ -47,6 +47,7 @@ class ProjectView:
         self.ctx = ctx
         self.controls = controls
         self.path = Path(path)
+        self.real_root = str(self.path)   # the project folder on disk, as a string
         self.key = key          # mount-relative prefix, unique per project folder
         ctx.watch(self.path)
 
@@ -150,7 +151,7 @@ class ProjectView:
     def _real(self, parts: list[str], extra: tuple[str, ...] = (), merge: frozenset[str] = frozenset(),
               missing_ok: bool = False) -> Node:
         """A pass-through node for the real path; `extra` names virtual subdirectories merged in."""
-        real = os.path.join(str(self.path), *parts)
+        real = "/".join([self.real_root, *parts]) if parts else self.real_root
         long = bool(parts) and parts[0] in self.final_jobs()
 
         def stat() -> tuple | None:
