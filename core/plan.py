@@ -118,12 +118,19 @@ class Plan:
 
     def children(self, rel: str) -> list[str]:
         """Names inside the directory `rel`, sorted ([] for files and unknown paths)."""
+        return [name for name, _ in self._children(rel)]
+
+    def child_entries(self, rel: str) -> list[tuple[str, Entry]]:
+        """(name, entry) of everything inside the directory `rel`, sorted by name."""
+        return [(name, self._entry(i)) for name, i in self._children(rel)]
+
+    def _children(self, rel: str) -> list[tuple[str, int]]:
         rel = _norm(rel)
         i = self._find(rel)
         if i < 0 or self._kinds[i] != 0:
             return []
         prefix = rel + "/" if rel else ""
-        out: list[str] = []
+        out: list[tuple[str, int]] = []
         paths, n = self._paths, len(self._paths)
         i += 1
         while i < n and paths[i].startswith(prefix):
@@ -131,7 +138,7 @@ class Plan:
             if "/" in name:     # below a child folder: skip that folder's whole range
                 i = bisect_left(paths, prefix + name.partition("/")[0] + "0", i)   # "0" follows "/"
                 continue
-            out.append(name)
+            out.append((name, i))
             i += 1
         return out
 

@@ -204,7 +204,7 @@ class CsfsFS(Operations):
     def _note_read(self, path: str, h: Handle) -> None:
         """The first read of a handle that reached us: its directory is listed afresh (opendir)."""
         h.read_once = True
-        if self.dircache:
+        if self.dircache and path:
             if len(self._relist) >= 4096:   # bounded: a forgotten one only costs GETATTRs
                 self._relist.clear()
             self._relist.add(path.rpartition("/")[0] or "/")

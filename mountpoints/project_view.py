@@ -214,11 +214,11 @@ class ProjectView:
                                   DIR_MODE)
         return self._plan_node(top + rest[:2], rest[2:])
 
-    def _plan(self, kind: str, name: str) -> Plan:
+    def _plan(self, kind: str, name: str, loaded: generated.Loaded | None = None) -> Plan:
         """The plan of an export that can be served whole, else its error; an incomplete one
         (data files missing) is EIO with what `csfs export` says, so a tar of it fails
-        instead of leaving files out."""
-        plan = self.plan(kind, name).plan
+        instead of leaving files out. `loaded`: self.plan(kind, name), if at hand."""
+        plan = (loaded or self.plan(kind, name)).plan
         if isinstance(plan, CsfsError):
             raise plan
         refusal = plan.refusal()
@@ -229,15 +229,13 @@ class ProjectView:
     def _plan_dir(self, parts: list[str], plan: Callable[[], Plan], rel: str, mtime: float, mode: int) -> Node:
         """A folder of an export: its children's inodes are their sources' for data files."""
         def children() -> list[tuple[str, int, int]]:
-            p = plan()
             out = []
-            for name in p.children(rel):
-                sub = p.lookup(f"{rel}/{name}" if rel else name)
-                st = self._source_stat(sub.source) if sub is not None and sub.source is not None else None
+            for name, sub in plan().child_entries(rel):
+                st = self._source_stat(sub.source) if sub.source is not None else None
                 if st is not None:
                     out.append((name, S.S_IFREG, self.ctx.inodes.real(st[T_DEV], st[T_INO])))
                 else:
-                    out.append(self._child_entry(parts, name, sub is not None and sub.kind == "dir"))
+                    out.append(self._child_entry(parts, name, sub.kind == "dir"))
             return out
         node = self._vdir(parts, children, ns(mtime), mode, immutable=True)
         self.ctx.perms.apply(node.attrs, mode, [(self._job_dir(parts[:3]), AS_IS)])
@@ -246,7 +244,7 @@ class ProjectView:
     def _plan_node(self, base: list[str], inner: list[str]) -> Node:
         kind, name = base[-2], base[-1]
         loaded = self.plan(kind, name)
-        plan = self._plan(kind, name)
+        plan = self._plan(kind, name, loaded)
         rel = "/".join(inner)
         entry = plan.lookup(rel)
         if entry is None:
@@ -254,16 +252,17 @@ class ProjectView:
         parts = base + inner
         if entry.kind == "dir":
             return self._plan_dir(parts, lambda: self._plan(kind, name), rel, entry.mtime, entry.mode)
-        mtime = ns(entry.mtime)
-        ino = self.ctx.inodes.virtual(self._vkey(parts))
-        attrs = virtual_attrs("file", entry.size, mtime, ino, self.ctx.uid, self.ctx.gid, perm=entry.mode)
-        if entry.source is not None:
+        source = entry.source
+        st = self._source_stat(source) if source is not None else None
+        if st is not None:
             # a copy of a source file: its very stat (inode, link count, blocks, times, owner
             # and mode), as a hard link has; du counts the data once, tar -S finds the holes
-            source = entry.source
-            st = self._source_stat(source)
-            if st is not None:
-                attrs = real_attrs(st, self.ctx.inodes.real(st[T_DEV], st[T_INO]), shared=True)
+            attrs = real_attrs(st, self.ctx.inodes.real(st[T_DEV], st[T_INO]), shared=True)
+        else:
+            ino = self.ctx.inodes.virtual(self._vkey(parts))
+            attrs = virtual_attrs("file", entry.size, ns(entry.mtime), ino, self.ctx.uid, self.ctx.gid,
+                                  perm=entry.mode)
+        if source is not None:
             attrs = self.ctx.perms.on_real_path(attrs, source)   # less what closed folders withhold
             return PlanFile(attrs, source)
         self.ctx.perms.apply(attrs, entry.mode, [(src, AS_IS) for src in entry.sources])
