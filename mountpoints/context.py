@@ -10,10 +10,10 @@ itself changes something (a control action).
 """
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,14 +144,16 @@ class Context:
 
 
 class TimedCache:
-    """key -> value for `ttl` seconds, at most `maxsize` of them (the oldest eighth goes
-    when full). The lstat and listing caches: a lookup is one dict access and a clock
-    read, safe without a lock (every mutation is one dict operation under the GIL)."""
+    """key -> value for `ttl` seconds, at most `maxsize` of them: the lstat and listing
+    caches. A lookup is one dict access and a clock read, without a lock; an insertion
+    drops what expired and, when full, the oldest (all entries share one ttl, so the
+    oldest are the first to expire)."""
 
-    __slots__ = ("_d", "maxsize", "ttl")
+    __slots__ = ("_d", "_lock", "maxsize", "ttl")
 
     def __init__(self, maxsize: int, ttl: float) -> None:
-        self._d: dict[Any, tuple[float, Any]] = {}
+        self._d: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
         self.maxsize = maxsize
         self.ttl = ttl
 
@@ -162,25 +164,29 @@ class TimedCache:
         return hit[1]
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        now = time.monotonic()
         d = self._d
-        if len(d) >= self.maxsize:
-            for old in list(itertools.islice(iter(d.copy()), self.maxsize // 8 or 1)):
-                d.pop(old, None)
-        d.pop(key, None)    # renewed entries move to the young end
-        d[key] = (time.monotonic() + self.ttl, value)
+        with self._lock:
+            d[key] = (now + self.ttl, value)
+            d.move_to_end(key)
+            while len(d) > self.maxsize or next(iter(d.values()))[0] < now:
+                d.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._d)
 
     def keys(self) -> list[Any]:
-        return list(self._d.copy())
+        with self._lock:
+            return list(self._d)
 
     def pop(self, key: Any, default: Any = None) -> Any:
-        hit = self._d.pop(key, None)
+        with self._lock:
+            hit = self._d.pop(key, None)
         return default if hit is None else hit[1]
 
     def clear(self) -> None:
-        self._d.clear()
+        with self._lock:
+            self._d.clear()
 
 
 def _timed(cache: TimedCache, key: Any, compute: Callable[[], Any]) -> Any:

@@ -9,9 +9,11 @@ Run (as root: it drops the page cache and installs bindfs with apt-get if missin
     python3 tests/bench/bench_bindfs.py [--reps 3] [--baseline DIR] [--large [--project DIR --home DIR]]
 or  python3 -m pytest tests/bench/bench_bindfs.py -s
 `--large` measures the `large` demo instead (whole-mount and job-folder walks, du, RSS;
-minutes per pass: use --reps 1). The scale rows of issue 13 (5 large projects in one
-instance, a 1,000,000-file project) are not automated yet.
-Writes its section of tests/bench/RESULTS.md (bench_bindfs, or bench_bindfs_large).
+minutes per pass: use --reps 1). `--files 1000000` measures a project of that many files
+(the tiny demo plus one job folder of small files, 1,000 per subfolder; the same rows as
+--large). The 5-project instance row of issue 13 is not automated.
+Writes its section of tests/bench/RESULTS.md (bench_bindfs, bench_bindfs_large or
+bench_bindfs_files).
 """
 from __future__ import annotations
 
@@ -88,6 +90,37 @@ def ensure_bindfs() -> None:
 
 def env_for(tree: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(tree))
+
+
+def prepare_files(work: Path, n: int) -> tuple[Path, Path]:
+    """A project of `n` files (made once, reused): the tiny demo plus J1/bench_files, n small
+    files in subfolders of 1,000, attached to its own instance."""
+    from csfs.core import lifecycle
+    from csfs.core.demo import make_demo
+    from csfs.core.instance import Instance
+
+    root = work / f"files-{n}"
+    project = root / "demo" / "CS-csfs-demo"
+    if not project.exists():
+        make_demo(root / "demo", scale="tiny", seed=0)
+    many = project / "J1" / "bench_files"
+    if not many.exists():
+        tmp = project / "J1" / ".bench_files.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for d in range(0, n, 1000):
+            sub = tmp / f"d{d // 1000:04d}"
+            sub.mkdir()
+            for i in range(d, min(n, d + 1000)):
+                fd = os.open(sub / f"f{i:07d}.dat", os.O_WRONLY | os.O_CREAT, 0o644)
+                os.write(fd, b"x" * (i % 512))
+                os.close(fd)
+        tmp.rename(many)
+    home = root / "home"
+    inst = Instance(home)
+    if not any(Path(r.path) == project for r in inst.projects()):
+        lifecycle.attach(inst, project)
+    return project, home
 
 
 def prepare(work: Path, scale: str, project: Path | None, home: Path | None = None) -> tuple[Path, Path]:
@@ -190,9 +223,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
     ensure_bindfs()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    scale = "large" if args.large else "small"
-    project, home = prepare(work, scale, Path(args.project) if args.project else None,
-                            Path(args.home) if args.home else None)
+    scale = "large" if args.large else f"{args.files:,} files" if args.files else "small"
+    big = bool(args.large or args.files)    # walks, du and RSS only (no many-file rows)
+    if args.files:
+        project, home = prepare_files(work, args.files)
+    else:
+        project, home = prepare(work, scale, Path(args.project) if args.project else None,
+                                Path(args.home) if args.home else None)
     variants = [Variant("native", "native"),
                 Variant("bindfs", "bindfs", BINDFS_OPTS),
                 Variant("bindfs-kc", "bindfs", BINDFS_OPTS + ",kernel_cache"),
@@ -202,9 +239,12 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
         variants.append(Variant("csfs-base", "csfs", tree=Path(args.baseline).resolve()))
     m = Mounts(work, project, home)
     jobs = sorted((p.name for p in project.iterdir() if re.fullmatch(r"J\d+", p.name)), key=lambda s: int(s[1:]))
-    many_rel = sorted(str(p.relative_to(project)) for p in (project / "J8" / "bench_many").rglob("*.dat"))
+    many_rel = [] if big else sorted(str(p.relative_to(project))
+                                     for p in (project / "J8" / "bench_many").rglob("*.dat"))
     facts = {"scale": scale, "project files": f"{int(out(f'find {project} | wc -l')):,}",
-             "job folders": str(len(jobs)), "many-file folder": f"J8/bench_many ({len(many_rel):,} files)"}
+             "job folders": str(len(jobs))}
+    if not big:
+        facts["many-file folder"] = f"J8/bench_many ({len(many_rel):,} files)"
     dest = work / "rsync-dest"
     rows: dict[str, Row] = {}
 
@@ -226,7 +266,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
                 main, worker = rss_mib(v.pid)
                 add("mount RSS after it: main process", v.name, main, "MiB")
                 add("mount RSS after it: export workers", v.name, worker, "MiB")
-            if v.kind == "csfs" and args.large:
+            if v.kind == "csfs" and big:
                 # once the kernel has forgotten the walk's entries (libfuse frees its nodes; the
                 # mount hands freed heap back within 30 s)
                 drop_caches(2)
@@ -248,7 +288,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
             drop_caches()
             add("first `ls -lR` of the job folders only", v.name, sh(f"cd {r} && ls -lR {jlist} >/dev/null"))
             m.down(v)
-            if args.large:
+            if big:
                 continue   # the many-file rows are the small run's (rsync of large J8: 12 GiB)
             # --- os.stat of 10,000 files, cold
             m.up(v)
@@ -303,6 +343,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--project", help="reuse this demo project (else one is made in the workdir)")
     ap.add_argument("--home", help="the csfs instance that has --project attached (else one in the workdir)")
     ap.add_argument("--large", action="store_true", help="the `large` demo instead of `small` (minutes per pass)")
+    ap.add_argument("--files", type=int, default=0, metavar="N",
+                    help="a project of N files instead of a demo (e.g. 1000000; made once in the workdir)")
     ap.add_argument("--baseline", help="also mount csfs from this source tree (before/after in one run)")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
@@ -310,8 +352,9 @@ def main(argv: list[str] | None = None) -> str:
     load = os.getloadavg()[0]
     desc = ", ".join(f"{k}: {v}" for k, v in facts.items())
     base = f"; `csfs-base` = the tree at {args.baseline}" if args.baseline else ""
-    body = (f"Command: `python3 tests/bench/bench_bindfs.py --reps {args.reps}"
-            f"{' --large' if args.large else ''}{' --baseline DIR' if args.baseline else ''}` (as root).\n\n"
+    flags = (" --large" if args.large else "") + (f" --files {args.files}" if args.files else "") + \
+        (" --baseline DIR" if args.baseline else "")
+    body = (f"Command: `python3 tests/bench/bench_bindfs.py --reps {args.reps}{flags}` (as root).\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {load:.1f} at the end "
             f"(a shared machine). bindfs {_bindfs_version()} `-r -o {BINDFS_OPTS}` (`bindfs-kc`: plus "
             f"`kernel_cache`); csfs = this tree's default mount, `csfs-plain` its `--plain` mount "
@@ -322,8 +365,9 @@ def main(argv: list[str] | None = None) -> str:
     if not args.no_results:
         from bench_results import write_section
 
-        write_section("bench_bindfs" + ("_large" if args.large else ""),
-                      f"csfs vs bindfs vs native, one run ({'large' if args.large else 'small'} demo)", body)
+        suffix = "_large" if args.large else "_files" if args.files else ""
+        what = "large demo" if args.large else f"a project of {args.files:,} files" if args.files else "small demo"
+        write_section("bench_bindfs" + suffix, f"csfs vs bindfs vs native, one run ({what})", body)
     return body
 
 
