@@ -44,6 +44,10 @@ from .project_view import VIRTUAL_TOP, ProjectView
 log = logging.getLogger("csfs.mount")
 
 ENTRY_TIMEOUT = 60.0
+# Entries the kernel may hold before it is asked to forget them all (kcache.forget_tree):
+# libfuse keeps a node of ~270 bytes for each, so this bounds the mount's memory however
+# much is walked (an instance of several large projects is millions of paths).
+MAX_ENTRIES = int(os.environ.get("CSFS_MOUNT_MAX_ENTRIES", 1_000_000))
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -97,6 +101,7 @@ class CsfsFS(Operations):
         self._handles: dict[int, Handle] = {}
         self._next = itertools.count(1)
         self._relist: set[str] = set()   # cached listings whose entries' attributes went stale
+        self.handed = 0                  # entries handed to the kernel since it last forgot them
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -138,8 +143,23 @@ class CsfsFS(Operations):
         self._handles.clear()
 
     # -- metadata -----------------------------------------------------------------
+    def _over_budget(self) -> None:
+        """More than MAX_ENTRIES attributes handed to the kernel (lookups, readdirplus; a
+        refresh counts too, so a little early): ask it to forget every entry it holds."""
+        try:
+            names = [e[0] for e in self.entries("/")[2:]]
+        except OSError:
+            return
+        if self.kcache.forget_tree(names):
+            log.info("the kernel held up to %d entries (CSFS_MOUNT_MAX_ENTRIES): asked it to forget them",
+                     self.handed)
+            self.handed = 0
+
     @_errors
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        self.handed += 1
+        if self.handed >= MAX_ENTRIES:
+            self._over_budget()
         node = self._node(path)
         attrs = node.attrs
         if node.immutable:

@@ -23,6 +23,8 @@ class KernelCache:
         self._paths: set[str] = set()
         self._fuse: int | None = None
         self._fn: Callable[[int | None, bytes], int] | None = None   # fuse_invalidate_path
+        self._inval_entry: Callable[[int, int, bytes, int], int] | None = None
+        self._forgetting = threading.Lock()
 
     def bind(self) -> None:
         """Call from init(): capture the struct fuse * and the invalidation function."""
@@ -40,6 +42,14 @@ class KernelCache:
             self._fn = fn
         except (ImportError, AttributeError, OSError):
             self._fn = None
+            return
+        try:
+            inval = lib.fuse_lowlevel_notify_inval_entry
+            inval.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t]
+            inval.restype = ctypes.c_int
+            self._inval_entry = inval
+        except AttributeError:
+            self._inval_entry = None
 
     @property
     def fuse(self) -> int | None:
@@ -86,3 +96,27 @@ class KernelCache:
             t.join(5.0)
             if t.is_alive():
                 log.warning("kernel cache invalidation still running after 5 s")
+
+    def forget_tree(self, names: list[str]) -> bool:
+        """Ask the kernel to drop its entries for the root's `names` and everything below
+        them (in a thread; False when one is running or libfuse cannot). The kernel then
+        forgets those inodes and libfuse frees its node for each: the mount's entry budget
+        (fs.CsfsFS). Entries in use (a cwd, an open file) stay; the rest is looked up again
+        when next used."""
+        fn, fuse = self._inval_entry, self._fuse
+        session = ctypes.c_void_p.from_address(fuse).value if fuse else None  # struct fuse starts with it
+        if fn is None or not session or not self._forgetting.acquire(blocking=False):
+            return False
+
+        def run() -> None:
+            try:
+                for name in names:
+                    raw = name.encode("utf-8", "surrogateescape")
+                    fn(session, ROOT_ID, raw, len(raw))
+            finally:
+                self._forgetting.release()
+        threading.Thread(target=run, daemon=True, name="csfs-forget").start()
+        return True
+
+
+ROOT_ID = 1   # FUSE_ROOT_ID: the kernel's node id of the mount's root
