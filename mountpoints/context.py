@@ -1,6 +1,7 @@
 """State shared by every view of one mount: inode numbers, caches, the instance, the owner.
 
-Caches (cachetools) hold lstat results, directory listings, projects and export plans. Entries under a
+Caches hold lstat results, directory listings and projects (TimedCache: a lookup is one
+dict access) and export plans (cachetools, sized by entries). Entries under a
 completed job, virtual exports and plans live long (their sources do not change
 behind csfs's back); the rest lives one second. Every cache is bounded: by items, and the
 plans by their entries in all (PLAN_ENTRIES, `CSFS_MOUNT_PLAN_ENTRIES`; a plan read back

@@ -145,15 +145,15 @@ class CsfsFS(Operations):
     # -- metadata -----------------------------------------------------------------
     def _over_budget(self) -> None:
         """More than MAX_ENTRIES attributes handed to the kernel (lookups, readdirplus; a
-        refresh counts too, so a little early): ask it to forget every entry it holds."""
+        refresh counts too, so a little early): ask it to forget every entry it holds (not
+        again before as many more, even when it cannot)."""
+        handed, self.handed = self.handed, 0
         try:
             names = [e[0] for e in self.entries("/")[2:]]
         except OSError:
             return
         if self.kcache.forget_tree(names):
-            log.info("the kernel held up to %d entries (CSFS_MOUNT_MAX_ENTRIES): asked it to forget them",
-                     self.handed)
-            self.handed = 0
+            log.info("the kernel held up to %d entries (CSFS_MOUNT_MAX_ENTRIES): asked it to forget them", handed)
 
     @_errors
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:

@@ -375,27 +375,32 @@ NOTES = """Where the time goes (`-o debug` request counts, py-spy, the kernel's 
 - rsync's second pass: on a writable FUSE superblock the kernel marks a file's atime stale
   after every read that reaches the daemon (`fuse_invalidate_atime` skips only read-only
   superblocks), and `lstat` asks for the atime, so the next `lstat` of every file read in
-  the first pass is a GETATTR round trip into Python (501 GETATTR for a 500-file folder);
-  the third pass is served by the kernel. `bindfs -r` is a read-only superblock. The
-  default mount stays writable for `control/`; `--plain` (the mount for backups) is now
-  mounted read-only and its second pass stats from the kernel's cache (`csfs-plain`).
-- readdirplus: the kernel asks for READDIRPLUS on the first read of each directory, but
-  libfuse 3.14's high-level API drops the attributes a file system hands its filler with
-  offset 0 (its own buffered listing), so `ls -l` paid a LOOKUP per entry (503 for a
-  500-file folder). The mount now answers with offsets and the real tree's attributes
-  (native trick `readdirplus`): 6 requests for the same `ls -lR`. Entries under exports/
-  carry theirs too; sizes/ and control/ entries are still looked up.
-- Python per getattr, in-process over 10,000 real files: ~50 us on a cold cache, ~27 us
-  warm (an `lstat` is 4.5 us; load ~6): about a third is cachetools bookkeeping in
-  mountpoints/context.py, the rest resolving the path and building the dict; mfusepy's
-  key-by-key copy into the struct stat is replaced by a direct fill (trick `getattr`).
-  A cold `os.stat` through the mount is one LOOKUP round trip per file.
-- The first walk of the whole mount lists exports from the light export index (kept on
-  disk across mounts: core/exportindex.py) and, with readdirplus, hands out the attributes
-  of entries under exports/ too; what remains is ~60 us of Python per virtual entry
-  (510,497 paths on the large demo, 4.6x the project's).
-- Not yet: the scale rows (5 `large` projects in one instance, a 1,000,000-file project)
-  are not measured by this script."""
+  the first pass was a GETATTR round trip into Python (501 for a 500-file folder).
+  `bindfs -r` is a read-only superblock; so is `--plain` (`csfs-plain`). The default mount
+  stays writable for `control/`, and now lists a folder one of whose files was read
+  through it afresh, once: the kernel refreshes every entry's attributes from that one
+  READDIRPLUS (1 GETATTR and 2 READDIRPLUS for the same 500-file folder), then caches the
+  listing again. What remains is ~10 us of Python per entry of that READDIRPLUS.
+- readdirplus: libfuse 3.14's high-level API drops the attributes a file system hands
+  its filler with offset 0, so `ls -l` paid a LOOKUP per entry; the mount answers with
+  offsets and the attributes of the real tree and of exports/ (native trick
+  `readdirplus`); sizes/ and control/ entries are still looked up.
+- Python per request: in-process, a cold getattr of a real file is ~8.5 us (an `lstat`
+  is 2.7 us) since the lstat/listing caches are plain timed dicts instead of cachetools
+  (15.5 us before); an export entry ~28 us. The rest of a cold `os.stat` through the
+  mount is the round trip: libfuse's high-level path lookup, the ctypes callback and the
+  GIL hand-over, ~60 us a request on these machines, about what bindfs's C costs.
+- Whole-mount walks list 4.6x the paths of the project (exports/ shows every export's
+  files), so warm `du -s` of the whole mount is ~5x bindfs on the project, at ~3.5 us a
+  path in the kernel against 2.6 us natively: its fair baseline is the project with
+  every export written out (issue 9).
+- Memory: libfuse keeps a node (~270 bytes) per path the kernel holds, 130 MiB after a
+  walk of the `large` demo's 510,497 paths. CSFS_MOUNT_MAX_ENTRIES (default 1,000,000)
+  has the kernel forget them all once that many attributes were handed out: with
+  150,000, RSS after the same `ls -lR` was 168 MiB instead of 254 MiB (kernel dentries
+  185k instead of 627k); a cold `du -s` peaked higher (326 MiB, 365 without a budget),
+  which is not explained yet.
+"""
 
 
 def _bindfs_version() -> str:
