@@ -157,10 +157,18 @@ class CsfsFS(Operations):
 
     @_errors
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        return self._shown(path, self._node(path))
+
+    @_errors
+    def _child_attrs(self, path: str, child: Callable[[str], Node], name: str) -> dict[str, Any]:
+        """getattr of `path`, whose node is `child(name)` (a _Dir's child_maker)."""
+        return self._shown(path, child(name))
+
+    def _shown(self, path: str, node: Node) -> dict[str, Any]:
+        """The attributes handed to the kernel for `node` at `path` (counted: MAX_ENTRIES)."""
         self.handed += 1
         if self.handed >= MAX_ENTRIES:
             self._over_budget()
-        node = self._node(path)
         attrs = node.attrs
         if node.immutable:
             if node.regenerated and self.kcache.enabled:
@@ -189,11 +197,18 @@ class CsfsFS(Operations):
             return None
         base = path.rstrip("/")
         skip = {".", ".."} | (set(VIRTUAL_TOP) if _is_project_top(path, self.root) else set())
+        make = getattr(node, "child_maker", None)
+        try:
+            child = make() if make is not None else None
+        except (OSError, CsfsError):
+            child = None
 
         def attrs(name: str) -> dict[str, Any] | None:
             if name in skip:
                 return None
             try:
+                if child is not None:
+                    return self._child_attrs(f"{base}/{name}", child, name)
                 return self.getattr(f"{base}/{name}")
             except OSError:
                 return None

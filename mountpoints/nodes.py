@@ -49,12 +49,16 @@ class Node:
 
 
 class _Dir(Node):
-    __slots__ = ("_children",)
+    __slots__ = ("_children", "child_maker")
     is_dir = True
 
-    def __init__(self, attrs: dict[str, Any], children: Listing, immutable: bool = False) -> None:
+    def __init__(self, attrs: dict[str, Any], children: Listing, immutable: bool = False,
+                 child_maker: Callable[[], Callable[[str], Node]] | None = None) -> None:
         super().__init__(attrs, immutable)
         self._children = children
+        # gives a function from a child's name to its node, cheaper per child than resolving
+        # its path (readdirplus of a big export folder); None: resolve the path
+        self.child_maker = child_maker
 
     def children(self) -> list[Entry]:
         return self._children()

@@ -134,11 +134,12 @@ class ProjectView:
         return self.key + "/" + "/".join(parts)
 
     def _vdir(self, parts: list[str], children: Callable[[], list[tuple[str, int, int]]],
-              mtime_ns: int | None = None, perm: int | None = None, immutable: bool = False) -> Node:
+              mtime_ns: int | None = None, perm: int | None = None, immutable: bool = False,
+              child_maker: Callable[[], Callable[[str], Node]] | None = None) -> Node:
         ino = self.ctx.inodes.virtual(self._vkey(parts))
         attrs = virtual_attrs("dir", 4096, mtime_ns or self.ctx.started_ns, ino, self.ctx.uid, self.ctx.gid,
                               perm=perm)
-        return VirtualDir(attrs, children, immutable)
+        return VirtualDir(attrs, children, immutable, child_maker)
 
     def _vattrs(self, parts: list[str], data: bytes, mtime_ns: int, writable: bool = False) -> dict[str, Any]:
         """The stat dict of a virtual file of `data`."""
@@ -237,14 +238,23 @@ class ProjectView:
                 else:
                     out.append(self._child_entry(parts, name, sub.kind == "dir"))
             return out
-        node = self._vdir(parts, children, ns(mtime), mode, immutable=True)
+
+        def child_maker() -> Callable[[str], Node]:
+            base, inner = parts[:3], parts[3:]
+            loaded = self.plan(base[1], base[2])
+            served = self._plan(base[1], base[2], loaded)
+            return lambda name: self._plan_entry(base, [*inner, name], loaded, served)
+        node = self._vdir(parts, children, ns(mtime), mode, immutable=True, child_maker=child_maker)
         self.ctx.perms.apply(node.attrs, mode, [(self._job_dir(parts[:3]), AS_IS)])
         return node
 
     def _plan_node(self, base: list[str], inner: list[str]) -> Node:
+        """The node at `inner` in the export at `base` (exports/<kind>/<name>)."""
+        loaded = self.plan(base[-2], base[-1])
+        return self._plan_entry(base, inner, loaded, self._plan(base[-2], base[-1], loaded))
+
+    def _plan_entry(self, base: list[str], inner: list[str], loaded: generated.Loaded, plan: Plan) -> Node:
         kind, name = base[-2], base[-1]
-        loaded = self.plan(kind, name)
-        plan = self._plan(kind, name, loaded)
         rel = "/".join(inner)
         entry = plan.lookup(rel)
         if entry is None:
