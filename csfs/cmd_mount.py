@@ -50,7 +50,7 @@ reach past the binding's public API) are on by default; CSFS_NATIVE=0 turns them
 off, CSFS_NATIVE=-dircache,-readdir some of them. `csfs mounts` shows those in use.
 
 Memory: every path the kernel holds costs libfuse ~270 bytes; past
-CSFS_MOUNT_MAX_ENTRIES (1,000,000) paths handed out, the kernel is asked to forget them
+CSFS_MOUNT_MAX_ENTRIES (2,000,000) paths handed out, the kernel is asked to forget them
 all (they are looked up again when next used). CSFS_MOUNT_PLAN_ENTRIES (150,000) caps
 the export plan entries kept in the mount process."""
 

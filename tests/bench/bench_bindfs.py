@@ -395,7 +395,7 @@ NOTES = """Where the time goes (`-o debug` request counts, py-spy, the kernel's 
   path in the kernel against 2.6 us natively: its fair baseline is the project with
   every export written out (issue 9).
 - Memory: libfuse keeps a node (~270 bytes) per path the kernel holds, 130 MiB after a
-  walk of the `large` demo's 510,497 paths. CSFS_MOUNT_MAX_ENTRIES (default 1,000,000)
+  walk of the `large` demo's 510,497 paths. CSFS_MOUNT_MAX_ENTRIES (default 2,000,000)
   has the kernel forget them all once that many attributes were handed out: with
   150,000, RSS after the same `ls -lR` was 168 MiB instead of 254 MiB (kernel dentries
   185k instead of 627k); a cold `du -s` peaked higher (326 MiB, 365 without a budget),
