@@ -84,6 +84,7 @@ class CsfsFS(Operations):
     use_ns = True
     max_read = MAX_READ
     dircache = False   # listings cached by the kernel (dircache.install worked)
+    read_only = False  # a read-only superblock (--plain, -o ro): reads leave attributes valid
 
     def __init__(self, ctx: Context, project: Path | None) -> None:
         self.ctx = ctx
@@ -225,7 +226,7 @@ class CsfsFS(Operations):
         action drops it (kcache), so a second walk lists them without calling us.
 
         Except once after a file in it was read through us: the kernel then marks that
-        file's atime stale (on a writable mount), and the next `lstat` would be a GETATTR
+        file's atime stale (on a writable superblock), and the next `lstat` would be a GETATTR
         round trip per file (rsync's second pass). Opening the directory without keeping
         its listing makes the kernel list it again with readdirplus, which refreshes every
         entry's attributes in one request, and cache that new listing."""
@@ -240,7 +241,7 @@ class CsfsFS(Operations):
     def _note_read(self, path: str, h: Handle) -> None:
         """The first read of a handle that reached us: its directory is listed afresh (opendir)."""
         h.read_once = True
-        if self.dircache and path:
+        if self.dircache and not self.read_only and path:
             if len(self._relist) >= 4096:   # bounded: a forgotten one only costs GETATTRs
                 self._relist.clear()
             self._relist.add(path.rpartition("/")[0] or "/")

@@ -99,6 +99,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
         opts.update(allow_other=True, default_permissions=True)
     opts.update(fuse_options(options))
     fs.max_read = int(opts.setdefault("max_read", fs.max_read))
+    fs.read_only = bool(opts.get("ro"))
     try:
         fuse_class()(fs, mountpoint, foreground=True, raw_fi=True, **opts)
     except RuntimeError as e:   # the binding's fuse_main() status
