@@ -351,7 +351,8 @@ def main(argv: list[str] | None = None) -> str:
     rows, variants, facts = run(args)
     load = os.getloadavg()[0]
     desc = ", ".join(f"{k}: {v}" for k, v in facts.items())
-    base = f"; `csfs-base` = the tree at {args.baseline}" if args.baseline else ""
+    commit = out(f"git -C {args.baseline} rev-parse --short HEAD").strip() if args.baseline else ""
+    base = f"; `csfs-base` = the tree at {args.baseline} ({commit or 'not a git tree'})" if args.baseline else ""
     flags = (" --large" if args.large else "") + (f" --files {args.files}" if args.files else "") + \
         (" --baseline DIR" if args.baseline else "")
     body = (f"Command: `python3 tests/bench/bench_bindfs.py --reps {args.reps}{flags}` (as root).\n\n"
