@@ -41,6 +41,8 @@ def tuned(base: Any, fuse_major: int) -> Any:
                 enc, errs = self.encoding, self.errors
                 if plus and flags & READDIR_PLUS:
                     return self._readdir_plus(path.decode(enc, errs), buf, filler, offset, st)
+                if listings:    # the kernel went on without attributes: that walk is over
+                    listings.pop(path.decode(enc, errs), None)
                 for name, mode, ino in self.operations.entries(path.decode(enc, errs)):
                     st.st_mode, st.st_ino = mode, ino
                     if filler(buf, name.encode(enc, errs), st, 0, 0):
@@ -56,7 +58,7 @@ def tuned(base: Any, fuse_major: int) -> Any:
                 for the entry that no longer fits a request: one node per request.)"""
                 ops = self.operations
                 if offset == 0 or path not in listings:
-                    if len(listings) > 64:
+                    if len(listings) >= 16:    # walks the kernel left unfinished (a reader stopped)
                         listings.clear()
                     listings[path] = (ops.entries(path), ops.plus_attrs(path))
                 entries, attrs_of = listings[path]
