@@ -127,7 +127,7 @@ class CsfsFS(Operations):
             config_3.entry_timeout = ENTRY_TIMEOUT
             config_3.negative_timeout = 0.0
         self.kcache.bind()
-        self.dircache = dircache.install(self.kcache.fuse, FUSE_MAJOR, FUSE_MINOR)
+        self.dircache = dircache.install(self.kcache.session, FUSE_MAJOR, FUSE_MINOR)
         self.changes.start()
         readahead.tune(self.ctx.mountpoint, 4 * self.max_read // 1024)
         native.report(self.ctx.mountpoint)
@@ -155,7 +155,8 @@ class CsfsFS(Operations):
         except OSError:
             return
         if self.kcache.forget_tree(names):
-            log.info("the kernel held up to %d entries (CSFS_MOUNT_MAX_ENTRIES): asked it to forget them", handed)
+            log.warning("the kernel held up to %d entries (CSFS_MOUNT_MAX_ENTRIES): asked it to forget them",
+                        handed)
 
     @_errors
     def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:

@@ -52,9 +52,9 @@ class KernelCache:
             self._inval_entry = None
 
     @property
-    def fuse(self) -> int | None:
-        """The struct fuse * captured by bind() (None without libfuse3)."""
-        return self._fuse
+    def session(self) -> int | None:
+        """The struct fuse_session * of the mount (struct fuse starts with it), or None."""
+        return ctypes.c_void_p.from_address(self._fuse).value if self._fuse else None
 
     @property
     def enabled(self) -> bool:
@@ -103,8 +103,7 @@ class KernelCache:
         forgets those inodes and libfuse frees its node for each: the mount's entry budget
         (fs.CsfsFS). Entries in use (a cwd, an open file) stay; the rest is looked up again
         when next used."""
-        fn, fuse = self._inval_entry, self._fuse
-        session = ctypes.c_void_p.from_address(fuse).value if fuse else None  # struct fuse starts with it
+        fn, session = self._inval_entry, self.session
         if fn is None or not session or not self._forgetting.acquire(blocking=False):
             return False
 

@@ -211,7 +211,7 @@ class ProjectView:
             return self._real(top + rest)
         if len(rest) == 2:      # the export folder itself: known from the job, no plan needed
             job = self.project().jobs[index[name][0]]
-            return self._plan_dir(top + rest, lambda: self._plan(kind, name), "", exportrules.job_time(job),
+            return self._plan_dir(top + rest, "", exportrules.job_time(job),
                                   DIR_MODE)
         return self._plan_node(top + rest[:2], rest[2:])
 
@@ -227,11 +227,14 @@ class ProjectView:
             raise CsfsError(str(refusal))
         return plan
 
-    def _plan_dir(self, parts: list[str], plan: Callable[[], Plan], rel: str, mtime: float, mode: int) -> Node:
-        """A folder of an export: its children's inodes are their sources' for data files."""
+    def _plan_dir(self, parts: list[str], rel: str, mtime: float, mode: int) -> Node:
+        """A folder of an export (`parts`: exports/<kind>/<name>/`rel`): its children's
+        inodes are their sources' for data files."""
+        base, inner = parts[:3], parts[3:]
+
         def children() -> list[tuple[str, int, int]]:
             out = []
-            for name, sub in plan().child_entries(rel):
+            for name, sub in self._plan(base[1], base[2]).child_entries(rel):
                 st = self._source_stat(sub.source) if sub.source is not None else None
                 if st is not None:
                     out.append((name, S.S_IFREG, self.ctx.inodes.real(st[T_DEV], st[T_INO])))
@@ -240,7 +243,6 @@ class ProjectView:
             return out
 
         def child_maker() -> Callable[[str], Node]:
-            base, inner = parts[:3], parts[3:]
             loaded = self.plan(base[1], base[2])
             served = self._plan(base[1], base[2], loaded)
             return lambda name: self._plan_entry(base, [*inner, name], loaded, served)
@@ -261,7 +263,7 @@ class ProjectView:
             raise _enoent()
         parts = base + inner
         if entry.kind == "dir":
-            return self._plan_dir(parts, lambda: self._plan(kind, name), rel, entry.mtime, entry.mode)
+            return self._plan_dir(parts, rel, entry.mtime, entry.mode)
         source = entry.source
         st = self._source_stat(source) if source is not None else None
         if st is not None:

@@ -50,6 +50,12 @@ def test_plan_names_layout_and_sizes(attached):
     assert plan.lookup("").kind == "dir" and plan.lookup(".").kind == "dir"
     assert "J8_particles_exported.cs" in plan.children("J8_particles")
     assert plan.lookup("nope") is None and plan.children("job.json") == []
+    # child_entries: the same names, each with the entry lookup() gives
+    for rel in ("", "J8_particles", "job.json", "nope"):
+        pairs = plan.child_entries(rel)
+        assert [n for n, _ in pairs] == plan.children(rel)
+        assert all(e == plan.lookup(f"{rel}/{n}" if rel else n) for n, e in pairs)
+    assert plan.child_entries("J8_particles")
     # parents come before children (tar order) and every parent exists
     seen = set()
     for e in plan.entries:

@@ -39,11 +39,11 @@ def tuned(base: Any, fuse_major: int) -> Any:
                 # mfusepy's generic loop costs ~3.5 us per entry; this one about half
                 st = c_stat()
                 enc, errs = self.encoding, self.errors
+                where = path.decode(enc, errs)
                 if plus and flags & READDIR_PLUS:
-                    return self._readdir_plus(path.decode(enc, errs), buf, filler, offset, st)
-                if listings:    # the kernel went on without attributes: that walk is over
-                    listings.pop(path.decode(enc, errs), None)
-                for name, mode, ino in self.operations.entries(path.decode(enc, errs)):
+                    return self._readdir_plus(where, buf, filler, offset, st)
+                listings.pop(where, None)   # the kernel went on without attributes: that walk is over
+                for name, mode, ino in self.operations.entries(where):
                     st.st_mode, st.st_ino = mode, ino
                     if filler(buf, name.encode(enc, errs), st, 0, 0):
                         break

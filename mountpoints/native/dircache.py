@@ -7,9 +7,9 @@ wrap the session's low-level opendir handler: it remembers the low-level fuse_fi
 the request it is serving in a thread-local, and the high-level opendir, which runs in the
 same thread before the reply is sent, sets the flags there (`current()`).
 
-This reads libfuse's private layout: `struct fuse` starts with its `struct fuse_session *`,
-whose low-level operations start at byte 40 (3.14: after mountpoint, exited, fd, io, mo,
-debug, deny_others) or 32 (older 3.x, without io); opendir is the 21st of them. The offset
+This reads libfuse's private layout: the session's (kcache.KernelCache.session) low-level
+operations start at byte 40 (3.14: after mountpoint, exited, fd, io, mo, debug,
+deny_others) or 32 (older 3.x, without io); opendir is the 21st of them. The offset
 used is the one where every pointer up to opendir is NULL or lies inside libfuse itself
 (and those it always sets are set); if none fits, nothing is changed (no cached listings).
 """
@@ -45,21 +45,18 @@ def _in_libfuse(addr: int | None) -> bool:
     return bool(dladdr(addr, ctypes.byref(info))) and b"libfuse3" in (info.dli_fname or b"")
 
 
-def install(fuse: int | None, major: int, minor: int) -> bool:
-    """Wrap the low-level opendir of the session of `fuse` (a struct fuse *), if the trick
-    is on. Call from init(). Returns whether listings can now be cached."""
+def install(session: int | None, major: int, minor: int) -> bool:
+    """Wrap the low-level opendir of `session` (a struct fuse_session *), if the trick is
+    on. Call from init(). Returns whether listings can now be cached."""
     if not native.wanted("dircache"):
         return native.use("dircache", False)
-    return native.use("dircache", _install(fuse, major, minor))
+    return native.use("dircache", _install(session, major, minor))
 
 
-def _install(fuse: int | None, major: int, minor: int) -> bool:
+def _install(session: int | None, major: int, minor: int) -> bool:
     if _keep:
         return True
-    if not fuse or major != 3 or minor > 14:
-        return False
-    session = ctypes.c_void_p.from_address(fuse).value
-    if not session:
+    if not session or major != 3 or minor > 14:
         return False
     for offset in OPS_OFFSETS:
         slots = [ctypes.c_void_p.from_address(session + offset + 8 * i) for i in range(OPENDIR_INDEX + 1)]
