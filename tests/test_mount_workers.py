@@ -50,7 +50,6 @@ def test_blocked_task_is_bounded_and_isolated(workers, tmp_path):
     assert time.monotonic() - t0 < 1.0
 
 
-
 def test_pool_is_replaced_after_its_task_budget(workers, monkeypatch):
     """After TASKS_PER_POOL tasks a new pool takes over, and every task still runs, those
     queued on the old pool when it was replaced included. (csfs used Python's own recycling,
