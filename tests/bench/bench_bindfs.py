@@ -6,12 +6,14 @@ each repetition on a fresh mount with the page cache dropped for the cold rows. 
 csfs tree can be measured in the same run (`--baseline /work/main`) for before/after.
 
 Run (as root: it drops the page cache and installs bindfs with apt-get if missing):
-    python3 tests/bench/bench_bindfs.py [--reps 3] [--baseline DIR] [--large [--project DIR --home DIR]]
+    python3 tests/bench/bench_bindfs.py [--reps 3] [--baseline DIR] [--exported] [--large [--project DIR --home DIR]]
 or  python3 -m pytest tests/bench/bench_bindfs.py -s
 `--large` measures the `large` demo instead (whole-mount and job-folder walks, du, RSS;
 minutes per pass: use --reps 1). `--files 1000000` measures a project of that many files
 (the tiny demo plus one job folder of small files, 1,000 per subfolder; the same rows as
---large). The 5-project instance row of issue 13 is not automated.
+--large). `--exported` adds the whole-mount rows' fair baseline: the native project and
+bindfs over a copy of it with every export written out (`native-exp`, `bindfs-exp`).
+The 5-project instance row of issue 13 is not automated.
 Writes its section of tests/bench/RESULTS.md (bench_bindfs, bench_bindfs_large or
 bench_bindfs_files).
 """
@@ -46,6 +48,8 @@ class Variant:
     root: Path = Path()       # where the project shows while mounted
     pid: int | None = None
     ready_s: float = 0.0
+    source: Path | None = None  # shown instead of the project (the tree with exports written)
+    whole_only: bool = False    # measured in the whole-mount rows only
 
 
 @dataclass
@@ -153,6 +157,36 @@ def prepare(work: Path, scale: str, project: Path | None, home: Path | None = No
     return project, home
 
 
+def prepare_exported(work: Path, project: Path) -> Path:
+    """A copy of `project` (hard links, made once) with every export of every job written
+    under exports/ as `csfs job export` and `csfs group export` write them (generated
+    metadata, symlinks to the data): the tree the mount shows, on disk (issue 13's walk
+    baseline)."""
+    from csfs.core.consolidate import write_plan
+    from csfs.core.errors import CsfsError
+    from csfs.core.exportplan import export_plans
+    from csfs.core.project import Project
+
+    dest = project.parent.parent / "exported" / project.name
+    if dest.exists():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-al", str(project), str(tmp)], check=True)
+    copy = Project.open(tmp)
+    for juid in copy.jobs:
+        try:
+            plans = export_plans(copy, juid)
+        except CsfsError:
+            continue
+        for (kind, name), plan in plans.items():
+            if not isinstance(plan, CsfsError) and plan.refusal() is None:
+                write_plan(plan, tmp / "exports" / kind / name, tmp)
+    tmp.rename(dest)
+    return dest
+
+
 class Mounts:
     """Mount and unmount the variants (each repetition on a fresh mount)."""
 
@@ -160,15 +194,16 @@ class Mounts:
         self.work, self.project, self.home = work, project, home
 
     def up(self, v: Variant) -> None:
+        source = v.source or self.project
         if v.kind == "native":
-            v.root = self.project
+            v.root = source
             return
         mnt = self.work / "mnt" / v.name
         self.down(v)
         mnt.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         if v.kind == "bindfs":
-            subprocess.run(["bindfs", "-r", "-o", v.opts, str(self.project), str(mnt)], check=True)
+            subprocess.run(["bindfs", "-r", "-o", v.opts, str(source), str(mnt)], check=True)
             v.root = mnt
         else:
             r = subprocess.run([sys.executable, "-m", "csfs", "--home", str(self.home), "mount",
@@ -235,6 +270,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
                 Variant("bindfs-kc", "bindfs", BINDFS_OPTS + ",kernel_cache"),
                 Variant("csfs", "csfs"),
                 Variant("csfs-plain", "csfs", opts="--plain")]
+    if args.exported:
+        exported = prepare_exported(work, project)
+        variants[1:1] = [Variant("native-exp", "native", source=exported, whole_only=True),
+                         Variant("bindfs-exp", "bindfs", BINDFS_OPTS, source=exported, whole_only=True)]
     if args.baseline:
         variants.append(Variant("csfs-base", "csfs", tree=Path(args.baseline).resolve()))
     m = Mounts(work, project, home)
@@ -276,12 +315,16 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
             # --- warm du -s of the whole mount (issue 9: <= 3x the project's)
             sh(f"du -s {v.root} >/dev/null")
             add("warm `du -s` of the whole mount", v.name, min(sh(f"du -s {v.root} >/dev/null") for _ in range(3)))
-            if rep == 0 and v.name != "csfs-plain":
+            if rep == 0 and v.name in ("native", "native-exp", "bindfs", "csfs"):
                 facts[f"du -sb {v.name}"] = out(f"du -sb {v.root}").split()[0]
                 if v.name == "csfs":
                     facts["sizes/total"] = Path(v.root, "sizes", "total").read_text().strip()
                     facts["paths csfs"] = f"{int(out(f'find {v.root} | wc -l')):,}"
+                if v.name == "native-exp":
+                    facts["paths native-exp"] = f"{int(out(f'find {v.root} | wc -l')):,}"
             m.down(v)
+            if v.whole_only:
+                continue
             # --- a first ls -lR of the job folders only
             m.up(v)
             r = v.root
@@ -320,19 +363,22 @@ def fmt(ts: list[float], unit: str) -> str:
 
 def table(rows: list[Row], variants: list[Variant]) -> str:
     names = [v.name for v in variants]
-    head = "| measure | " + " | ".join(names) + " | csfs ÷ best bindfs | csfs ÷ native |"
-    lines = [head, "|---|" + "---:|" * (len(names) + 2)]
+    exp = "native-exp" in names
+    extra = " csfs ÷ bindfs-exp | csfs ÷ native-exp |" if exp else ""
+    head = "| measure | " + " | ".join(names) + " | csfs ÷ best bindfs | csfs ÷ native |" + extra
+    lines = [head, "|---|" + "---:|" * (len(names) + 2 + 2 * exp)]
+
+    def ratio(row: Row, *of: str) -> str:
+        base = [min(row.times[n]) for n in of if n in row.times]
+        if row.unit != "s" or "csfs" not in row.times or not base or min(base) <= 0:
+            return "–"
+        return f"{min(row.times['csfs']) / min(base):.2f}×"
     for row in rows:
         cells = [fmt(row.times[n], row.unit) if n in row.times else "–" for n in names]
-        ratio_b = ratio_n = "–"
-        if row.unit == "s" and "csfs" in row.times:
-            c = min(row.times["csfs"])
-            bind = [min(row.times[n]) for n in ("bindfs", "bindfs-kc") if n in row.times]
-            if bind and min(bind) > 0:
-                ratio_b = f"{c / min(bind):.2f}×"
-            if "native" in row.times and min(row.times["native"]) > 0:
-                ratio_n = f"{c / min(row.times['native']):.2f}×"
-        lines.append(f"| {row.label} ({row.unit}) | " + " | ".join(cells) + f" | {ratio_b} | {ratio_n} |")
+        ratios = [ratio(row, "bindfs", "bindfs-kc"), ratio(row, "native")]
+        if exp:
+            ratios += [ratio(row, "bindfs-exp"), ratio(row, "native-exp")]
+        lines.append(f"| {row.label} ({row.unit}) | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
 
@@ -346,6 +392,9 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--files", type=int, default=0, metavar="N",
                     help="a project of N files instead of a demo (e.g. 1000000; made once in the workdir)")
     ap.add_argument("--baseline", help="also mount csfs from this source tree (before/after in one run)")
+    ap.add_argument("--exported", action="store_true",
+                    help="also walk a copy of the project with every export written out (native-exp, "
+                         "bindfs-exp: the whole-mount rows' fair baseline; made once in the workdir)")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
     rows, variants, facts = run(args)
@@ -354,13 +403,13 @@ def main(argv: list[str] | None = None) -> str:
     commit = out(f"git -C {args.baseline} rev-parse --short HEAD").strip() if args.baseline else ""
     base = f"; `csfs-base` = the tree at {args.baseline} ({commit or 'not a git tree'})" if args.baseline else ""
     flags = (" --large" if args.large else "") + (f" --files {args.files}" if args.files else "") + \
-        (" --baseline DIR" if args.baseline else "")
+        (" --baseline DIR" if args.baseline else "") + (" --exported" if args.exported else "")
     body = (f"Command: `python3 tests/bench/bench_bindfs.py --reps {args.reps}{flags}` (as root).\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {load:.1f} at the end "
             f"(a shared machine). bindfs {_bindfs_version()} `-r -o {BINDFS_OPTS}` (`bindfs-kc`: plus "
             f"`kernel_cache`); csfs = this tree's default mount, `csfs-plain` its `--plain` mount "
-            f"(read-only, no virtual trees){base}. Each cell: min–max of {args.reps} runs, "
-            f"each on a fresh mount, page cache dropped before cold rows; ratios from the minima.\n\n"
+            f"(read-only, no virtual trees){base}.{EXPORTED if args.exported else ''} "
+            f"Each cell: min–max of {args.reps} runs, each on a fresh mount, page cache dropped before cold rows; ratios from the minima.\n\n"
             f"{desc}.\n\n{table(rows, variants)}\n\n{NOTES}")
     print(body)
     if not args.no_results:
@@ -372,6 +421,10 @@ def main(argv: list[str] | None = None) -> str:
     return body
 
 
+EXPORTED = (" `native-exp` and `bindfs-exp` walk a hard-linked copy of the project with every export "
+            "of every job written out (what `csfs job export` and `csfs group export` write: generated "
+            "metadata and symlinks to the data), the tree the default mount shows; they are measured in "
+            "the whole-mount rows only.")
 NOTES = """Where the time goes (`-o debug` request counts, py-spy, the kernel's fs/fuse source):
 - rsync's second pass: on a writable FUSE superblock the kernel marks a file's atime stale
   after every read that reaches the daemon (`fuse_invalidate_atime` skips only read-only
