@@ -409,7 +409,8 @@ def main(argv: list[str] | None = None) -> str:
             f"(a shared machine). bindfs {_bindfs_version()} `-r -o {BINDFS_OPTS}` (`bindfs-kc`: plus "
             f"`kernel_cache`); csfs = this tree's default mount, `csfs-plain` its `--plain` mount "
             f"(read-only, no virtual trees){base}.{EXPORTED if args.exported else ''} "
-            f"Each cell: min–max of {args.reps} runs, each on a fresh mount, page cache dropped before cold rows; ratios from the minima.\n\n"
+            f"Each cell: min–max of {args.reps} runs, each on a fresh mount, page cache dropped "
+            f"before cold rows; ratios from the minima.\n\n"
             f"{desc}.\n\n{table(rows, variants)}\n\n{NOTES}")
     print(body)
     if not args.no_results:
