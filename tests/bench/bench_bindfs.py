@@ -11,11 +11,12 @@ or  python3 -m pytest tests/bench/bench_bindfs.py -s
 `--large` measures the `large` demo instead (whole-mount and job-folder walks, du, RSS;
 minutes per pass: use --reps 1). `--files 1000000` measures a project of that many files
 (the tiny demo plus one job folder of small files, 1,000 per subfolder; the same rows as
---large). `--exported` adds the whole-mount rows' fair baseline: the native project and
-bindfs over a copy of it with every export written out (`native-exp`, `bindfs-exp`).
-The 5-project instance row of issue 13 is not automated.
-Writes its section of tests/bench/RESULTS.md (bench_bindfs, bench_bindfs_large or
-bench_bindfs_files).
+--large). `--instance 5` measures an instance mount of 5 hard-linked copies of the large
+demo (the same rows; its own instance in the workdir). `--exported` adds the whole-mount
+rows' fair baseline: the native project and bindfs over a copy of it with every export
+written out (`native-exp`, `bindfs-exp`).
+Writes its section of tests/bench/RESULTS.md (bench_bindfs, bench_bindfs_large,
+bench_bindfs_files or bench_bindfs_instance).
 """
 from __future__ import annotations
 
@@ -187,14 +188,44 @@ def prepare_exported(work: Path, project: Path) -> Path:
     return dest
 
 
-class Mounts:
-    """Mount and unmount the variants (each repetition on a fresh mount)."""
+def prepare_instance(work: Path, project: Path, exported: Path | None, n: int) -> tuple[Path, Path, Path | None]:
+    """`n` hard-linked copies of `project` (made once), attached to their own instance: the
+    folder holding them, the instance home, and the folder of as many copies of `exported`."""
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
 
-    def __init__(self, work: Path, project: Path, home: Path) -> None:
+    root = work / f"instance-{n}"
+    projects, home = root / "projects", root / "home"
+    projects.mkdir(parents=True, exist_ok=True)
+    inst = Instance(home)
+    for i in range(1, n + 1):
+        copy = projects / f"{project.name}-{i}"
+        if not copy.exists():
+            subprocess.run(["cp", "-al", str(project), str(copy) + ".tmp"], check=True)
+            (copy.with_name(copy.name + ".tmp") / "cs.lock").unlink()   # the copy is attached anew
+            os.rename(str(copy) + ".tmp", copy)
+        if not any(Path(r.path) == copy for r in inst.projects()):
+            lifecycle.attach(inst, copy)
+    if exported is None:
+        return projects, home, None
+    exp = root / "exported"
+    exp.mkdir(exist_ok=True)
+    for i in range(1, n + 1):
+        if not (exp / f"{exported.name}-{i}").exists():
+            subprocess.run(["cp", "-al", str(exported), str(exp / f"{exported.name}-{i}")], check=True)
+    return projects, home, exp
+
+
+class Mounts:
+    """Mount and unmount the variants (each repetition on a fresh mount). `project` None:
+    csfs mounts the instance at `home`, and the native variants show `native`."""
+
+    def __init__(self, work: Path, project: Path | None, home: Path, native: Path | None = None) -> None:
         self.work, self.project, self.home = work, project, home
+        self.native = native or project
 
     def up(self, v: Variant) -> None:
-        source = v.source or self.project
+        source = v.source or self.native
         if v.kind == "native":
             v.root = source
             return
@@ -207,7 +238,8 @@ class Mounts:
             v.root = mnt
         else:
             r = subprocess.run([sys.executable, "-m", "csfs", "--home", str(self.home), "mount",
-                                *v.opts.split(), str(self.project), str(mnt)], check=False,
+                                *v.opts.split(), *([str(self.project)] if self.project else []),
+                                str(mnt)], check=False,
                                capture_output=True, text=True, cwd=v.tree,
                                env=env_for(v.tree))
             if r.returncode != 0:
@@ -258,7 +290,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
     ensure_bindfs()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    args.large = args.large or bool(args.instance)
     scale = "large" if args.large else f"{args.files:,} files" if args.files else "small"
+    if args.instance:
+        scale = f"an instance of {args.instance} large projects"
     big = bool(args.large or args.files)    # walks, du and RSS only (no many-file rows)
     if args.files:
         project, home = prepare_files(work, args.files)
@@ -270,18 +305,24 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
                 Variant("bindfs-kc", "bindfs", BINDFS_OPTS + ",kernel_cache"),
                 Variant("csfs", "csfs"),
                 Variant("csfs-plain", "csfs", opts="--plain")]
-    if args.exported:
-        exported = prepare_exported(work, project)
+    exported = prepare_exported(work, project) if args.exported else None
+    m = Mounts(work, project, home)
+    jobs = sorted((p.name for p in project.iterdir() if re.fullmatch(r"J\d+", p.name)), key=lambda s: int(s[1:]))
+    jlist = " ".join(jobs)
+    if args.instance:
+        native, home, exported = prepare_instance(work, project, exported, args.instance)
+        m = Mounts(work, None, home, native)
+        jlist = " ".join(f"{p.name}/{j}" for p in sorted(native.iterdir()) for j in jobs)
+        project = native
+    if exported is not None:
         variants[1:1] = [Variant("native-exp", "native", source=exported, whole_only=True),
                          Variant("bindfs-exp", "bindfs", BINDFS_OPTS, source=exported, whole_only=True)]
     if args.baseline:
         variants.append(Variant("csfs-base", "csfs", tree=Path(args.baseline).resolve()))
-    m = Mounts(work, project, home)
-    jobs = sorted((p.name for p in project.iterdir() if re.fullmatch(r"J\d+", p.name)), key=lambda s: int(s[1:]))
     many_rel = [] if big else sorted(str(p.relative_to(project))
                                      for p in (project / "J8" / "bench_many").rglob("*.dat"))
     facts = {"scale": scale, "project files": f"{int(out(f'find {project} | wc -l')):,}",
-             "job folders": str(len(jobs))}
+             "job folders": str(len(jlist.split()))}
     if not big:
         facts["many-file folder"] = f"J8/bench_many ({len(many_rel):,} files)"
     dest = work / "rsync-dest"
@@ -292,7 +333,6 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
 
     stat_list, stat_py = work / "stat-list", work / "stat.py"
     stat_py.write_text(STAT_SCRIPT)
-    jlist = " ".join(jobs)
     for rep in range(args.reps):
         for v in variants:
             r = v.root
@@ -391,6 +431,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--large", action="store_true", help="the `large` demo instead of `small` (minutes per pass)")
     ap.add_argument("--files", type=int, default=0, metavar="N",
                     help="a project of N files instead of a demo (e.g. 1000000; made once in the workdir)")
+    ap.add_argument("--instance", type=int, default=0, metavar="N",
+                    help="an instance mount of N hard-linked copies of the large demo (implies --large)")
     ap.add_argument("--baseline", help="also mount csfs from this source tree (before/after in one run)")
     ap.add_argument("--exported", action="store_true",
                     help="also walk a copy of the project with every export written out (native-exp, "
@@ -402,7 +444,8 @@ def main(argv: list[str] | None = None) -> str:
     desc = ", ".join(f"{k}: {v}" for k, v in facts.items())
     commit = out(f"git -C {args.baseline} rev-parse --short HEAD").strip() if args.baseline else ""
     base = f"; `csfs-base` = the tree at {args.baseline} ({commit or 'not a git tree'})" if args.baseline else ""
-    flags = (" --large" if args.large else "") + (f" --files {args.files}" if args.files else "") + \
+    flags = (f" --instance {args.instance}" if args.instance else " --large" if args.large else "") + \
+        (f" --files {args.files}" if args.files else "") + \
         (" --baseline DIR" if args.baseline else "") + (" --exported" if args.exported else "")
     body = (f"Command: `python3 tests/bench/bench_bindfs.py --reps {args.reps}{flags}` (as root).\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {load:.1f} at the end "
@@ -416,8 +459,9 @@ def main(argv: list[str] | None = None) -> str:
     if not args.no_results:
         from bench_results import write_section
 
-        suffix = "_large" if args.large else "_files" if args.files else ""
-        what = "large demo" if args.large else f"a project of {args.files:,} files" if args.files else "small demo"
+        suffix = "_instance" if args.instance else "_large" if args.large else "_files" if args.files else ""
+        what = (f"an instance of {args.instance} large projects" if args.instance else "large demo" if args.large
+                else f"a project of {args.files:,} files" if args.files else "small demo")
         write_section("bench_bindfs" + suffix, f"csfs vs bindfs vs native, one run ({what})", body)
     return body
 
