@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +83,12 @@ def _mount(args: argparse.Namespace) -> int:
         from csfs.core.instance import Instance
 
         Instance(home)  # create the instance (id, registry) before serving it
-    if args.foreground:
-        mounting.serve(project, mountpoint, home, options, args.allow_other, plain=args.plain)
-        return 0
-    argv = _daemon_argv(str(project) if project else None, mountpoint, home, args.options,
-                        args.allow_other, plain=args.plain)
     log = home / "logs" / ("mount" + re.sub(r"[^A-Za-z0-9]+", "_", mountpoint) + ".log")
-    pid = mounting.spawn(argv, mountpoint, log)
+    ready = None if args.foreground else mounting.background(mountpoint, log)
+    if args.foreground or ready is not None:     # the server: the foreground, or the forked child
+        mounting.serve(project, mountpoint, home, options, args.allow_other, plain=args.plain, ready=ready)
+        return 0
+    pid = mounting.server_pid
     if args.json:
         print_json({"action": "mount", "mountpoint": mountpoint, "source": str(project or home),
                     "plain": args.plain, "pid": pid, "log": str(log)})
@@ -98,22 +96,6 @@ def _mount(args: argparse.Namespace) -> int:
         what = f"{project or 'instance ' + str(home)}{' (plain)' if args.plain else ''}"
         print(f"mounted {what} at {mountpoint} (pid {pid})")
     return 0
-
-
-def _daemon_argv(source: str | None, mountpoint: str, home: Path, options: str | None,
-                 allow_other: bool, plain: bool = False) -> list[str]:
-    """The command line of the foreground server a background mount starts."""
-    argv = [sys.executable, "-m", "csfs", "--home", str(home), "mount"]
-    if source:
-        argv.append(source)
-    argv += [mountpoint, "-f"]
-    if options:
-        argv += ["-o", options]
-    if allow_other:
-        argv.append("--allow-other")
-    if plain:
-        argv.append("--plain")
-    return argv
 
 
 INSTANCE_SOURCES = ("csfs", "instance")   # SOURCE words for the whole instance (an fstab line needs one)

@@ -85,6 +85,7 @@ class CsfsFS(Operations):
     max_read = MAX_READ
     dircache = False   # listings cached by the kernel (dircache.install worked)
     read_only = False  # a read-only superblock (--plain, -o ro): reads leave attributes valid
+    ready: Callable[[], None] | None = None   # called once the mount answers (mounting.serve)
 
     def __init__(self, ctx: Context, project: Path | None) -> None:
         self.ctx = ctx
@@ -131,6 +132,8 @@ class CsfsFS(Operations):
         self.changes.start()
         readahead.tune(self.ctx.mountpoint, 4 * self.max_read // 1024)
         native.report(self.ctx.mountpoint)
+        if self.ready is not None:
+            self.ready()
 
     def init(self, path: str) -> None:
         """fusepy (libfuse2) calls init(); mfusepy prefers init_with_config()."""

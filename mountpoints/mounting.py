@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -71,9 +73,10 @@ def check_mountpoint(mountpoint: str, nonempty: bool = False) -> None:
 
 
 def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, object],
-          allow_other: bool, plain: bool = False) -> None:
+          allow_other: bool, plain: bool = False, ready: Ready | None = None) -> None:
     """Mount and serve in the foreground until unmounted (libfuse handles SIGINT/SIGTERM).
-    `plain`: the project(s) only, without exports/, sizes/ and control/."""
+    `plain`: the project(s) only, without exports/, sizes/ and control/. `ready` is called
+    once the mount answers (a background mount's parent then returns)."""
     import logging
 
     from .context import Context
@@ -86,6 +89,7 @@ def serve(source: Path | None, mountpoint: str, home: Path, options: dict[str, o
     ctx = Context(home, mountpoint, plain=plain)
     ctx.allow_other = allow_other
     fs = CsfsFS(ctx, source)
+    fs.ready = ready
     name = f"csfs:{source or home}".replace(",", "_")
     # noatime: a readdir would otherwise invalidate the directory's cached attributes
     opts: dict[str, Any] = {"fsname": name, "subtype": "csfs", "use_ino": True, "noatime": True,
@@ -167,23 +171,63 @@ def parse_options(text: str | None) -> dict[str, object]:
     return out
 
 
-def spawn(argv: list[str], mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) -> int:
-    """Start `argv` (a foreground mount) detached; return its pid once the mount is ready."""
+def background(mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) -> Ready | None:
+    """Fork the mount server. In the child (a new session, its output to `log_path`) this
+    returns a `Ready` to hand to `serve`; in the parent it returns None once the mount is
+    ready (`server_pid` then names the child), or raises why it failed. Forking after the
+    checks saves the server a second interpreter start and the CLI's imports."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = log_path.stat().st_size if log_path.exists() else 0
-    with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
-        proc = subprocess.Popen(argv, stdin=null, stdout=log, stderr=log, start_new_session=True,
-                                close_fds=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if find_mount(mountpoint, FSTYPE) is not None:
-            return proc.pid
-        if proc.poll() is not None:
-            why = _failure(log_path, start) or f"mount failed: exit status {proc.returncode}"
-            raise CsfsError(f"{why} (log: {log_path})")
-        time.sleep(0.02)
-    proc.kill()
-    raise CsfsError(f"mount did not become ready within {timeout:.0f} s (log: {log_path})")
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setsid()
+        log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd, to in ((null, 0), (log, 1), (log, 2)):
+            os.dup2(fd, to)
+        os.close(log)
+        os.close(null)
+        return Ready(w)
+    os.close(w)
+    global server_pid
+    server_pid = pid
+    try:
+        readable, _, _ = select.select([r], [], [], timeout)
+        said = os.read(r, 1) if readable else None
+    finally:
+        os.close(r)
+    if said == b"1":
+        return None
+    if said is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise CsfsError(f"mount did not become ready within {timeout:.0f} s (log: {log_path})")
+    _, status = os.waitpid(pid, 0)     # the server ended before the mount was ready
+    why = _failure(log_path, start) or f"mount failed: exit status {os.waitstatus_to_exitcode(status)}"
+    raise CsfsError(f"{why} (log: {log_path})")
+
+
+server_pid = 0    # the server `background` started (in the parent)
+
+
+class Ready:
+    """Tells the parent of a background mount that it is ready (or, closed unsaid, that it
+    failed): called once the kernel's INIT is answered."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def __call__(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                os.write(fd, b"1")
+            finally:
+                os.close(fd)
 
 
 def _failure(path: Path, start: int) -> str:
@@ -197,7 +241,7 @@ def _failure(path: Path, start: int) -> str:
         return ""
     fuse = [ln for ln in lines if ln.startswith(("fuse: ", "fusermount"))]
     if fuse:
-        return "mount failed: " + fuse[-1].removeprefix("fuse: ")
+        return "mount failed: " + fuse[-1].removeprefix("fuse: ").removeprefix("mount failed: ")
     return lines[-1].removeprefix("csfs: ") if lines else ""
 
 

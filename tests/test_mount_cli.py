@@ -2,6 +2,7 @@
 and an /etc/fstab line mounted and unmounted with the real mount(8) and umount(8)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -63,6 +64,31 @@ def test_bad_option_reports_fuses_own_message(demo, home, tmp_path, csfs):
         assert r.returncode == 1 and "bogusopt" in r.stderr and "Traceback" not in r.stderr
     finally:
         force_unmount(mnt, None)
+
+
+def test_background_mount_is_ready_when_the_command_returns(demo, home, tmp_path, csfs):
+    """The server is forked after the checks, in its own session: when `csfs mount` returns the
+    mount answers at once, and the server outlives the command. A mount the kernel refuses gives
+    one line naming why, and leaves no server behind."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    pid = None
+    try:
+        r = csfs("mount", demo, mnt, "--json", home=home)
+        assert r.returncode == 0, r.stderr
+        pid = json.loads(r.stdout)["pid"]
+        assert (mnt / "project.json").is_file() and "J1" in os.listdir(mnt)
+        assert os.getsid(pid) == pid
+        assert csfs("umount", mnt, home=home).returncode == 0
+        assert _wait(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10), "the server outlived its mount"
+        pid = None
+        before = set(_servers(mnt))
+        r = csfs("mount", demo, mnt, "-o", "max_read=-5", home=home)
+        assert r.returncode == 1 and r.stderr.count("mount failed") == 1, r.stderr
+        assert "Invalid argument" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not is_mounted(mnt) and set(_servers(mnt)) == before
+    finally:
+        force_unmount(mnt, pid)
 
 
 def test_non_empty_mountpoint_needs_nonempty(demo, home, tmp_path, csfs):
@@ -149,7 +175,7 @@ echo ok
 
 
 def _servers(mnt: Path) -> list[int]:
-    """Pids of the mount servers serving `mnt` (their command line names it, in this test's tmp)."""
+    """Pids of the mount servers serving `mnt` (a csfs command line that names it, in this test's tmp)."""
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit() and int(pid) != os.getpid():
@@ -157,6 +183,6 @@ def _servers(mnt: Path) -> list[int]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if str(mnt).encode() in cmd and b"-f" in cmd:
+            if str(mnt).encode() in cmd and b"csfs" in cmd:
                 out.append(int(pid))
     return out
