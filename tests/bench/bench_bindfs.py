@@ -292,8 +292,6 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
     work.mkdir(parents=True, exist_ok=True)
     args.large = args.large or bool(args.instance)
     scale = "large" if args.large else f"{args.files:,} files" if args.files else "small"
-    if args.instance:
-        scale = f"an instance of {args.instance} large projects"
     big = bool(args.large or args.files)    # walks, du and RSS only (no many-file rows)
     if args.files:
         project, home = prepare_files(work, args.files)
@@ -314,6 +312,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
         m = Mounts(work, None, home, native)
         jlist = " ".join(f"{p.name}/{j}" for p in sorted(native.iterdir()) for j in jobs)
         project = native
+        scale = f"an instance of {args.instance} large projects"
     if exported is not None:
         variants[1:1] = [Variant("native-exp", "native", source=exported, whole_only=True),
                          Variant("bindfs-exp", "bindfs", BINDFS_OPTS, source=exported, whole_only=True)]
