@@ -5,13 +5,9 @@ package's own modules are the command line (no domain logic) and the Python API
 (`csfs.api`, whose names are also `csfs.<name>`: csfs.open_instance, csfs.open_project,
 csfs.Project, csfs.CsfsError, ...).
 """
-from importlib import metadata as _metadata
 from pathlib import Path as _Path
 
-try:
-    __version__ = _metadata.version("csfs")
-except _metadata.PackageNotFoundError:   # a source checkout that was never installed
-    __version__ = "0+unknown"
+__version__: str    # set on first use (__getattr__)
 
 # In the repository, csfs.core and csfs.mountpoints are the top-level folders core/ and
 # mountpoints/ (setuptools' package-dir maps them at install). Let a checkout on
@@ -22,9 +18,20 @@ if all((_checkout / name / "__init__.py").is_file() for name in ("core", "mountp
 
 
 def __getattr__(name: str) -> object:
-    """csfs.open_project etc.: the API (csfs.api), imported on first use so the CLI starts fast."""
+    """csfs.open_project etc.: the API (csfs.api), imported on first use so the CLI starts fast;
+    and __version__, read from the installed metadata on first use (importlib.metadata costs
+    ~20 ms of every start)."""
     import importlib
 
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            version = metadata.version("csfs")
+        except metadata.PackageNotFoundError:   # a source checkout that was never installed
+            version = "0+unknown"
+        globals()["__version__"] = version
+        return version
     if not name.startswith("_") and name != "api":
         api = importlib.import_module("csfs.api")
         if name in api.__all__:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from csfs.core.errors import CsfsError
 
@@ -42,9 +43,18 @@ files:
 Shell completion: eval "$(csfs completion bash)" (or zsh). Manual: csfs man | man -l -""")
 
 
-def _version() -> str:
-    from csfs import __version__
-    return __version__
+class _Version(argparse.Action):
+    """--version, the version read only when asked for (csfs.__version__)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show program's version number and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from csfs import __version__
+
+        print(f"csfs {__version__}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "lifecycle with enforced cs.lock, exports, sizes, cleanup, and a FUSE mount.",
         parents=[common], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"csfs {_version()}")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="say more: -v logs what is done, -vv also debug detail and tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true",

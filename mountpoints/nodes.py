@@ -75,8 +75,9 @@ class RealDir(_Dir):
 
     __slots__ = ("real",)
 
-    def __init__(self, attrs: dict[str, Any], real: str, children: Listing, immutable: bool = False) -> None:
-        super().__init__(attrs, children, immutable)
+    def __init__(self, attrs: dict[str, Any], real: str, children: Listing, immutable: bool = False,
+                 child_maker: Callable[[], Callable[[str], Node]] | None = None) -> None:
+        super().__init__(attrs, children, immutable, child_maker)
         self.real = real
 
 

@@ -6,6 +6,7 @@ import os
 import stat as S
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +155,11 @@ class ProjectView:
         """A pass-through node for the real path; `extra` names virtual subdirectories merged in."""
         real = "/".join([self.real_root, *parts]) if parts else self.real_root
         long = bool(parts) and parts[0] in self.final_jobs()
+        return self._real_node(parts, real, long, extra, merge, missing_ok)
 
+    def _real_node(self, parts: list[str], real: str, long: bool, extra: tuple[str, ...] = (),
+                   merge: frozenset[str] = frozenset(), missing_ok: bool = False) -> Node:
+        """_real once the path on disk (`real`) and its cache class (`long`) are known."""
         def stat() -> tuple | None:
             try:
                 return compact(os.lstat(real))
@@ -172,7 +177,11 @@ class ProjectView:
         if not parts:   # the project folder: no more open than the folders above it
             attrs = self.ctx.perms.on_real_path(attrs, real)
         if S.S_ISDIR(st[T_MODE]):
-            return RealDir(attrs, real, lambda: self._merged(parts, real, extra, merge, long, dev), long)
+            children = partial(self._merged, parts, real, extra, merge, long, dev)
+            if not parts or extra:    # the project folder, or virtual entries merged in
+                return RealDir(attrs, real, children, long)
+            return RealDir(attrs, real, children, long,
+                           lambda: lambda name: self._real_node([*parts, name], f"{real}/{name}", long))
         return RealFile(attrs, real, long)
 
     def _merged(self, parts: list[str], real: str | None, extra: tuple[str, ...],

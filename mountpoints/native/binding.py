@@ -54,14 +54,18 @@ def tuned(base: Any, fuse_major: int) -> Any:
                 `ls -l`, du and rsync need no lookup per entry. libfuse 3.14 drops them when
                 the filler is given offset 0 (its own buffered listing), so entries go out
                 with offsets, one kernel request at a time; the listing taken at offset 0 is
-                kept for the following requests of the same walk. (libfuse counts a lookup
-                for the entry that no longer fits a request: one node per request.)"""
+                kept for the following requests of the same walk, up to the empty one that ends
+                it. (libfuse counts a lookup for the entry that no longer fits a request: one
+                node per request.)"""
                 ops = self.operations
                 if offset == 0 or path not in listings:
                     if len(listings) >= 16:    # walks the kernel left unfinished (a reader stopped)
                         listings.clear()
                     listings[path] = (ops.entries(path), ops.plus_attrs(path))
                 entries, attrs_of = listings[path]
+                if offset >= len(entries):    # the kernel's last request of a walk: it is over
+                    listings.pop(path, None)
+                    return 0
                 enc, errs = self.encoding, self.errors
                 for i in range(offset, len(entries)):
                     name, mode, ino = entries[i]
@@ -73,8 +77,7 @@ def tuned(base: Any, fuse_major: int) -> Any:
                         fill_stat(st, attrs)
                     if filler(buf, name.encode(enc, errs), st, i + 1, 0 if attrs is None else FILL_DIR_PLUS):
                         return 0
-                listings.pop(path, None)
-                return 0
+                return 0      # kept for that last request, which asks past the end
 
         if getattr3:
             def getattr_fuse_3(self, path: bytes, buf: Any, fip: Any) -> int:
