@@ -508,6 +508,10 @@ NOTES = """Where the time goes (`-o debug` request counts, py-spy, the kernel's 
   the kernel abandoned (it asks for attributes only at offset 0, then goes on with plain
   READDIR) were kept, up to 64 listings of 25k entries; they are now dropped: 260 MiB,
   116 MiB once the kernel forgets.
+- The 5-project instance (2.55M paths) holds more than the default entry budget (2M):
+  every walk crosses it, the kernel forgets everything, and the next walk starts cold,
+  so its "warm" du is a cold walk (bindfs over the exported copies keeps all 2.55M nodes
+  instead: 704 MiB). More budget (~270 bytes a path) buys warm re-walks.
 """
 
 
