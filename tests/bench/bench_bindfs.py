@@ -237,8 +237,10 @@ class Mounts:
         if v.kind == "bindfs":
             subprocess.run(["bindfs", "-r", "-o", v.opts, str(source), str(mnt)], check=True)
             v.root = mnt
+            v.ready_s = time.perf_counter() - t0
             pids = out(f"pgrep -n -f '^bindfs .* {mnt}$'").split()
             v.pid = int(pids[0]) if pids else None
+            return
         else:
             r = subprocess.run([sys.executable, "-m", "csfs", "--home", str(self.home), "mount",
                                 *v.opts.split(), *([str(self.project)] if self.project else []),
