@@ -85,11 +85,11 @@ def _mount(args: argparse.Namespace) -> int:
 
         Instance(home)  # create the instance (id, registry) before serving it
     log = home / "logs" / ("mount" + re.sub(r"[^A-Za-z0-9]+", "_", mountpoint) + ".log")
-    ready = None if args.foreground else mounting.background(mountpoint, log)
-    if args.foreground or ready is not None:     # the server: the foreground, or the forked child
-        mounting.serve(project, mountpoint, home, options, args.allow_other, plain=args.plain, ready=ready)
+    started = None if args.foreground else mounting.background(mountpoint, log)
+    if not isinstance(started, int):     # the server: in the foreground, or the forked child
+        mounting.serve(project, mountpoint, home, options, args.allow_other, plain=args.plain, ready=started)
         return 0
-    pid = mounting.server_pid
+    pid = started
     if args.json:
         print_json({"action": "mount", "mountpoint": mountpoint, "source": str(project or home),
                     "plain": args.plain, "pid": pid, "log": str(log)})

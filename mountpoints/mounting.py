@@ -171,10 +171,10 @@ def parse_options(text: str | None) -> dict[str, object]:
     return out
 
 
-def background(mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) -> Ready | None:
+def background(mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) -> Ready | int:
     """Fork the mount server. In the child (a new session, its output to `log_path`) this
-    returns a `Ready` to hand to `serve`; in the parent it returns None once the mount is
-    ready (`server_pid` then names the child), or raises why it failed. Forking after the
+    returns a `Ready` to hand to `serve`; in the parent it returns the child's pid once the
+    mount is ready, or raises why it failed. Forking after the
     checks saves the server a second interpreter start and the CLI's imports."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = log_path.stat().st_size if log_path.exists() else 0
@@ -193,15 +193,13 @@ def background(mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) 
         os.close(null)
         return Ready(w)
     os.close(w)
-    global server_pid
-    server_pid = pid
     try:
         readable, _, _ = select.select([r], [], [], timeout)
         said = os.read(r, 1) if readable else None
     finally:
         os.close(r)
     if said == b"1":
-        return None
+        return pid
     if said is None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
@@ -209,9 +207,6 @@ def background(mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) 
     _, status = os.waitpid(pid, 0)     # the server ended before the mount was ready
     why = _failure(log_path, start) or f"mount failed: exit status {os.waitstatus_to_exitcode(status)}"
     raise CsfsError(f"{why} (log: {log_path})")
-
-
-server_pid = 0    # the server `background` started (in the parent)
 
 
 class Ready:
