@@ -174,8 +174,8 @@ def parse_options(text: str | None) -> dict[str, object]:
 def background(mountpoint: str, log_path: Path, timeout: float = READY_TIMEOUT) -> Ready | int:
     """Fork the mount server. In the child (a new session, its output to `log_path`) this
     returns a `Ready` to hand to `serve`; in the parent it returns the child's pid once the
-    mount is ready, or raises why it failed. Forking after the
-    checks saves the server a second interpreter start and the CLI's imports."""
+    mount is ready, or raises why it failed. Forking after the checks saves the server a
+    second interpreter start and the CLI's imports."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = log_path.stat().st_size if log_path.exists() else 0
     r, w = os.pipe()
