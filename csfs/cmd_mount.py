@@ -44,15 +44,18 @@ libfuse2), with the same behaviour except that under libfuse2 files are read thr
 Python (no zero-copy) and SEEK_DATA/SEEK_HOLE see no holes (tar -S still finds them).
 Force one with the environment variable CSFS_FUSE=mfusepy or CSFS_FUSE=fusepy.
 
-Native tricks (zerocopy, dircache, threadstate, readdir, readahead: speed-ups that
-reach past the binding's public API) are on by default; CSFS_NATIVE=0 turns them all
-off, CSFS_NATIVE=-dircache,-readdir some of them. `csfs mounts` shows those in use.
+Native tricks (zerocopy, dircache, threadstate, readdir, readahead, readdirplus,
+getattr: speed-ups that reach past the binding's public API) are on by default;
+CSFS_NATIVE=0 turns them all off, CSFS_NATIVE=-dircache,-readdir some of them.
+`csfs mounts` shows those in use.
 
 Memory: every path the kernel holds costs libfuse ~270 bytes; past
 CSFS_MOUNT_MAX_ENTRIES (2,000,000) paths handed out, the kernel is asked to forget them
 all (they are looked up again when next used). A mount of more paths than that is
 walked cold every time: raise it where ~270 bytes a path is affordable.
-CSFS_MOUNT_PLAN_ENTRIES (150,000) caps the export plan entries kept in the mount process."""
+CSFS_MOUNT_PLAN_ENTRIES (150,000) caps the export plan entries kept in the mount process.
+When the mount has had no request for 10 s, it drops its expired cache entries and
+hands freed memory back to the system."""
 
 
 def _mount(args: argparse.Namespace) -> int:

@@ -114,6 +114,14 @@ def test_switch_words():
         assert "-dircash" in native.problem() and "\n" not in native.problem()
 
 
+def test_mount_help_names_every_trick():
+    from csfs.cmd_mount import MOUNT_HELP
+    from csfs.mountpoints import native
+
+    listed = MOUNT_HELP.split("Native tricks (", 1)[1].split(":", 1)[0]
+    assert {w.strip() for w in listed.replace("\n", " ").split(",")} == set(native.TRICKS)
+
+
 def test_bad_switch_refuses_to_mount(demo, tmp_path):
     (tmp_path / "mnt").mkdir()
     r = run_csfs("mount", str(demo), str(tmp_path / "mnt"), home=tmp_path / "home", env={"CSFS_NATIVE": "zerocpy"})
