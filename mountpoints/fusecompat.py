@@ -18,6 +18,7 @@ these flags instead of checking the binding itself:
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from typing import Any
@@ -26,6 +27,7 @@ from .native import zerocopy
 
 ENV = "CSFS_FUSE"
 CHOICES = ("mfusepy", "fusepy")
+LIBFUSE3 = "libfuse3.so.3"   # the soname every libfuse 3.x keeps
 
 AVAILABLE = False
 PROBLEM = ""
@@ -37,17 +39,24 @@ READ_BUF = LSEEK = INVALIDATE = NOFLUSH = False
 
 
 def _import_mfusepy() -> Any:
-    """mfusepy, on libfuse3: left alone, mfusepy takes libfuse2 whenever it is installed."""
+    """mfusepy, on libfuse3: left alone, mfusepy takes libfuse2 whenever it is installed.
+    It is handed libfuse3's soname when the dynamic loader finds it, the name otherwise
+    (find_library runs `ldconfig -p`, ~10 ms of every mount's start)."""
     pinned = "FUSE_LIBRARY_PATH" in os.environ or "FUSE_LIBRARY_NAME" in os.environ
+    key = ""
     if not pinned:
-        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+        try:
+            ctypes.CDLL(LIBFUSE3)
+            key, os.environ["FUSE_LIBRARY_PATH"] = "FUSE_LIBRARY_PATH", LIBFUSE3
+        except OSError:
+            key, os.environ["FUSE_LIBRARY_NAME"] = "FUSE_LIBRARY_NAME", "fuse3"
     try:
         import mfusepy
 
         return mfusepy
     finally:
-        if not pinned:
-            os.environ.pop("FUSE_LIBRARY_NAME", None)
+        if key:
+            os.environ.pop(key, None)
 
 
 def _import_fusepy() -> Any:
