@@ -115,8 +115,9 @@ def test_switch_words():
 
 
 def test_mount_help_names_every_trick():
-    from csfs.cmd_mount import MOUNT_HELP
     from csfs.mountpoints import native
+
+    from csfs.cmd_mount import MOUNT_HELP
 
     listed = MOUNT_HELP.split("Native tricks (", 1)[1].split(":", 1)[0]
     assert {w.strip() for w in listed.replace("\n", " ").split(",")} == set(native.TRICKS)
