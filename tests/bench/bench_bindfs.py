@@ -15,9 +15,11 @@ minutes per pass: use --reps 1). `--files 1000000` measures a project of that ma
 demo (the same rows without bindfs-kc and csfs-plain, one warm du; its own instance in
 the workdir). `--exported` adds the whole-mount
 rows' fair baseline: the native project and bindfs over a copy of it with every export
-written out (`native-exp`, `bindfs-exp`).
+written out (`native-exp`, `bindfs-exp`). `--data` measures data instead, on a copy of the
+large demo whose J5 particle stacks are random bytes (dense, ~13 GB) plus a 4 GiB random
+file: sequential reads cold and warm, 8 parallel readers, and rsync of the dense J5.
 Writes its section of tests/bench/RESULTS.md (bench_bindfs, bench_bindfs_large,
-bench_bindfs_files or bench_bindfs_instance).
+bench_bindfs_files, bench_bindfs_instance or bench_bindfs_data).
 """
 from __future__ import annotations
 
@@ -217,6 +219,81 @@ def prepare_instance(work: Path, project: Path, exported: Path | None, n: int) -
     return projects, home, exp
 
 
+BIG = 4 << 30   # the sequential-read file of --data
+
+
+def prepare_dense(work: Path, project: Path) -> tuple[Path, Path]:
+    """A copy of the large `project` (hard links, made once) whose J5 particle stacks are
+    new files of random bytes (the demo's are sparse) plus J7/bench_big.dat (BIG random
+    bytes), attached to its own instance: the project and the instance home."""
+    import numpy as np
+    from csfs.core import lifecycle
+    from csfs.core.instance import Instance
+
+    root = work / "dense"
+    dense, home = root / project.name, root / "home"
+    if not dense.exists():
+        tmp = root / (project.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(project), str(tmp)], check=True)
+        (tmp / "cs.lock").unlink(missing_ok=True)    # the copy is attached anew
+        rng = np.random.default_rng(0)
+        for f in sorted((tmp / "J5").rglob("*.mrc")):
+            st = f.stat()
+            head = f.read_bytes()[:1024]             # the MRC header stays valid
+            f.unlink()                               # a new inode: the original keeps its data
+            with open(f, "wb") as w:
+                w.write(head + rng.bytes(st.st_size - len(head)))
+            os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+        with open(tmp / "J7" / "bench_big.dat", "wb") as w:
+            for _ in range(BIG >> 26):
+                w.write(rng.bytes(1 << 26))
+        tmp.rename(dense)
+    inst = Instance(home)
+    if not any(Path(r.path) == dense for r in inst.projects()):
+        lifecycle.attach(inst, dense)
+    return dense, home
+
+
+def run_data(args: argparse.Namespace, work: Path, project: Path) -> tuple[list[Row], list[Variant], dict[str, str]]:
+    """--data: sequential and parallel reads and rsync of the dense J5, per variant."""
+    dense, home = prepare_dense(work, project)
+    m = Mounts(work, dense, home)
+    variants = [Variant("native", "native"), Variant("bindfs", "bindfs", BINDFS_OPTS),
+                Variant("bindfs-kc", "bindfs", BINDFS_OPTS + ",kernel_cache"),
+                Variant("csfs", "csfs"), Variant("csfs-plain", "csfs", opts="--plain")]
+    stacks = sorted(str(p.relative_to(dense)) for p in (dense / "J5").rglob("*.mrc"))
+    facts = {"scale": "large, J5 dense", "J5 particle stacks": f"{len(stacks):,}",
+             "J5 bytes": f"{int(out(f'du -sb {dense}/J5').split()[0]):,}", "big file": f"{BIG:,} bytes"}
+    listing = work / "stack-list"
+    dest = work / "rsync-dest"
+    rows: dict[str, Row] = {}
+
+    def add(label: str, name: str, t: float) -> None:
+        rows.setdefault(label, Row(label)).times.setdefault(name, []).append(t)
+    for _ in range(args.reps):
+        for v in variants:
+            m.up(v)
+            big = f"{v.root}/J7/bench_big.dat"
+            drop_caches()
+            add("sequential read of a 4 GiB file, cold", v.name, sh(f"cat {big} >/dev/null"))
+            add("sequential read of the same, warm", v.name, sh(f"cat {big} >/dev/null"))
+            listing.write_text("\n".join(f"{v.root}/{p}" for p in stacks) + "\n")
+            drop_caches()
+            par = f"xargs -P 8 -n {len(stacks) // 8 + 1} cat < {listing} >/dev/null"
+            add("8 parallel readers of J5's particle stacks, cold", v.name, sh(par))
+            add("8 parallel readers, warm", v.name, sh(par))
+            m.down(v)
+            m.up(v)
+            shutil.rmtree(dest, ignore_errors=True)
+            drop_caches()
+            add("`rsync -a` of the dense J5, first pass, cold", v.name, sh(f"rsync -a {v.root}/J5/ {dest}/"))
+            m.down(v)
+            shutil.rmtree(dest, ignore_errors=True)
+    return list(rows.values()), variants, facts
+
+
 class Mounts:
     """Mount and unmount the variants (each repetition on a fresh mount). `project` None:
     csfs mounts the instance at `home`, and the native variants show `native`."""
@@ -300,6 +377,10 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[Variant], dict[str, s
     big = bool(args.large or args.files)    # walks, du and RSS only (no many-file rows)
     if args.files:
         project, home = prepare_files(work, args.files)
+    elif args.data:
+        project, _ = prepare(work, "large", Path(args.project) if args.project else None,
+                             Path(args.home) if args.home else None)
+        return run_data(args, work, project)
     else:
         project, home = prepare(work, scale, Path(args.project) if args.project else None,
                                 Path(args.home) if args.home else None)
@@ -446,6 +527,9 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--exported", action="store_true",
                     help="also walk a copy of the project with every export written out (native-exp, "
                          "bindfs-exp: the whole-mount rows' fair baseline; made once in the workdir)")
+    ap.add_argument("--data", action="store_true",
+                    help="data rows instead (reads, parallel readers, rsync) on a dense copy of the "
+                         "large demo (made once in the workdir: ~17 GB of disk)")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
     rows, variants, facts = run(args)
@@ -453,7 +537,8 @@ def main(argv: list[str] | None = None) -> str:
     desc = ", ".join(f"{k}: {v}" for k, v in facts.items())
     commit = out(f"git -C {args.baseline} rev-parse --short HEAD").strip() if args.baseline else ""
     base = f"; `csfs-base` = the tree at {args.baseline} ({commit or 'not a git tree'})" if args.baseline else ""
-    flags = (f" --instance {args.instance}" if args.instance else " --large" if args.large else "") + \
+    flags = (f" --instance {args.instance}" if args.instance else " --data" if args.data
+             else " --large" if args.large else "") + \
         (f" --files {args.files}" if args.files else "") + \
         (" --baseline DIR" if args.baseline else "") + (" --exported" if args.exported else "")
     body = (f"Command: `python3 tests/bench/bench_bindfs.py --reps {args.reps}{flags}` (as root).\n\n"
@@ -463,13 +548,15 @@ def main(argv: list[str] | None = None) -> str:
             f"(read-only, no virtual trees){base}.{EXPORTED if args.exported else ''} "
             f"Each cell: min–max of {args.reps} runs, each on a fresh mount, page cache dropped "
             f"before cold rows; ratios from the minima.\n\n"
-            f"{desc}.\n\n{table(rows, variants)}\n\n{NOTES}")
+            f"{desc}.\n\n{table(rows, variants)}\n\n{DATA_NOTES if args.data else NOTES}")
     print(body)
     if not args.no_results:
         from bench_results import write_section
 
-        suffix = "_instance" if args.instance else "_large" if args.large else "_files" if args.files else ""
-        what = (f"an instance of {args.instance} large projects" if args.instance else "large demo" if args.large
+        suffix = ("_instance" if args.instance else "_data" if args.data else "_large" if args.large
+                  else "_files" if args.files else "")
+        what = (f"an instance of {args.instance} large projects" if args.instance
+                else "data: the large demo with dense particle stacks" if args.data else "large demo" if args.large
                 else f"a project of {args.files:,} files" if args.files else "small demo")
         write_section("bench_bindfs" + suffix, f"csfs vs bindfs vs native, one run ({what})", body)
     return body
@@ -479,6 +566,10 @@ EXPORTED = (" `native-exp` and `bindfs-exp` walk a hard-linked copy of the proje
             "of every job written out (what `csfs job export` and `csfs group export` write: generated "
             "metadata and symlinks to the data), the tree the default mount shows; they are measured in "
             "the whole-mount rows only.")
+DATA_NOTES = """Data rows: `cat` to /dev/null, `xargs -P 8 cat` over the stacks split in eight, and
+`rsync -a` into a local folder (first pass, page cache dropped). csfs reads real data
+with libfuse's fd buffers (splice, native trick `zerocopy`) and opens completed jobs'
+files with `keep_cache`; bindfs reads through its own buffer."""
 NOTES = """Where the time goes (`-o debug` request counts, py-spy, the kernel's fs/fuse source):
 - rsync's second pass: on a writable FUSE superblock the kernel marks a file's atime stale
   after every read that reaches the daemon (`fuse_invalidate_atime` skips only read-only
