@@ -95,14 +95,6 @@ class Context:
                 c.clear()
             self._oversize = None
 
-    def sweep(self) -> int:
-        """Drop every expired entry now (an insertion only drops those it meets): the
-        mount's housekeeping when quiet (mountpoints/idle.py). Returns how many."""
-        with self._lock:
-            n = sum(c.sweep() for c in (self._long, self._short, self._objects))
-            n += len(self._plans.expire() or ())   # a list since cachetools 5.3
-        return n
-
     def forget(self, base: str | None = None, paths: Iterable[str] = ()) -> None:
         """Drop what was cached about `paths` (their lstat, stat and listing) and, with
         `base`, everything of the project directory `base` (its model, plans, sizes and
@@ -183,15 +175,6 @@ class TimedCache:
 
     def __len__(self) -> int:
         return len(self._d)
-
-    def sweep(self) -> int:
-        """Drop the expired entries (the oldest first); returns how many."""
-        d, now, n = self._d, time.monotonic(), 0
-        with self._lock:
-            while d and next(iter(d.values()))[0] < now:
-                d.popitem(last=False)
-                n += 1
-        return n
 
     def keys(self) -> list[Any]:
         with self._lock:

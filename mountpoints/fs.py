@@ -34,7 +34,6 @@ from .fusecompat import (
     fuse_get_context,
 )
 from .handles import Handle
-from .idle import Housekeeper
 from .instance_view import InstanceView
 from .kcache import KernelCache
 from .native import binding, dircache, readahead, zerocopy
@@ -106,8 +105,6 @@ class CsfsFS(Operations):
         self._next = itertools.count(1)
         self._relist: set[str] = set()   # cached listings whose entries' attributes went stale
         self.handed = 0                  # entries handed to the kernel since it last forgot them
-        self.last_fh = 0
-        self.idle = Housekeeper(lambda: (self.handed, self.last_fh), ctx.sweep)
 
     # -- helpers ------------------------------------------------------------------
     def _node(self, path: str) -> Node:
@@ -133,7 +130,6 @@ class CsfsFS(Operations):
         self.kcache.bind()
         self.dircache = dircache.install(self.kcache.session, FUSE_MAJOR, FUSE_MINOR)
         self.changes.start()
-        self.idle.start()
         readahead.tune(self.ctx.mountpoint, 4 * self.max_read // 1024)
         native.report(self.ctx.mountpoint)
         if self.ready is not None:
@@ -145,7 +141,6 @@ class CsfsFS(Operations):
 
     def destroy(self, path: str) -> None:
         self.changes.stop()
-        self.idle.stop()
         generated.shutdown()
         native.clear_state(self.ctx.mountpoint)
         for h in list(self._handles.values()):
@@ -295,7 +290,7 @@ class CsfsFS(Operations):
         h.keep = bool(fi.keep_cache)
         if NOFLUSH and not h.writable:
             fi.noflush = 1   # only control files need flush(): no round trip at close for the rest
-        fh = self.last_fh = next(self._next)
+        fh = next(self._next)
         self._handles[fh] = h
         fi.fh = fh
         return 0
