@@ -53,9 +53,7 @@ Memory: every path the kernel holds costs libfuse ~270 bytes; past
 CSFS_MOUNT_MAX_ENTRIES (2,000,000) paths handed out, the kernel is asked to forget them
 all (they are looked up again when next used). A mount of more paths than that is
 walked cold every time: raise it where ~270 bytes a path is affordable.
-CSFS_MOUNT_PLAN_ENTRIES (150,000) caps the export plan entries kept in the mount process.
-When the mount has had no request for 10 s, it drops its expired cache entries and
-hands freed memory back to the system."""
+CSFS_MOUNT_PLAN_ENTRIES (150,000) caps the export plan entries kept in the mount process."""
 
 
 def _mount(args: argparse.Namespace) -> int:
