@@ -139,6 +139,9 @@ def fuse_options(options: dict[str, object]) -> dict[str, object]:
     return out
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}   # libfuse ends its loop on these
+
+
 def _tune_malloc(n: int = 2, trim_every: float = 30.0) -> None:
     """glibc gives each of libfuse's threads its own malloc arena; two keep RSS small. And
     every `trim_every` seconds freed heap goes back to the system: libfuse frees a node when
@@ -154,6 +157,9 @@ def _tune_malloc(n: int = 2, trim_every: float = 30.0) -> None:
         return
 
     def trimming() -> None:
+        # libfuse's SIGINT/SIGTERM/SIGHUP handler must run on the thread waiting in its
+        # loop: run on this one, it ends the session without waking that wait (a hang)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         while True:
             time.sleep(trim_every)
             trim(0)           # a ctypes call: the GIL is released meanwhile

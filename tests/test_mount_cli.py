@@ -186,3 +186,28 @@ def _servers(mnt: Path) -> list[int]:
             if str(mnt).encode() in cmd and b"csfs" in cmd:
                 out.append(int(pid))
     return out
+
+
+def test_only_libfuses_loop_takes_the_stop_signals(demo, home, tmp_path):
+    """Every thread of the server but the main one (in libfuse's loop) blocks SIGINT, SIGTERM
+    and SIGHUP: libfuse's handler, run on another thread, ends the session without waking
+    the loop, and the server hung. A signal aimed at each other thread still stops it."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "csfs", "mount", demo, mnt, "-f"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO)
+    try:
+        assert _wait(lambda: is_mounted(mnt)), "the mount did not come up"
+        assert (mnt / "project.json").is_file()
+        stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGHUP - 1))
+        others = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
+        assert others
+        for tid in others:
+            with open(f"/proc/{p.pid}/task/{tid}/status") as f:
+                blocked = int(next(ln for ln in f if ln.startswith("SigBlk:")).split()[1], 16)
+            assert blocked & stop == stop, f"thread {tid} takes stop signals"
+        os.kill(others[0], signal.SIGHUP)   # kill(2) of a thread id: that thread first, if it takes it
+        p.communicate(timeout=30)
+        assert p.returncode == 0 and not is_mounted(mnt)
+    finally:
+        force_unmount(mnt, p.pid if p.poll() is None else None)
