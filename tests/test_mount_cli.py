@@ -23,6 +23,16 @@ def _env(home: Path) -> dict:
     return {**os.environ, "CSFS_HOME": str(home), "PYTHONPATH": str(REPO)}
 
 
+def _foreground(demo: Path, mnt: Path, home: Path) -> subprocess.Popen:
+    """`csfs mount -f`, with the stop signals at their defaults as a shell leaves them (under
+    nohup SIGHUP comes ignored, and libfuse then rightly leaves it ignored)."""
+    def defaults() -> None:
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(s, signal.SIG_DFL)
+    return subprocess.Popen([sys.executable, "-m", "csfs", "mount", demo, mnt, "-f"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO, preexec_fn=defaults)
+
+
 def _wait(cond, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -36,8 +46,7 @@ def _wait(cond, timeout: float = 30) -> bool:
 def test_foreground_mount_stops_cleanly_on_signals(demo, home, tmp_path, sig):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "csfs", "mount", demo, mnt, "-f"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO)
+    p = _foreground(demo, mnt, home)
     try:
         assert _wait(lambda: is_mounted(mnt)), "the mount did not come up"
         assert (mnt / "project.json").is_file()
@@ -194,8 +203,7 @@ def test_only_libfuses_loop_takes_the_stop_signals(demo, home, tmp_path):
     the loop, and the server hung. A signal aimed at each other thread still stops it."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "csfs", "mount", demo, mnt, "-f"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO)
+    p = _foreground(demo, mnt, home)
     try:
         assert _wait(lambda: is_mounted(mnt)), "the mount did not come up"
         assert (mnt / "project.json").is_file()
