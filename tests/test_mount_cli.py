@@ -2,6 +2,7 @@
 and an /etc/fstab line mounted and unmounted with the real mount(8) and umount(8)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +25,23 @@ def _env(home: Path) -> dict:
     return {**os.environ, "CSFS_HOME": str(home), "PYTHONPATH": str(REPO)}
 
 
-def _foreground(demo: Path, mnt: Path, home: Path) -> subprocess.Popen:
-    """`csfs mount -f`, with the stop signals at their defaults as a shell leaves them (under
-    nohup SIGHUP comes ignored, and libfuse then rightly leaves it ignored)."""
+@contextlib.contextmanager
+def _foreground(demo: Path, mnt: Path, home: Path) -> Iterator[subprocess.Popen]:
+    """`csfs mount -f`, once it serves, with the stop signals at their defaults as a shell
+    leaves them (under nohup SIGHUP comes ignored, and libfuse then rightly leaves it
+    ignored); unmounted and stopped at the end whatever happened."""
     def defaults() -> None:
         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(s, signal.SIG_DFL)
-    return subprocess.Popen([sys.executable, "-m", "csfs", "mount", demo, mnt, "-f"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO, preexec_fn=defaults)
+    mnt.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "csfs", "mount", demo, mnt, "-f"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=_env(home), cwd=REPO, preexec_fn=defaults)
+    try:
+        assert _wait(lambda: is_mounted(mnt)), "the mount did not come up"
+        assert (mnt / "project.json").is_file()
+        yield p
+    finally:
+        force_unmount(mnt, p.pid if p.poll() is None else None)
 
 
 def _wait(cond, timeout: float = 30) -> bool:
@@ -45,19 +56,13 @@ def _wait(cond, timeout: float = 30) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_foreground_mount_stops_cleanly_on_signals(demo, home, tmp_path, sig):
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    p = _foreground(demo, mnt, home)
-    try:
-        assert _wait(lambda: is_mounted(mnt)), "the mount did not come up"
-        assert (mnt / "project.json").is_file()
+    with _foreground(demo, mnt, home) as p:
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
         assert p.returncode == 0, err
         assert "Traceback" not in err and "RuntimeError" not in err
         assert "Ignoring invalid max threads" not in err     # a sane thread limit is passed
         assert not is_mounted(mnt)
-    finally:
-        force_unmount(mnt, p.pid if p.poll() is None else None)
 
 
 def test_bad_option_reports_fuses_own_message(demo, home, tmp_path, csfs):
@@ -200,13 +205,9 @@ def _servers(mnt: Path) -> list[int]:
 def test_only_libfuses_loop_takes_the_stop_signals(demo, home, tmp_path):
     """Every thread of the server but the main one (in libfuse's loop) blocks SIGINT, SIGTERM
     and SIGHUP: libfuse's handler, run on another thread, ends the session without waking
-    the loop, and the server hung. A signal aimed at each other thread still stops it."""
+    the loop, and the server hung. A signal aimed at another thread still stops it."""
     mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    p = _foreground(demo, mnt, home)
-    try:
-        assert _wait(lambda: is_mounted(mnt)), "the mount did not come up"
-        assert (mnt / "project.json").is_file()
+    with _foreground(demo, mnt, home) as p:
         stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGHUP - 1))
         others = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
         assert others
@@ -217,5 +218,3 @@ def test_only_libfuses_loop_takes_the_stop_signals(demo, home, tmp_path):
         os.kill(others[0], signal.SIGHUP)   # kill(2) of a thread id: that thread first, if it takes it
         p.communicate(timeout=30)
         assert p.returncode == 0 and not is_mounted(mnt)
-    finally:
-        force_unmount(mnt, p.pid if p.poll() is None else None)
