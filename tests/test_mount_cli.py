@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from csfs.mountpoints.mounting import STOP_SIGNALS
 
 from conftest import REPO
 from mountutil import force_unmount, is_mounted, needs_fuse
@@ -31,7 +32,7 @@ def _foreground(demo: Path, mnt: Path, home: Path) -> Iterator[subprocess.Popen]
     leaves them (under nohup SIGHUP comes ignored, and libfuse then rightly leaves it
     ignored); unmounted and stopped at the end whatever happened."""
     def defaults() -> None:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_DFL)
     mnt.mkdir()
     p = subprocess.Popen([sys.executable, "-m", "csfs", "mount", demo, mnt, "-f"], stdout=subprocess.PIPE,
@@ -208,7 +209,7 @@ def test_only_libfuses_loop_takes_the_stop_signals(demo, home, tmp_path):
     the loop, and the server hung. A signal aimed at another thread still stops it."""
     mnt = tmp_path / "mnt"
     with _foreground(demo, mnt, home) as p:
-        stop = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGHUP - 1))
+        stop = sum(1 << (s - 1) for s in STOP_SIGNALS)   # SigBlk: bit n-1 for signal n
         others = [int(t) for t in os.listdir(f"/proc/{p.pid}/task") if int(t) != p.pid]
         assert others
         for tid in others:
